@@ -1,0 +1,56 @@
+# Everything a fresh machine needs: `make run` serves the product, `make test` proves it.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# A Python >= 3.12: $(PYTHON) if given, then python3.13/python3.12 on PATH, then pyenv's.
+define find_python
+for candidate in "$(PYTHON)" python3.13 python3.12 \
+    $$(ls -d "$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)"/versions/3.1[3-9]*/bin/python3 \
+             "$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)"/versions/3.12*/bin/python3 2>/dev/null); do \
+  [ -n "$$candidate" ] || continue; \
+  if "$$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
+    command -v "$$candidate" || echo "$$candidate"; exit 0; fi; \
+done; exit 1
+endef
+
+.PHONY: run test lint bench install migrate demo run-distributed clean
+
+$(BIN)/python:
+	@py=$$( $(find_python) ) || { echo "error: Python 3.12+ is required. Install it or pass PYTHON=/path/to/python3.12" >&2; exit 1; }; \
+	echo "Using $$py ($$($$py --version))"; \
+	"$$py" -m venv $(VENV)
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(BIN)/python manage.py migrate --no-input
+
+demo: migrate
+	$(BIN)/python manage.py seed_demo
+
+run: demo
+	$(BIN)/python manage.py collectstatic --no-input --verbosity 0
+	$(BIN)/daphne -b $(HOST) -p $(PORT) roadmap_project.asgi:application
+
+test: migrate
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: migrate
+	$(BIN)/python -m bench
+
+run-distributed: install
+	$(BIN)/python -m roadmap_project.distributed
+
+clean:
+	rm -rf $(VENV) var

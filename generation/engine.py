@@ -1,0 +1,160 @@
+"""The embedded task engine: a django.tasks backend that runs async task functions
+on the server's own event loop (DESIGN §10), with no broker and no worker process.
+
+The loop is captured when the ASGI application is first called. Outside a server
+(management commands, tests calling services directly) a private loop runs in a
+daemon thread instead, and `wait_until_idle()` lets a command wait for its work."""
+
+import asyncio
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from django.conf import settings
+from django.tasks.backends.base import BaseTaskBackend
+from django.tasks.base import TaskResult, TaskResultStatus
+from django.tasks.signals import task_enqueued
+from django.utils import timezone
+from django.utils.crypto import get_random_string
+
+logger = logging.getLogger(__name__)
+
+_server_loop: asyncio.AbstractEventLoop | None = None
+_private_loop: asyncio.AbstractEventLoop | None = None
+_private_lock = threading.Lock()
+_running: set[asyncio.Task] = set()
+_maintained: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()
+_slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def provider_slot() -> asyncio.Semaphore:
+    """The process-wide cap on provider calls in flight (GENERATION_CONCURRENCY),
+    one semaphore per event loop."""
+    loop = asyncio.get_running_loop()
+    slot = _slots.get(loop)
+    if slot is None:
+        slot = _slots[loop] = asyncio.Semaphore(settings.GENERATION_CONCURRENCY)
+    return slot
+
+
+def capture_server_loop(app: Callable) -> Callable:
+    """Wrap the ASGI application so the engine knows the server's loop."""
+
+    async def application(scope, receive, send) -> Any:
+        global _server_loop
+        loop = asyncio.get_running_loop()
+        if _server_loop is not loop:
+            _server_loop = loop
+            start_maintenance(loop)
+        return await app(scope, receive, send)
+
+    return application
+
+
+def start_maintenance(loop: asyncio.AbstractEventLoop) -> None:
+    """Sweep stale generations at start and then periodically on this loop."""
+    if loop in _maintained:
+        return
+    _maintained.add(loop)
+    from generation.runner import maintain_forever
+
+    _spawn(loop, maintain_forever())
+
+
+def _loop_for_work() -> asyncio.AbstractEventLoop:
+    if _server_loop is not None and not _server_loop.is_closed() and _server_loop.is_running():
+        return _server_loop
+    return _private()
+
+
+def _private() -> asyncio.AbstractEventLoop:
+    global _private_loop
+    with _private_lock:
+        if _private_loop is None or _private_loop.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="generation-engine", daemon=True).start()
+            _private_loop = loop
+    return _private_loop
+
+
+def _spawn(loop: asyncio.AbstractEventLoop, coroutine) -> None:
+    def start() -> None:
+        task = loop.create_task(coroutine)
+        _running.add(task)
+        task.add_done_callback(_running.discard)
+        task.add_done_callback(_log_crash)
+
+    if _on_loop(loop):
+        start()
+    else:
+        loop.call_soon_threadsafe(start)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _log_crash(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("Background task crashed", exc_info=task.exception())
+
+
+def wait_until_idle(timeout: float | None = None) -> bool:
+    """Block (from a thread that is not the engine's loop) until no generation runs."""
+    loop = _loop_for_work()
+
+    async def idle() -> None:
+        while True:
+            pending = [t for t in _running if t.get_loop() is loop and not _is_maintenance(t)]
+            if not pending:
+                return
+            await asyncio.wait(pending)
+
+    future: Future = asyncio.run_coroutine_threadsafe(idle(), loop)
+    try:
+        future.result(timeout)
+        return True
+    except TimeoutError:
+        return False
+
+
+def _is_maintenance(task: asyncio.Task) -> bool:
+    return getattr(task.get_coro(), "__name__", "") == "maintain_forever"
+
+
+class InProcessBackend(BaseTaskBackend):
+    """Runs each enqueued coroutine as an asyncio task; results are not kept
+    (the database rows are the results)."""
+
+    supports_async_task = True
+    supports_get_result = False
+
+    def enqueue(self, task, args, kwargs) -> TaskResult:
+        self.validate_task(task)
+        result = TaskResult(
+            task=task,
+            id=get_random_string(32),
+            status=TaskResultStatus.READY,
+            enqueued_at=timezone.now(),
+            started_at=None,
+            last_attempted_at=None,
+            finished_at=None,
+            args=list(args),
+            kwargs=dict(kwargs),
+            backend=self.alias,
+            errors=[],
+            worker_ids=[],
+        )
+        loop = _loop_for_work()
+        start_maintenance(loop)
+        _spawn(loop, task.func(*args, **kwargs))
+        task_enqueued.send(type(self), task_result=result)
+        return result

@@ -1,0 +1,210 @@
+"""The event schema of DESIGN §5 (docs/events.md, docs/event.schema.json).
+
+Each function records one event in the caller's transaction; messages are written
+in the roadmap's language."""
+
+from typing import Any
+
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+
+from generation.errors import GenerationError
+from generation.models import GenerationItem, GenerationTask
+from notifications.services import publish_live, record_event
+from roadmaps.models import ConceptContent, Roadmap
+
+
+def roadmap_topic(roadmap_id) -> str:
+    return f"roadmap-{roadmap_id}"
+
+
+def public_text(error: GenerationError, roadmap: Roadmap) -> str:
+    with translation.override(roadmap.language):
+        return str(error.public_message)
+
+
+def _base(type_: str, *, task_id: str | None, roadmap: Roadmap) -> dict[str, Any]:
+    return {
+        "type": type_,
+        "task_id": task_id,
+        "roadmap_id": str(roadmap.pk),
+        "timestamp": timezone.localtime().isoformat(),
+    }
+
+
+def _concept_fields(task: GenerationTask, item: GenerationItem) -> dict[str, Any]:
+    concept = item.content.concept
+    return {
+        "concept_id": concept.concept_id,
+        "concept_name": concept.name,
+        "content_type": item.content.content_type,
+        "progress": {
+            "current": item.position,
+            "total": task.total,
+            "percentage": round(item.position / task.total * 100, 1),
+        },
+    }
+
+
+def _record(task: GenerationTask, body: dict[str, Any], *, final: bool = False) -> None:
+    record_event(
+        topic=roadmap_topic(task.roadmap_id),
+        stream=task.pk,
+        type=body["type"],
+        body=body,
+        final=final,
+    )
+
+
+def concept_start(task: GenerationTask, item: GenerationItem) -> None:
+    fields = _concept_fields(task, item)
+    with translation.override(task.roadmap.language):
+        message = _("Started generating: %(name)s") % {"name": fields["concept_name"]}
+    _record(
+        task,
+        {
+            **_base("concept_start", task_id=task.pk, roadmap=task.roadmap),
+            **fields,
+            "message": message,
+        },
+    )
+
+
+def concept_complete(
+    task: GenerationTask, item: GenerationItem, content: ConceptContent, *, final: bool
+) -> None:
+    fields = _concept_fields(task, item)
+    with translation.override(task.roadmap.language):
+        message = _("Finished generating: %(name)s") % {"name": fields["concept_name"]}
+    _record(
+        task,
+        {
+            **_base("concept_complete", task_id=task.pk, roadmap=task.roadmap),
+            **fields,
+            "message": message,
+            "data": completed_data(content),
+        },
+        final=final,
+    )
+
+
+def completed_data(content: ConceptContent) -> dict[str, Any]:
+    """The `data` of concept_complete: what the new version is, per content type."""
+    from roadmaps.selectors import content_url
+
+    key = f"{content.content_type}_id"
+    data: dict[str, Any] = {key: content_public_id(content), "content_version": content.version}
+    if content.content_type == "tutorial":
+        data |= {
+            "title": content.title,
+            "content_url": content_url(content),
+            "summary": content.summary,
+        }
+    elif content.content_type == "resources":
+        data["resources_count"] = len(content.payload.get("items", []))
+    else:
+        data["quiz_questions_count"] = len(content.payload.get("questions", []))
+    return data
+
+
+def content_public_id(content: ConceptContent) -> str:
+    return f"{content.content_type}-{content.pk}-v{content.version}"
+
+
+def concept_failed(
+    task: GenerationTask, item: GenerationItem, error: GenerationError, *, final: bool
+) -> None:
+    fields = _concept_fields(task, item)
+    with translation.override(task.roadmap.language):
+        message = _("Generation failed: %(name)s") % {"name": fields["concept_name"]}
+        text = str(error.public_message)
+    _record(
+        task,
+        {
+            **_base("concept_failed", task_id=task.pk, roadmap=task.roadmap),
+            **fields,
+            "message": message,
+            "error": text,
+            "retryable": error.retryable,
+        },
+        final=final,
+    )
+
+
+def task_complete(task: GenerationTask, *, final: bool) -> None:
+    summary = {"total": task.total, "completed": task.completed, "failed": task.failed}
+    if task.cancelled:
+        summary["cancelled"] = task.cancelled
+    with translation.override(task.roadmap.language):
+        message = _("Task finished: %(completed)d of %(total)d completed") % summary
+    _record(
+        task,
+        {
+            **_base("task_complete", task_id=task.pk, roadmap=task.roadmap),
+            "status": task.status,
+            "summary": summary,
+            "message": message,
+        },
+        final=final,
+    )
+
+
+def status_changed(
+    content: ConceptContent, *, status: str, previous_status: str, task_id: str | None
+) -> None:
+    """A change made outside a task's own flow (admin, cancel, sweep): roadmap stream only."""
+    roadmap = content.roadmap
+    concept = content.concept
+    with translation.override(roadmap.language):
+        message = _("%(name)s (%(type)s) is now %(status)s") % {
+            "name": concept.name,
+            "type": content.content_type,
+            "status": status,
+        }
+    body = {
+        **_base("status_changed", task_id=task_id, roadmap=roadmap),
+        "concept_id": concept.concept_id,
+        "concept_name": concept.name,
+        "content_type": content.content_type,
+        "status": status,
+        "previous_status": previous_status,
+        "message": message,
+    }
+    record_event(topic=roadmap_topic(roadmap.pk), type="status_changed", body=body)
+
+
+async def concept_progress(
+    *,
+    task_id: str,
+    roadmap: Roadmap,
+    concept_id: str,
+    concept_name: str,
+    content_type: str,
+    position: int,
+    total: int,
+    percentage: int,
+) -> None:
+    """Live-only (never stored or replayed), so it has no id or seq."""
+    with translation.override(roadmap.language):
+        message = _("Generating %(name)s: %(percentage)d%%") % {
+            "name": concept_name,
+            "percentage": percentage,
+        }
+    body = {
+        **_base("concept_progress", task_id=task_id, roadmap=roadmap),
+        "id": None,
+        "seq": None,
+        "concept_id": concept_id,
+        "concept_name": concept_name,
+        "content_type": content_type,
+        "progress": {
+            "current": position,
+            "total": total,
+            "percentage": round(position / total * 100, 1),
+        },
+        "step": "content_generation",
+        "status": "processing",
+        "progress_percentage": percentage,
+        "message": message,
+    }
+    await publish_live(stream=task_id, message=body)

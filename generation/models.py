@@ -1,0 +1,85 @@
+"""A GenerationTask is one retry, batch or whole-roadmap generation; its items are
+the (concept, content type) pairs it works on, in batch order."""
+
+from django.conf import settings
+from django.db import models
+
+from roadmaps.models import ConceptContent, ContentStatus, Roadmap
+
+
+class TaskKind(models.TextChoices):
+    RETRY = "retry", "Retry"
+    BATCH = "batch", "Batch retry"
+    GENERATE = "generate", "Generate"
+
+
+class TaskStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    PARTIAL = "partial", "Partial"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class ItemState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+UNFINISHED_ITEM_STATES = (ItemState.QUEUED, ItemState.RUNNING)
+
+
+class GenerationTask(models.Model):
+    id = models.CharField(max_length=64, primary_key=True)
+    kind = models.CharField(max_length=16, choices=TaskKind.choices)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generation_tasks"
+    )
+    roadmap = models.ForeignKey(Roadmap, on_delete=models.CASCADE, related_name="generation_tasks")
+    status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.RUNNING)
+    preferences = models.JSONField(default=dict, blank=True)
+    total = models.PositiveIntegerField(default=0)
+    completed = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    cancelled = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=TaskStatus.values), name="task_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class GenerationItem(models.Model):
+    task = models.ForeignKey(GenerationTask, on_delete=models.CASCADE, related_name="items")
+    content = models.ForeignKey(
+        ConceptContent, on_delete=models.CASCADE, related_name="generation_items"
+    )
+    position = models.PositiveIntegerField(help_text="1-based place in the task")
+    state = models.CharField(max_length=16, choices=ItemState.choices, default=ItemState.QUEUED)
+    previous_status = models.CharField(
+        max_length=16,
+        choices=ContentStatus.choices,
+        help_text="The content's status before this task, restored if cancelled unstarted.",
+    )
+    attempt_id = models.UUIDField()
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "position"], name="unique_item_position"),
+            models.UniqueConstraint(fields=["task", "content"], name="unique_item_content"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} #{self.position}"

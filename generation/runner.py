@@ -1,0 +1,169 @@
+"""Running one item: provider call under the concurrency cap, lease heartbeat,
+throttled progress, and a guaranteed terminal state (I3)."""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+
+from generation import events, state
+from generation.engine import provider_slot
+from generation.errors import GenerationError, public_error_for
+from generation.models import GenerationItem
+from generation.providers import GenerationRequest, get_provider
+from roadmaps.models import ContentType, Roadmap
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_SECONDS = 1.0
+# Items this process holds while they wait for a provider slot: their leases are
+# renewed by maintenance, so waiting in line is never mistaken for a dead worker.
+waiting_items: set[int] = set()
+
+
+def heartbeat_interval() -> float:
+    return max(0.05, min(settings.GENERATION_LEASE_SECONDS / 4, 10.0))
+
+
+def sweep_interval() -> float:
+    """At least every half lease, at most every 30 s (DESIGN §8)."""
+    return max(0.1, min(settings.GENERATION_LEASE_SECONDS / 2, 30.0))
+
+
+@dataclass(frozen=True)
+class ItemContext:
+    request: GenerationRequest
+    roadmap: Roadmap
+    concept_id: str
+    concept_name: str
+    position: int
+    total: int
+
+
+def _load_context(run: state.ItemRun) -> ItemContext:
+    item = GenerationItem.objects.select_related("task__roadmap", "content__concept").get(
+        pk=run.item_id
+    )
+    roadmap, concept = item.task.roadmap, item.content.concept
+    preferences = {**roadmap.preferences, **item.task.preferences}
+    return ItemContext(
+        request=GenerationRequest(
+            roadmap_title=roadmap.title,
+            roadmap_goal=roadmap.goal,
+            concept_name=concept.name,
+            concept_description=concept.description,
+            preferences={k: str(v) for k, v in preferences.items()},
+        ),
+        roadmap=roadmap,
+        concept_id=concept.concept_id,
+        concept_name=concept.name,
+        position=item.position,
+        total=item.task.total,
+    )
+
+
+async def run_item(item_id: int) -> None:
+    waiting_items.add(item_id)
+    try:
+        async with provider_slot():
+            waiting_items.discard(item_id)
+            run = await sync_to_async(state.begin_item)(item_id=item_id)
+            if run is not None:
+                await _execute(run)
+    finally:
+        waiting_items.discard(item_id)
+
+
+async def _execute(run: state.ItemRun) -> None:
+    context = await sync_to_async(_load_context)(run)
+    work = asyncio.current_task()
+    fenced = asyncio.Event()
+    beats = asyncio.create_task(_heartbeat(run, work, fenced))
+    try:
+        draft, model_name = await _generate(run, context)
+    except asyncio.CancelledError:
+        if not fenced.is_set():
+            raise
+        logger.info("Attempt %s of task %s was fenced out; stopped", run.attempt_id, run.task_id)
+        return
+    except Exception as exc:
+        error = public_error_for(exc)
+        logger.warning(
+            "Generation failed in task %s (%s, content %s): %s",
+            run.task_id,
+            run.content_type,
+            run.content_id,
+            error.detail or exc,
+            exc_info=not isinstance(exc, GenerationError),
+        )
+        await sync_to_async(state.fail_item)(run, error=error)
+        return
+    finally:
+        beats.cancel()
+    await sync_to_async(state.complete_item)(run, draft=draft, model_name=model_name)
+
+
+async def _generate(run: state.ItemRun, context: ItemContext):
+    provider = get_provider()
+    if run.content_type == ContentType.TUTORIAL:
+        last_sent = 0.0
+
+        async def on_progress(percentage: int) -> None:
+            nonlocal last_sent
+            now = time.monotonic()
+            if now - last_sent < PROGRESS_INTERVAL_SECONDS and percentage < 100:
+                return
+            last_sent = now
+            await events.concept_progress(
+                task_id=run.task_id,
+                roadmap=context.roadmap,
+                concept_id=context.concept_id,
+                concept_name=context.concept_name,
+                content_type=run.content_type,
+                position=context.position,
+                total=context.total,
+                percentage=percentage,
+            )
+
+        return await provider.tutorial(context.request, on_progress)
+    if run.content_type == ContentType.RESOURCES:
+        return await provider.resources(context.request)
+    return await provider.quiz(context.request)
+
+
+async def _heartbeat(run: state.ItemRun, work: asyncio.Task, fenced: asyncio.Event) -> None:
+    """Renew the lease while the work runs; stop the work if it was fenced out."""
+    while True:
+        await asyncio.sleep(heartbeat_interval())
+        try:
+            alive = await sync_to_async(state.heartbeat)(run)
+        except Exception:
+            logger.warning("Heartbeat failed for task %s", run.task_id, exc_info=True)
+            continue
+        if not alive:
+            fenced.set()
+            work.cancel()
+            return
+
+
+def maintain() -> int:
+    """One maintenance round: keep waiting items alive, fail stale ones."""
+    close_old_connections()
+    if waiting_items:
+        state.renew_queued_leases(item_ids=set(waiting_items))
+    return state.recover_stale()
+
+
+async def maintain_forever() -> None:
+    while True:
+        try:
+            recovered = await sync_to_async(maintain)()
+            if recovered:
+                logger.warning("Recovered %d stale generation(s)", recovered)
+        except Exception:
+            logger.warning("Stale recovery round failed", exc_info=True)
+        await asyncio.sleep(sweep_interval())

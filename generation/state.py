@@ -1,0 +1,516 @@
+"""The status state machine: the only code that writes ConceptContent.status.
+
+    pending -> generating -> completed
+                         \\-> failed
+
+Every transition is a conditional UPDATE (compare-and-set) in the database (I1),
+fenced by the attempt id (I4), and records its event in the same transaction (I5).
+Lock order in every transaction: task row, then event counters (topic, stream).
+"""
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from generation import events
+from generation.errors import Cancelled, GenerationError, Superseded, WorkerLost
+from generation.models import (
+    UNFINISHED_ITEM_STATES,
+    GenerationItem,
+    GenerationTask,
+    ItemState,
+    TaskKind,
+    TaskStatus,
+)
+from generation.schemas import Quiz, ResourceList, TutorialDraft
+from notifications.services import open_stream
+from roadmaps.models import ConceptContent, ContentStatus, ContentType, Roadmap
+
+logger = logging.getLogger(__name__)
+
+STARTABLE = (ContentStatus.PENDING, ContentStatus.FAILED, ContentStatus.COMPLETED)
+
+
+class AlreadyGenerating(Exception):
+    """The pair has a live generation; `task_id` names it."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(task_id)
+        self.task_id = task_id
+
+
+class TaskNotRunning(Exception):
+    """The task already finished, so it cannot be cancelled."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    concept_id: str
+    content_type: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class StartResult:
+    task: GenerationTask | None
+    skipped: list[Skipped]
+
+
+@dataclass(frozen=True)
+class ItemRun:
+    """What a runner needs to generate one item, and the attempt that fences it."""
+
+    item_id: int
+    task_id: str
+    task_kind: str
+    content_id: int
+    attempt_id: uuid.UUID
+    content_type: str
+
+
+def lease_deadline(now: datetime | None = None) -> datetime:
+    return (now or timezone.now()) + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
+
+
+def new_task_id(kind: str, content: ConceptContent | None = None) -> str:
+    """128 random bits, and a valid Channels group name (DESIGN §4)."""
+    suffix = uuid.uuid4().hex
+    if kind == TaskKind.RETRY:
+        return f"retry-{content.content_type}-{content.concept.concept_id[:8]}-{suffix}"
+    if kind == TaskKind.BATCH:
+        return f"batch-retry-{suffix}"
+    return f"generate-{suffix}"
+
+
+def _claim(content: ConceptContent, *, task_id: str, now: datetime) -> uuid.UUID | None:
+    """Compare-and-set one pair to `generating` (I1). The condition includes the
+    status we read, so the recorded previous status is exact; a live generation
+    (lease not expired) never matches."""
+    attempt_id = uuid.uuid4()
+    startable = Q(status__in=STARTABLE) | Q(
+        status=ContentStatus.GENERATING, lease_expires_at__lt=now
+    )
+    claimed = ConceptContent.objects.filter(startable, pk=content.pk, status=content.status).update(
+        status=ContentStatus.GENERATING,
+        attempt_id=attempt_id,
+        task_id=task_id,
+        lease_expires_at=lease_deadline(now),
+        public_error="",
+        updated_at=now,
+    )
+    return attempt_id if claimed else None
+
+
+def start_generation(
+    *,
+    roadmap: Roadmap,
+    user,
+    kind: str,
+    contents: list[ConceptContent],
+    preferences: dict | None = None,
+) -> StartResult:
+    """Flip every startable pair to `generating`, create the task and its items,
+    and enqueue the work when the transaction commits (I2).
+
+    A single retry of a live pair raises AlreadyGenerating; a batch skips it."""
+    from generation.tasks import enqueue_items
+
+    now = timezone.now()
+    skipped: list[Skipped] = []
+    with transaction.atomic():
+        task = GenerationTask(
+            id=new_task_id(kind, contents[0] if contents else None),
+            kind=kind,
+            owner=user,
+            roadmap=roadmap,
+            preferences=preferences or {},
+        )
+        claimed: list[GenerationItem] = []
+        for content in contents:
+            attempt_id = _claim(content, task_id=task.id, now=now)
+            if attempt_id is None:
+                # Re-read once: the status we read may be stale but still startable.
+                content.refresh_from_db()
+                attempt_id = _claim(content, task_id=task.id, now=now)
+            if attempt_id is None:
+                if kind == TaskKind.RETRY:
+                    raise AlreadyGenerating(content.task_id)
+                skipped.append(
+                    Skipped(content.concept.concept_id, content.content_type, "already generating")
+                )
+                continue
+            claimed.append(
+                GenerationItem(
+                    task=task,
+                    content=content,
+                    position=len(claimed) + 1,
+                    previous_status=content.status,
+                    attempt_id=attempt_id,
+                )
+            )
+        if not claimed:
+            transaction.set_rollback(True)
+            return StartResult(task=None, skipped=skipped)
+        task.total = len(claimed)
+        task.save(force_insert=True)
+        items = GenerationItem.objects.bulk_create(claimed)
+        open_stream(task.id)
+        item_ids = [item.pk for item in items]
+        transaction.on_commit(lambda: enqueue_items(item_ids))
+    return StartResult(task=task, skipped=skipped)
+
+
+def _locked_task(task_id: str) -> GenerationTask:
+    return GenerationTask.objects.select_for_update().select_related("roadmap").get(pk=task_id)
+
+
+def _item(item_id: int) -> GenerationItem:
+    return GenerationItem.objects.select_related("content__concept", "task").get(pk=item_id)
+
+
+def begin_item(*, item_id: int) -> ItemRun | None:
+    """Mark a queued item running, renew its lease and emit `concept_start`.
+
+    An item found `running` was redelivered after its worker died: it is taken
+    over with a new attempt id, which fences the old attempt out (I4). Returns
+    None when there is nothing to do (finished, cancelled or superseded)."""
+    now = timezone.now()
+    with transaction.atomic():
+        item = _item(item_id)
+        task = _locked_task(item.task_id)
+        item.refresh_from_db()
+        if item.state not in UNFINISHED_ITEM_STATES or task.status != TaskStatus.RUNNING:
+            return None
+        attempt_id = uuid.uuid4()
+        moved = ConceptContent.objects.filter(
+            pk=item.content_id, status=ContentStatus.GENERATING, attempt_id=item.attempt_id
+        ).update(attempt_id=attempt_id, lease_expires_at=lease_deadline(now), updated_at=now)
+        if not moved:
+            _end_item(task, item, ItemState.CANCELLED, error=Superseded(), touch_content=False)
+            return None
+        item.state = ItemState.RUNNING
+        item.attempt_id = attempt_id
+        item.save(update_fields=["state", "attempt_id"])
+        events.concept_start(task, item)
+    return ItemRun(
+        item_id=item.pk,
+        task_id=task.pk,
+        task_kind=task.kind,
+        content_id=item.content_id,
+        attempt_id=attempt_id,
+        content_type=item.content.content_type,
+    )
+
+
+def heartbeat(run: ItemRun) -> bool:
+    """Renew the lease of a running attempt and of its task's queued items.
+    False means the attempt was fenced out (cancelled, reset, taken over)."""
+    now = timezone.now()
+    deadline = lease_deadline(now)
+    with transaction.atomic():
+        alive = ConceptContent.objects.filter(
+            pk=run.content_id, status=ContentStatus.GENERATING, attempt_id=run.attempt_id
+        ).update(lease_expires_at=deadline)
+        if alive:
+            renew_queued_leases(task_id=run.task_id, deadline=deadline)
+    return bool(alive)
+
+
+def renew_queued_leases(*, task_id: str | None = None, item_ids=None, deadline=None) -> int:
+    """Queued work is alive while its task makes progress or its engine holds it."""
+    items = GenerationItem.objects.filter(state=ItemState.QUEUED)
+    if task_id is not None:
+        items = items.filter(task_id=task_id)
+    if item_ids is not None:
+        items = items.filter(pk__in=list(item_ids))
+    return ConceptContent.objects.filter(
+        status=ContentStatus.GENERATING,
+        attempt_id__in=items.values("attempt_id"),
+    ).update(lease_expires_at=deadline or lease_deadline())
+
+
+def _save_tutorial(content: ConceptContent, draft: TutorialDraft, version: int) -> str:
+    concept = content.concept
+    name = f"tutorials/{content.roadmap_id}/{concept.concept_id}/v{version}.md"
+    saved = default_storage.save(name, ContentFile(draft.markdown.encode()))
+    return saved
+
+
+def complete_item(
+    run: ItemRun, *, draft: TutorialDraft | ResourceList | Quiz, model_name: str
+) -> bool:
+    """Store the new version and mark the pair completed, unless this attempt was
+    superseded, in which case the result is dropped (I4). Returns whether it landed."""
+    now = timezone.now()
+    with transaction.atomic():
+        item = _item(run.item_id)
+        task = _locked_task(item.task_id)
+        content = (
+            ConceptContent.objects.select_for_update()
+            .select_related("concept")
+            .filter(pk=run.content_id, status=ContentStatus.GENERATING, attempt_id=run.attempt_id)
+            .first()
+        )
+        if content is None:
+            logger.info(
+                "Dropped the late result of superseded attempt %s (task %s)",
+                run.attempt_id,
+                run.task_id,
+            )
+            item.refresh_from_db()
+            if item.state in UNFINISHED_ITEM_STATES and item.attempt_id == run.attempt_id:
+                _end_item(task, item, ItemState.CANCELLED, error=Superseded(), touch_content=False)
+            return False
+        version = content.version + 1
+        fields = {"version": version, "model": model_name, "generated_at": now}
+        if content.content_type == ContentType.TUTORIAL:
+            fields |= {
+                "title": draft.title,
+                "summary": draft.summary,
+                "content_ref": _save_tutorial(content, draft, version),
+                "payload": {},
+            }
+        elif content.content_type == ContentType.RESOURCES:
+            fields |= {"payload": draft.model_dump(mode="json"), "summary": ""}
+        else:
+            fields |= {"payload": draft.model_dump(mode="json"), "summary": ""}
+        ConceptContent.objects.filter(pk=content.pk).update(
+            **fields,
+            status=ContentStatus.COMPLETED,
+            attempt_id=None,
+            lease_expires_at=None,
+            public_error="",
+            updated_at=now,
+        )
+        content.refresh_from_db()
+        _end_item(task, item, ItemState.COMPLETED, content=content)
+    return True
+
+
+def fail_item(run: ItemRun, *, error: GenerationError) -> bool:
+    """Mark the pair failed with a public message, fenced like complete_item."""
+    with transaction.atomic():
+        item = _item(run.item_id)
+        task = _locked_task(item.task_id)
+        item.refresh_from_db()
+        if item.state not in UNFINISHED_ITEM_STATES or item.attempt_id != run.attempt_id:
+            return False
+        return _end_item(task, item, ItemState.FAILED, error=error)
+
+
+def _fail_content(item: GenerationItem, error: GenerationError) -> bool:
+    now = timezone.now()
+    return bool(
+        ConceptContent.objects.filter(
+            pk=item.content_id, status=ContentStatus.GENERATING, attempt_id=item.attempt_id
+        ).update(
+            status=ContentStatus.FAILED,
+            public_error=events.public_text(error, item.task.roadmap),
+            attempt_id=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+    )
+
+
+def _end_item(
+    task: GenerationTask,
+    item: GenerationItem,
+    state: str,
+    *,
+    error: GenerationError | None = None,
+    content: ConceptContent | None = None,
+    touch_content: bool = True,
+    final_event: bool | None = None,
+) -> bool:
+    """Close one item: content status (unless already moved on), counters, the
+    item's terminal event, and the task's end when it was the last one."""
+    if state == ItemState.FAILED or (state == ItemState.CANCELLED and touch_content):
+        if not _fail_content(item, error) and state == ItemState.FAILED:
+            # Fenced out meanwhile: someone else owns the pair now.
+            state, error = ItemState.CANCELLED, Superseded()
+    item.state = state
+    item.save(update_fields=["state"])
+    counter = {
+        ItemState.COMPLETED: "completed",
+        ItemState.FAILED: "failed",
+        ItemState.CANCELLED: "cancelled",
+    }[state]
+    GenerationTask.objects.filter(pk=task.pk).update(**{counter: F(counter) + 1})
+    setattr(task, counter, getattr(task, counter) + 1)
+    single = task.kind == TaskKind.RETRY
+    final = single if final_event is None else final_event
+    if state == ItemState.COMPLETED:
+        events.concept_complete(task, item, content, final=final)
+    else:
+        events.concept_failed(task, item, error, final=final)
+    if final_event is None:
+        _finish_task_if_done(task)
+    return state == ItemState.FAILED or state == ItemState.COMPLETED
+
+
+def _finish_task_if_done(task: GenerationTask) -> None:
+    if task.status != TaskStatus.RUNNING:
+        return
+    if task.items.filter(state__in=UNFINISHED_ITEM_STATES).exists():
+        return
+    if task.completed == task.total:
+        status = TaskStatus.COMPLETED
+    elif task.completed == 0:
+        status = TaskStatus.FAILED
+    else:
+        status = TaskStatus.PARTIAL
+    _close_task(task, status)
+    if task.kind != TaskKind.RETRY:
+        events.task_complete(task, final=True)
+
+
+def _close_task(task: GenerationTask, status: str) -> None:
+    task.status = status
+    task.finished_at = timezone.now()
+    task.save(update_fields=["status", "finished_at"])
+
+
+def cancel_task(*, task_id: str) -> GenerationTask:
+    """Unstarted pairs go back to their previous status; in-flight ones end
+    `failed` with "Cancelled"; the task ends `cancelled` with `task_complete`."""
+    with transaction.atomic():
+        task = _locked_task(task_id)
+        if task.status != TaskStatus.RUNNING:
+            raise TaskNotRunning(task_id)
+        now = timezone.now()
+        for item in task.items.filter(state__in=UNFINISHED_ITEM_STATES).select_related(
+            "content__concept", "task"
+        ):
+            if item.state == ItemState.QUEUED:
+                restored = ConceptContent.objects.filter(
+                    pk=item.content_id,
+                    status=ContentStatus.GENERATING,
+                    attempt_id=item.attempt_id,
+                ).update(
+                    status=item.previous_status,
+                    attempt_id=None,
+                    lease_expires_at=None,
+                    updated_at=now,
+                )
+                item.state = ItemState.CANCELLED
+                item.save(update_fields=["state"])
+                GenerationTask.objects.filter(pk=task.pk).update(cancelled=F("cancelled") + 1)
+                task.cancelled += 1
+                if restored:
+                    events.status_changed(
+                        item.content,
+                        status=item.previous_status,
+                        previous_status=ContentStatus.GENERATING,
+                        task_id=task.pk,
+                    )
+            else:
+                _end_item(task, item, ItemState.CANCELLED, error=Cancelled(), final_event=False)
+        _close_task(task, TaskStatus.CANCELLED)
+        events.task_complete(task, final=True)
+    return task
+
+
+def recover_stale(*, now: datetime | None = None) -> int:
+    """Fail every generation whose lease expired: its worker died, its message
+    was lost, or it hung (I3). Safe to run anywhere, any number of times."""
+    now = now or timezone.now()
+    stale = ConceptContent.objects.filter(
+        status=ContentStatus.GENERATING, lease_expires_at__lt=now
+    ).values_list("pk", "attempt_id")
+    recovered = 0
+    for content_id, attempt_id in stale:
+        with transaction.atomic():
+            item = (
+                GenerationItem.objects.filter(content_id=content_id, attempt_id=attempt_id)
+                .select_related("task", "content__concept")
+                .first()
+            )
+            if item is None:
+                recovered += _fail_orphan(content_id, attempt_id, now)
+                continue
+            task = _locked_task(item.task_id)
+            item.refresh_from_db()
+            still_stale = ConceptContent.objects.filter(
+                pk=content_id,
+                attempt_id=attempt_id,
+                status=ContentStatus.GENERATING,
+                lease_expires_at__lt=now,
+            ).exists()
+            if item.state in UNFINISHED_ITEM_STATES and still_stale:
+                logger.warning("Lease expired for %s in task %s", content_id, task.pk)
+                recovered += _end_item(task, item, ItemState.FAILED, error=WorkerLost())
+    return recovered
+
+
+def _fail_orphan(content_id: int, attempt_id, now: datetime) -> int:
+    """A generating row without an item (should not happen): fail it anyway."""
+    content = ConceptContent.objects.select_related("concept", "roadmap").get(pk=content_id)
+    updated = ConceptContent.objects.filter(
+        pk=content_id, attempt_id=attempt_id, status=ContentStatus.GENERATING
+    ).update(
+        status=ContentStatus.FAILED,
+        public_error=events.public_text(WorkerLost(), content.roadmap),
+        attempt_id=None,
+        lease_expires_at=None,
+        updated_at=now,
+    )
+    if updated:
+        events.status_changed(
+            content,
+            status=ContentStatus.FAILED,
+            previous_status=ContentStatus.GENERATING,
+            task_id=content.task_id or None,
+        )
+    return updated
+
+
+def set_status_outside_task(*, content: ConceptContent, status: str) -> bool:
+    """An operator's reset (admin): move one pair to `pending` or `failed`. A live
+    generation of the pair is fenced out and its task item closed."""
+    if status not in (ContentStatus.PENDING, ContentStatus.FAILED):
+        raise ValueError(f"Cannot set status {status!r} by hand")
+    now = timezone.now()
+    with transaction.atomic():
+        current = ConceptContent.objects.select_related("concept", "roadmap").get(pk=content.pk)
+        if current.status == status:
+            return False
+        item = None
+        if current.status == ContentStatus.GENERATING:
+            item = (
+                GenerationItem.objects.filter(
+                    content_id=current.pk,
+                    attempt_id=current.attempt_id,
+                    state__in=UNFINISHED_ITEM_STATES,
+                )
+                .select_related("task", "content__concept")
+                .first()
+            )
+            if item is not None:
+                _locked_task(item.task_id)
+        changed = ConceptContent.objects.filter(
+            pk=current.pk, status=current.status, attempt_id=current.attempt_id
+        ).update(
+            status=status,
+            attempt_id=None,
+            lease_expires_at=None,
+            updated_at=now,
+            public_error=events.public_text(Cancelled(), current.roadmap)
+            if status == ContentStatus.FAILED
+            else "",
+        )
+        if not changed:
+            return False
+        events.status_changed(current, status=status, previous_status=current.status, task_id=None)
+        if item is not None:
+            task = _locked_task(item.task_id)
+            _end_item(task, item, ItemState.CANCELLED, error=Superseded(), touch_content=False)
+    return True

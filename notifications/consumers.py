@@ -1,0 +1,7 @@
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+
+class EventStreamConsumer(AsyncJsonWebsocketConsumer):
+    """Placeholder; the realtime work replaces it."""
+
+    kind = "stream"

@@ -1,0 +1,90 @@
+"""Writing events: stored in the caller's transaction, published after commit (I5)."""
+
+import asyncio
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.db.models import F
+
+from notifications.models import Event, EventCounter
+
+logger = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_SECONDS = 2.0
+
+
+def topic_group(topic: str) -> str:
+    return f"topic.{topic}"
+
+
+def stream_group(stream: str) -> str:
+    return f"stream.{stream}"
+
+
+def _next_seq(key: str) -> int:
+    """Take the counter row's lock and the next number; must run in a transaction."""
+    updated = EventCounter.objects.filter(key=key).update(last_seq=F("last_seq") + 1)
+    if not updated:
+        EventCounter.objects.create(key=key, last_seq=1)
+        return 1
+    return EventCounter.objects.values_list("last_seq", flat=True).get(key=key)
+
+
+def open_stream(key: str) -> None:
+    """Create a stream's counter up front, so concurrent first events never race
+    to insert it."""
+    EventCounter.objects.get_or_create(key=key)
+
+
+def record_event(
+    *, topic: str, type: str, body: dict[str, Any], stream: str | None = None, final: bool = False
+) -> Event:
+    """Store an event in the current transaction and publish it once that commits.
+
+    Lock order is topic, then stream, in every caller, so writers never deadlock."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("record_event must run inside the transaction of its state change")
+    _next_seq(topic)
+    seq = _next_seq(stream) if stream else None
+    event = Event.objects.create(
+        topic=topic, stream=stream, seq=seq, type=type, body=body, final=final
+    )
+    message = event.as_message()
+    transaction.on_commit(lambda: publish(topic=topic, stream=stream, message=message))
+    return event
+
+
+def publish(*, topic: str, stream: str | None, message: dict[str, Any]) -> None:
+    """Best effort: the channel layer is only the fast path, the store is the truth (I6)."""
+    try:
+        async_to_sync(apublish)(topic=topic, stream=stream, message=message)
+    except Exception:
+        logger.warning(
+            "Could not publish event %s of %s to the channel layer; subscribers will "
+            "catch up from the store",
+            message.get("id"),
+            stream or topic,
+            exc_info=True,
+        )
+
+
+async def apublish(*, topic: str | None, stream: str | None, message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    payload = {"type": "event.message", "event": message}
+    groups = ([topic_group(topic)] if topic else []) + ([stream_group(stream)] if stream else [])
+    async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+        for group in groups:
+            await layer.group_send(group, payload)
+
+
+async def publish_live(*, stream: str, message: dict[str, Any]) -> None:
+    """Publish a live-only event to one stream: not stored, never replayed."""
+    try:
+        await apublish(topic=None, stream=stream, message=message)
+    except Exception:
+        logger.warning("Could not publish live event to %s", stream, exc_info=True)

@@ -1,0 +1,148 @@
+"""A roadmap is stages -> modules -> concepts; each concept has one ConceptContent
+row per content type, which carries that pair's generation status."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class ContentType(models.TextChoices):
+    TUTORIAL = "tutorial", "Tutorial"
+    RESOURCES = "resources", "Resources"
+    QUIZ = "quiz", "Quiz"
+
+
+class ContentStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    GENERATING = "generating", "Generating"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+
+
+class Roadmap(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="roadmaps"
+    )
+    title = models.CharField(max_length=200)
+    goal = models.TextField(blank=True, default="")
+    preferences = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"])]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def language(self) -> str:
+        """The language of this roadmap's event messages (DESIGN §5)."""
+        language = str(self.preferences.get("language") or "")
+        return "zh-hans" if language.lower().startswith("zh") else settings.LANGUAGE_CODE
+
+
+class Stage(models.Model):
+    roadmap = models.ForeignKey(Roadmap, on_delete=models.CASCADE, related_name="stages")
+    stage_id = models.CharField(max_length=64)
+    name = models.CharField(max_length=200)
+    order = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["order"]
+        constraints = [
+            models.UniqueConstraint(fields=["roadmap", "stage_id"], name="unique_stage_id"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Module(models.Model):
+    stage = models.ForeignKey(Stage, on_delete=models.CASCADE, related_name="modules")
+    module_id = models.CharField(max_length=64)
+    name = models.CharField(max_length=200)
+    order = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["order"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Concept(models.Model):
+    roadmap = models.ForeignKey(Roadmap, on_delete=models.CASCADE, related_name="concepts")
+    module = models.ForeignKey(Module, on_delete=models.CASCADE, related_name="concepts")
+    concept_id = models.CharField(max_length=64)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    order = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["order"]
+        constraints = [
+            models.UniqueConstraint(fields=["roadmap", "concept_id"], name="unique_concept_id"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ConceptContent(models.Model):
+    """One (concept, content type) pair. The last completed version's fields
+    (version, content_ref, summary, payload) change only on completion, so they
+    stay readable while a regeneration runs or after it fails (I9).
+
+    `status`, `attempt_id`, `task_id` and `lease_expires_at` are written only by
+    generation.state (the state machine)."""
+
+    concept = models.ForeignKey(Concept, on_delete=models.CASCADE, related_name="contents")
+    roadmap = models.ForeignKey(Roadmap, on_delete=models.CASCADE, related_name="contents")
+    content_type = models.CharField(max_length=16, choices=ContentType.choices)
+    status = models.CharField(
+        max_length=16, choices=ContentStatus.choices, default=ContentStatus.PENDING
+    )
+    # Last completed version.
+    version = models.PositiveIntegerField(default=0)
+    title = models.CharField(max_length=300, blank=True, default="")
+    content_ref = models.CharField(max_length=500, blank=True, default="")
+    summary = models.TextField(blank=True, default="")
+    payload = models.JSONField(default=dict, blank=True)
+    model = models.CharField(max_length=100, blank=True, default="")
+    generated_at = models.DateTimeField(null=True, blank=True)
+    # Current or last attempt.
+    public_error = models.CharField(max_length=300, blank=True, default="")
+    task_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    attempt_id = models.UUIDField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["concept__order", "content_type"]
+        verbose_name = "concept content"
+        constraints = [
+            models.UniqueConstraint(fields=["concept", "content_type"], name="unique_content"),
+            models.CheckConstraint(
+                condition=models.Q(status__in=ContentStatus.values), name="content_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(content_type__in=ContentType.values),
+                name="content_type_valid",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(status=ContentStatus.GENERATING)
+                | models.Q(attempt_id__isnull=False, lease_expires_at__isnull=False),
+                name="generating_has_attempt_and_lease",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["roadmap", "content_type", "status"]),
+            models.Index(fields=["status", "lease_expires_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.concept} · {self.content_type}"

@@ -1,0 +1,50 @@
+"""Writes of roadmap structure (never of generation status: see generation.state)."""
+
+import uuid
+
+from django.db import transaction
+
+from roadmaps.models import Concept, ConceptContent, ContentType, Module, Roadmap, Stage
+
+
+@transaction.atomic
+def create_roadmap(
+    *, owner, title: str, goal: str = "", preferences: dict | None = None, framework: dict
+) -> Roadmap:
+    """Create the whole tree in one transaction, every content `pending`. The
+    framework is already validated (roadmaps.serializers)."""
+    roadmap = Roadmap.objects.create(
+        owner=owner, title=title, goal=goal, preferences=preferences or {}
+    )
+    concept_order = 0
+    contents = []
+    for stage_order, stage_data in enumerate(framework["stages"], start=1):
+        stage = Stage.objects.create(
+            roadmap=roadmap,
+            stage_id=stage_data.get("stage_id") or f"stage_{stage_order}",
+            name=stage_data["name"],
+            order=stage_order,
+        )
+        for module_order, module_data in enumerate(stage_data.get("modules", []), start=1):
+            module = Module.objects.create(
+                stage=stage,
+                module_id=module_data.get("module_id") or f"module_{stage_order}_{module_order}",
+                name=module_data["name"],
+                order=module_order,
+            )
+            for concept_data in module_data.get("concepts", []):
+                concept_order += 1
+                concept = Concept.objects.create(
+                    roadmap=roadmap,
+                    module=module,
+                    concept_id=concept_data.get("concept_id") or uuid.uuid4().hex[:12],
+                    name=concept_data["name"],
+                    description=concept_data.get("description", ""),
+                    order=concept_order,
+                )
+                contents += [
+                    ConceptContent(concept=concept, roadmap=roadmap, content_type=content_type)
+                    for content_type in ContentType.values
+                ]
+    ConceptContent.objects.bulk_create(contents)
+    return roadmap

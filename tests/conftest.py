@@ -1,0 +1,113 @@
+"""Shared fixtures: real HTTP against the ASGI app, users with tokens, roadmaps."""
+
+import os
+
+import httpx
+import pytest
+
+from generation.providers import reset_provider
+
+DEMO_FRAMEWORK = {
+    "stages": [
+        {
+            "name": "Foundations",
+            "modules": [
+                {
+                    "name": "Hooks",
+                    "concepts": [
+                        {
+                            "concept_id": "concept_001",
+                            "name": "React Hooks 基础",
+                            "description": "useState, useEffect",
+                        },
+                    ],
+                }
+            ],
+        }
+    ]
+}
+
+
+def framework_with(n: int) -> dict:
+    concepts = [{"concept_id": f"c{i:03d}", "name": f"Concept {i}"} for i in range(1, n + 1)]
+    return {"stages": [{"name": "Stage", "modules": [{"name": "Module", "concepts": concepts}]}]}
+
+
+def require_service(name: str, available: bool, why: str) -> None:
+    """Skip only on a bare developer machine; in CI a missing service is a failure."""
+    if available:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} is required in CI: {why}")
+    pytest.skip(f"{name} is not configured: {why}")
+
+
+@pytest.fixture(autouse=True)
+def generation_settings(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.GENERATION_PROVIDER = "offline"
+    settings.OFFLINE_PROVIDER_DELAY_SECONDS = 0.05
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"generation": "10000/minute"},
+    }
+    reset_provider()
+    from django.core.cache import cache
+
+    cache.clear()
+    yield settings
+    reset_provider()
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    from rest_framework.authtoken.models import Token
+
+    def make(username: str, *, is_staff: bool = False):
+        user = django_user_model.objects.create_user(
+            username=username, password=f"{username}-password", is_staff=is_staff
+        )
+        user.token = Token.objects.create(user=user).key
+        return user
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob")
+
+
+@pytest.fixture
+def make_roadmap():
+    from roadmaps.services import create_roadmap
+
+    def make(owner, *, concepts: int = 1, framework: dict | None = None, **fields):
+        return create_roadmap(
+            owner=owner,
+            title=fields.get("title", "Learn React"),
+            goal=fields.get("goal", "Ship production apps"),
+            preferences=fields.get("preferences", {"language": "en"}),
+            framework=framework or framework_with(concepts),
+        )
+
+    return make
+
+
+@pytest.fixture
+async def api():
+    """An HTTP client speaking to the real ASGI application in this event loop."""
+    from roadmap_project.asgi import application
+
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+def auth(user) -> dict:
+    return {"Authorization": f"Token {user.token}"}
