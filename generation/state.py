@@ -364,6 +364,8 @@ def _finish_task_if_done(task: GenerationTask) -> None:
         return
     if task.completed == task.total:
         status = TaskStatus.COMPLETED
+    elif task.completed == task.failed == 0:
+        status = TaskStatus.CANCELLED
     elif task.completed == 0:
         status = TaskStatus.FAILED
     else:

@@ -60,6 +60,25 @@ def generation_settings(settings, tmp_path):
 
 
 @pytest.fixture
+def use_task_backend(settings):
+    """Switch the django.tasks backend for one test (django caches backends)."""
+    from asgiref.local import Local
+    from django.tasks import task_backends
+
+    def reset() -> None:
+        task_backends.__dict__.pop("settings", None)
+        task_backends._settings = None
+        task_backends._connections = Local(task_backends.thread_critical)
+
+    def use(path: str) -> None:
+        settings.TASKS = {"default": {"BACKEND": path}}
+        reset()
+
+    yield use
+    reset()
+
+
+@pytest.fixture
 def make_user(django_user_model):
     from rest_framework.authtoken.models import Token
 

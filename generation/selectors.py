@@ -1,0 +1,59 @@
+"""Reads for the generation API: what a user may act on, in batch order."""
+
+from django.db.models import Case, IntegerField, QuerySet, Value, When
+from django.shortcuts import get_object_or_404
+
+from generation.models import GenerationTask
+from roadmaps.models import ConceptContent, ContentType, Roadmap
+from roadmaps.selectors import visible_roadmaps
+
+CONTENT_TYPE_ORDER = Case(
+    *(When(content_type=t, then=Value(i)) for i, t in enumerate(ContentType.values)),
+    output_field=IntegerField(),
+)
+
+
+def roadmap_for(*, roadmap_id, user) -> Roadmap:
+    """The roadmap, or 404 when unknown or not the user's (never 403)."""
+    return get_object_or_404(visible_roadmaps(user=user), pk=roadmap_id)
+
+
+def content_for(*, roadmap: Roadmap, concept_id: str, content_type: str) -> ConceptContent:
+    return get_object_or_404(
+        ConceptContent.objects.select_related("concept", "roadmap"),
+        roadmap=roadmap,
+        concept__concept_id=concept_id,
+        content_type=content_type,
+    )
+
+
+def contents_in_batch_order(contents: QuerySet[ConceptContent]) -> QuerySet[ConceptContent]:
+    return contents.select_related("concept", "roadmap").order_by(
+        "roadmap_id", "concept__order", CONTENT_TYPE_ORDER
+    )
+
+
+def select_contents(
+    *,
+    roadmap: Roadmap,
+    concept_ids: list[str] | None = None,
+    content_types: list[str] | None = None,
+    statuses: list[str] | None = None,
+) -> QuerySet[ConceptContent]:
+    contents = ConceptContent.objects.filter(roadmap=roadmap)
+    if concept_ids:
+        contents = contents.filter(concept__concept_id__in=concept_ids)
+    if content_types:
+        contents = contents.filter(content_type__in=content_types)
+    if statuses:
+        contents = contents.filter(status__in=statuses)
+    return contents_in_batch_order(contents)
+
+
+def visible_tasks(*, user) -> QuerySet[GenerationTask]:
+    tasks = GenerationTask.objects.select_related("roadmap")
+    return tasks if user.is_staff else tasks.filter(roadmap__owner=user)
+
+
+def task_for(*, task_id: str, user) -> GenerationTask:
+    return get_object_or_404(visible_tasks(user=user), pk=task_id)
