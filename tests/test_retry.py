@@ -29,16 +29,12 @@ def events_of(task_id: str) -> list[dict]:
     return [e.as_message() for e in Event.objects.filter(stream=task_id).order_by("seq")]
 
 
-async def wait_for(predicate, timeout: float = 10.0):
+async def wait_for(predicate, within: float = 10.0):
     """Poll an async predicate until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
+    async with asyncio.timeout(within):
+        while not (value := await predicate()):
+            await asyncio.sleep(0.05)
+    return value
 
 
 async def settled(roadmap, concept_id="c001", content_type="tutorial") -> ConceptContent | None:
@@ -146,7 +142,7 @@ async def test_concurrent_retries_of_different_concepts_lose_no_update(
         ]
         return statuses if all(s == "completed" for s in statuses) else None
 
-    statuses = await wait_for(all_done, timeout=30)
+    statuses = await wait_for(all_done, within=30)
     assert len(statuses) == 20
     detail = (await api.get(f"/api/v1/roadmaps/{roadmap.pk}/", headers=auth(alice))).json()
     assert detail["status_counts"]["tutorial"]["completed"] == 20
