@@ -79,16 +79,18 @@ def start_roadmap_generation(*, roadmap: Roadmap, user) -> state.StartResult:
     return _start_many(roadmap=roadmap, user=user, kind=TaskKind.GENERATE, contents=contents)
 
 
-def retry_contents(*, user, contents: QuerySet[ConceptContent]) -> list[state.StartResult]:
+def retry_contents(*, contents: QuerySet[ConceptContent], user=None) -> list[state.StartResult]:
     """Retry a selection that may span roadmaps (admin, retry_content command):
-    one batch task per roadmap, in batch order."""
-    ordered = selectors.contents_in_batch_order(contents)
+    one batch task per roadmap, in batch order, owned by `user` or else by the
+    roadmap's owner."""
+    ordered = selectors.contents_in_batch_order(contents.select_related("roadmap__owner"))
     results = []
     for _, group in groupby(ordered, key=lambda content: content.roadmap_id):
         group = list(group)
+        roadmap = group[0].roadmap
         results.append(
             state.start_generation(
-                roadmap=group[0].roadmap, user=user, kind=TaskKind.BATCH, contents=group
+                roadmap=roadmap, user=user or roadmap.owner, kind=TaskKind.BATCH, contents=group
             )
         )
     return results

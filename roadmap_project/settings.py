@@ -91,7 +91,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     # A file, not shared-cache memory: tests run threads and subprocesses against it.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # One per test process, so concurrent test runs never drop each other's tables.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
+else:
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -138,6 +141,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# The broker queue web processes send to and workers consume (one per deployment).
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "generation")
 
 # --- Generation -------------------------------------------------------------
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
@@ -182,6 +187,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "AI learning roadmaps: generation lifecycle, retries and event streams.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # One schema name per choice set, whichever field uses it.
+    "ENUM_NAME_OVERRIDES": {
+        "ContentStatusEnum": "roadmaps.models.ContentStatus",
+        "ContentTypeEnum": "roadmaps.models.ContentType",
+    },
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 

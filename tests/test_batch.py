@@ -1,0 +1,234 @@
+"""Batch retry, whole-roadmap generation and cancel (DESIGN §4, issue 5)."""
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from generation import state
+from generation.models import GenerationTask
+from notifications.models import Event
+from roadmaps.models import ConceptContent
+from tests.conftest import auth
+from tests.test_retry import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@sync_to_async
+def fail_contents(roadmap, count: int, content_types=("tutorial", "resources", "quiz")) -> None:
+    contents = ConceptContent.objects.filter(
+        roadmap=roadmap, content_type__in=content_types
+    ).order_by("concept__order", "content_type")[:count]
+    for content in contents:
+        state.set_status_outside_task(content=content, status="failed")
+
+
+@sync_to_async
+def stream(task_id: str) -> list[dict]:
+    return [e.as_message() for e in Event.objects.filter(stream=task_id).order_by("seq")]
+
+
+@sync_to_async
+def statuses(roadmap) -> dict[tuple[str, str], str]:
+    return {
+        (concept_id, content_type): status
+        for concept_id, content_type, status in ConceptContent.objects.filter(
+            roadmap=roadmap
+        ).values_list("concept__concept_id", "content_type", "status")
+    }
+
+
+async def task_finished(task_id: str):
+    task = await GenerationTask.objects.aget(pk=task_id)
+    return task if task.status != "running" else None
+
+
+def batch_url(roadmap) -> str:
+    return f"/api/v1/roadmaps/{roadmap.pk}/concepts/retry-batch"
+
+
+async def test_batch_of_30_failed_pairs_reports_each_and_the_total(
+    api, alice, make_roadmap, settings
+):
+    settings.OFFLINE_PROVIDER_DELAY_SECONDS = 0.05
+    roadmap = await sync_to_async(make_roadmap)(alice, concepts=12)
+    await fail_contents(roadmap, 30)
+
+    response = await api.post(batch_url(roadmap), json={}, headers=auth(alice))
+
+    assert response.status_code == 202, response.text
+    data = response.json()["data"]
+    assert data["task_id"].startswith("batch-retry-") and len(data["task_id"]) == 12 + 32
+    assert data["total"] == 30 and data["skipped"] == []
+    task = await wait_for(lambda: task_finished(data["task_id"]), within=60)
+    assert (task.status, task.completed, task.failed) == ("completed", 30, 0)
+    events = await stream(data["task_id"])
+    starts = [e for e in events if e["type"] == "concept_start"]
+    assert sorted(e["progress"]["current"] for e in starts) == list(range(1, 31))
+    assert all(e["progress"]["total"] == 30 for e in starts)
+    assert all(
+        e["progress"]["percentage"] == round(e["progress"]["current"] / 30 * 100, 1) for e in starts
+    )
+    assert len([e for e in events if e["type"] == "concept_complete"]) == 30
+    assert [e["seq"] for e in events] == list(range(1, 62))
+    assert events[-1]["type"] == "task_complete"
+    assert events[-1]["summary"] == {"total": 30, "completed": 30, "failed": 0}
+    remaining = await statuses(roadmap)
+    assert list(remaining.values()).count("completed") == 30
+
+
+async def test_batch_skips_and_lists_pairs_already_generating(api, alice, make_roadmap, settings):
+    settings.OFFLINE_PROVIDER_DELAY_SECONDS = 2.0
+    roadmap = await sync_to_async(make_roadmap)(alice, concepts=3)
+    busy = await api.post(
+        f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/tutorial/retry", headers=auth(alice)
+    )
+    assert busy.status_code == 202
+
+    response = await api.post(
+        batch_url(roadmap),
+        json={"statuses": ["pending", "generating"], "content_types": ["tutorial"]},
+        headers=auth(alice),
+    )
+
+    data = response.json()["data"]
+    assert response.status_code == 202
+    assert data["total"] == 2
+    assert data["skipped"] == [
+        {"concept_id": "c001", "content_type": "tutorial", "reason": "already generating"}
+    ]
+    for task_id in (data["task_id"], busy.json()["data"]["task_id"]):
+        await api.post(f"/api/v1/tasks/{task_id}/cancel", headers=auth(alice))
+
+
+async def test_empty_selection_answers_200_without_a_task(api, alice, make_roadmap):
+    roadmap = await sync_to_async(make_roadmap)(alice, concepts=2)
+
+    response = await api.post(batch_url(roadmap), json={}, headers=auth(alice))
+
+    assert response.status_code == 200
+    assert response.json()["data"] == {"task_id": None, "total": 0, "skipped": []}
+    assert not await GenerationTask.objects.aexists()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"content_types": ["video"]}, "content_types"),
+        ({"statuses": ["done"]}, "statuses"),
+        ({"concept_ids": ["bad id!"]}, "concept_ids"),
+        ({"concept_ids": "c001"}, "concept_ids"),
+        ({"preferences": {"mood": "x"}}, "mood"),
+    ],
+)
+async def test_bad_batch_input_answers_400_and_changes_nothing(
+    api, alice, make_roadmap, body, field
+):
+    roadmap = await sync_to_async(make_roadmap)(alice, concepts=2)
+    await fail_contents(roadmap, 2)
+
+    response = await api.post(batch_url(roadmap), json=body, headers=auth(alice))
+
+    assert response.status_code == 400
+    assert field in response.text
+    assert list((await statuses(roadmap)).values()).count("failed") == 2
+    assert not await GenerationTask.objects.aexists()
+
+
+async def test_selection_above_the_cap_answers_400_asking_to_narrow_it(
+    api, alice, make_roadmap, settings
+):
+    settings.BATCH_MAX_PAIRS = 5
+    roadmap = await sync_to_async(make_roadmap)(alice, concepts=2)
+
+    response = await api.post(
+        batch_url(roadmap), json={"statuses": ["pending"]}, headers=auth(alice)
+    )
+
+    assert response.status_code == 400
+    assert "narrow" in response.text and "6" in response.text
+    assert set((await statuses(roadmap)).values()) == {"pending"}
+
+
+async def test_generate_starts_every_pending_pair(api, alice, make_roadmap):
+    roadmap = await sync_to_async(make_roadmap)(alice, concepts=3)
+    await fail_contents(roadmap, 1)
+
+    response = await api.post(f"/api/v1/roadmaps/{roadmap.pk}/generate", headers=auth(alice))
+
+    data = response.json()["data"]
+    assert response.status_code == 202
+    assert data["task_id"].startswith("generate-") and data["total"] == 8
+    task = await wait_for(lambda: task_finished(data["task_id"]), within=30)
+    assert task.status == "completed"
+    final = await statuses(roadmap)
+    assert list(final.values()).count("completed") == 8
+    assert list(final.values()).count("failed") == 1
+
+
+async def test_cancel_restores_unstarted_and_fails_in_flight_pairs(
+    api, alice, make_roadmap, settings
+):
+    settings.GENERATION_CONCURRENCY = 2
+    settings.OFFLINE_PROVIDER_DELAY_SECONDS = 0.6
+    roadmap = await sync_to_async(make_roadmap)(alice, concepts=20)
+    await fail_contents(roadmap, 10, content_types=("tutorial",))
+    response = await api.post(
+        batch_url(roadmap),
+        json={"content_types": ["tutorial"], "statuses": ["failed", "pending"]},
+        headers=auth(alice),
+    )
+    task_id = response.json()["data"]["task_id"]
+
+    async def a_few_completed():
+        task = await GenerationTask.objects.aget(pk=task_id)
+        return task.completed >= 3
+
+    await wait_for(a_few_completed, within=30)
+    cancel = await api.post(f"/api/v1/tasks/{task_id}/cancel", headers=auth(alice))
+
+    assert cancel.status_code == 202
+    task = await GenerationTask.objects.aget(pk=task_id)
+    assert task.status == "cancelled"
+    items = {
+        item.content.concept.concept_id: item
+        async for item in task.items.select_related("content__concept")
+    }
+    final = await statuses(roadmap)
+    assert "generating" not in final.values()
+    for concept_id, item in items.items():
+        status = final[(concept_id, "tutorial")]
+        if item.state == "completed":
+            assert status == "completed"
+        elif item.state == "cancelled" and status == "failed":
+            content = await ConceptContent.objects.aget(
+                roadmap=roadmap, concept__concept_id=concept_id, content_type="tutorial"
+            )
+            assert content.public_error == "Cancelled" or item.previous_status == "failed"
+        else:
+            assert status == item.previous_status
+    restored = [i for i in items.values() if i.state == "cancelled"]
+    assert restored, "some pairs had not started"
+    events = await stream(task_id)
+    assert events[-1]["type"] == "task_complete" and events[-1]["status"] == "cancelled"
+    assert events[-1]["summary"]["cancelled"] == len(restored)
+    in_flight_failures = [
+        e for e in events if e["type"] == "concept_failed" and e["error"] == "Cancelled"
+    ]
+    assert all(e["retryable"] is False for e in in_flight_failures)
+
+    again = await api.post(f"/api/v1/tasks/{task_id}/cancel", headers=auth(alice))
+    assert again.status_code == 409
+
+
+async def test_cancel_of_someone_elses_task_answers_404(api, alice, bob, make_roadmap, settings):
+    settings.OFFLINE_PROVIDER_DELAY_SECONDS = 2.0
+    roadmap = await sync_to_async(make_roadmap)(alice, concepts=1)
+    started = await api.post(
+        f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/quiz/retry", headers=auth(alice)
+    )
+    task_id = started.json()["data"]["task_id"]
+
+    assert (await api.post(f"/api/v1/tasks/{task_id}/cancel", headers=auth(bob))).status_code == 404
+    assert (await api.get(f"/api/v1/tasks/{task_id}", headers=auth(bob))).status_code == 404
+    assert (await GenerationTask.objects.aget(pk=task_id)).status == "running"
+    await api.post(f"/api/v1/tasks/{task_id}/cancel", headers=auth(alice))
