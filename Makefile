@@ -36,10 +36,10 @@ demo: migrate
 	$(BIN)/python manage.py seed_demo
 
 run: demo
-	$(BIN)/python manage.py collectstatic --no-input --verbosity 0
+	$(BIN)/python manage.py recover_stale
 	$(BIN)/daphne -b $(HOST) -p $(PORT) roadmap_project.asgi:application
 
-test: migrate
+test: demo
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -52,9 +52,6 @@ def generation_settings(settings, tmp_path):
         "DEFAULT_THROTTLE_RATES": {"generation": "10000/minute"},
     }
     reset_provider()
-    from django.core.cache import cache
-
-    cache.clear()
     yield settings
     reset_provider()
 

@@ -1,0 +1,32 @@
+"""Run every benchmark module, or those named: `python -m bench [name ...]`."""
+
+import importlib
+import os
+import pkgutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "roadmap_project.settings")
+
+
+def main() -> None:
+    import django
+
+    django.setup()
+    wanted = set(sys.argv[1:])
+    names = [m.name for m in pkgutil.iter_modules([str(Path(__file__).parent))]
+    for name in sorted(n for n in names if not n.startswith("_")):
+        if wanted and name not in wanted:
+            continue
+        module = importlib.import_module(f"bench.{name}")
+        if not hasattr(module, "main"):
+            continue
+        print(f"\n=== bench.{name}", flush=True)
+        started = time.perf_counter()
+        module.main()
+        print(f"(bench.{name} took {time.perf_counter() - started:.1f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
