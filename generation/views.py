@@ -5,7 +5,6 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from generation import actions, selectors, state
@@ -16,6 +15,7 @@ from generation.serializers import (
     TaskSerializer,
     ws_url,
 )
+from generation.throttling import GenerationRateThrottle
 from notifications.selectors import stream_events
 from roadmaps.models import ContentStatus
 
@@ -23,7 +23,7 @@ from roadmaps.models import ContentStatus
 class GenerationThrottled(APIView):
     """Starting and stopping work is throttled per user (RETRY_THROTTLE_RATE)."""
 
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [GenerationRateThrottle]
     throttle_scope = "generation"
 
 

@@ -179,7 +179,6 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_THROTTLE_RATES": {"generation": RETRY_THROTTLE_RATE},
     "EXCEPTION_HANDLER": "roadmap_project.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {

@@ -47,10 +47,7 @@ def generation_settings(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.GENERATION_PROVIDER = "offline"
     settings.OFFLINE_PROVIDER_DELAY_SECONDS = 0.05
-    settings.REST_FRAMEWORK = {
-        **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"generation": "10000/minute"},
-    }
+    settings.RETRY_THROTTLE_RATE = "10000/minute"
     reset_provider()
     yield settings
     reset_provider()

@@ -206,23 +206,14 @@ async def test_retry_of_unknown_or_foreign_content_answers_404(api, alice, bob, 
 
 
 async def test_retry_is_throttled_with_retry_after(api, alice, roadmap, settings):
-    settings.REST_FRAMEWORK = {
-        **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"generation": "2/minute"},
-    }
-    from rest_framework.throttling import ScopedRateThrottle
+    settings.RETRY_THROTTLE_RATE = "2/minute"
+    codes = [
+        (await api.post(retry_url(roadmap, f"c00{i}"), headers=auth(alice))).status_code
+        for i in (1, 2, 3)
+    ]
+    throttled = await api.post(retry_url(roadmap, "c003"), headers=auth(alice))
 
-    ScopedRateThrottle.THROTTLE_RATES = {"generation": "2/minute"}
-    try:
-        codes = [
-            (await api.post(retry_url(roadmap, f"c00{i}"), headers=auth(alice))).status_code
-            for i in (1, 2, 3)
-        ]
-        throttled = await api.post(retry_url(roadmap, "c003"), headers=auth(alice))
-    finally:
-        from rest_framework.settings import api_settings
-
-        ScopedRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
     assert codes == [202, 202, 429]
     assert int(throttled.headers["Retry-After"]) > 0
+    assert "throttled" in throttled.json()["detail"].lower()
     assert (await content_of(roadmap, "c003")).status == "pending"
