@@ -5,7 +5,8 @@
 
 Every transition is a conditional UPDATE (compare-and-set) in the database (I1),
 fenced by the attempt id (I4), and records its event in the same transaction (I5).
-Lock order in every transaction: task row, then event counters (topic, stream).
+Every transaction first locks the roadmap row, then the task row, then contents and
+event counters: one order everywhere, so concurrent writers queue and never deadlock.
 """
 
 import logging
@@ -126,6 +127,7 @@ def start_generation(
     now = timezone.now()
     skipped: list[Skipped] = []
     with transaction.atomic():
+        _lock_roadmap(roadmap.pk)
         task = GenerationTask(
             id=new_task_id(kind, contents[0] if contents else None),
             kind=kind,
@@ -168,8 +170,17 @@ def start_generation(
     return StartResult(task=task, skipped=skipped)
 
 
+def _lock_roadmap(roadmap_id) -> None:
+    list(Roadmap.objects.select_for_update().filter(pk=roadmap_id).values_list("pk"))
+
+
 def _locked_task(task_id: str) -> GenerationTask:
-    return GenerationTask.objects.select_for_update().select_related("roadmap").get(pk=task_id)
+    _lock_roadmap(GenerationTask.objects.values_list("roadmap_id", flat=True).get(pk=task_id))
+    return (
+        GenerationTask.objects.select_for_update(of=("self",))
+        .select_related("roadmap")
+        .get(pk=task_id)
+    )
 
 
 def _item(item_id: int) -> GenerationItem:
@@ -216,6 +227,7 @@ def heartbeat(run: ItemRun) -> bool:
     now = timezone.now()
     deadline = lease_deadline(now)
     with transaction.atomic():
+        _locked_task(run.task_id)
         alive = ConceptContent.objects.filter(
             pk=run.content_id, status=ContentStatus.GENERATING, attempt_id=run.attempt_id
         ).update(lease_expires_at=deadline)
@@ -456,6 +468,7 @@ def recover_stale(*, now: datetime | None = None) -> int:
 def _fail_orphan(content_id: int, attempt_id, now: datetime) -> int:
     """A generating row without an item (should not happen): fail it anyway."""
     content = ConceptContent.objects.select_related("concept", "roadmap").get(pk=content_id)
+    _lock_roadmap(content.roadmap_id)
     updated = ConceptContent.objects.filter(
         pk=content_id, attempt_id=attempt_id, status=ContentStatus.GENERATING
     ).update(
@@ -482,6 +495,7 @@ def set_status_outside_task(*, content: ConceptContent, status: str) -> bool:
         raise ValueError(f"Cannot set status {status!r} by hand")
     now = timezone.now()
     with transaction.atomic():
+        _lock_roadmap(content.roadmap_id)
         current = ConceptContent.objects.select_related("concept", "roadmap").get(pk=content.pk)
         if current.status == status:
             return False

@@ -42,6 +42,22 @@ def require_service(name: str, available: bool, why: str) -> None:
     pytest.skip(f"{name} is not configured: {why}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def close_stray_connections(django_db_setup, django_db_blocker):
+    """Background threads (the engine's loop, sync_to_async workers) keep their own
+    connections; end them so the test database can be dropped."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+
+
 @pytest.fixture(autouse=True)
 def generation_settings(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
