@@ -6,6 +6,7 @@ The loop is captured when the ASGI application is first called. Outside a server
 daemon thread instead, and `wait_until_idle()` lets a command wait for its work."""
 
 import asyncio
+import contextvars
 import logging
 import threading
 import weakref
@@ -84,7 +85,10 @@ def _private() -> asyncio.AbstractEventLoop:
 
 def _spawn(loop: asyncio.AbstractEventLoop, coroutine) -> None:
     def start() -> None:
-        task = loop.create_task(coroutine)
+        # A fresh context: background work must not inherit its enqueuer's context
+        # variables (asgiref's executor and deadlock markers of a sync_to_async
+        # caller, a request's ThreadSensitiveContext that ends with the response).
+        task = loop.create_task(coroutine, context=contextvars.Context())
         _running.add(task)
         task.add_done_callback(_running.discard)
         task.add_done_callback(_log_crash)

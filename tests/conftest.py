@@ -7,6 +7,8 @@ import pytest
 
 from generation.providers import reset_provider
 
+pytest_plugins = ["tests.fake_openai"]
+
 DEMO_FRAMEWORK = {
     "stages": [
         {

@@ -1,0 +1,358 @@
+"""The OpenAI provider: Chat Completions through the official SDK, against OpenAI or
+any OpenAI-compatible server (OPENAI_BASE_URL).
+
+Every call is bounded (DESIGN §6, I3): the SDK's per-request timeout and retries
+first, then our own rounds of exponential backoff with jitter for transient errors
+(429, 5xx, timeouts, connection errors); permanent ones (400, 401, 403, 404) fail at
+once. Unusable answers (invalid JSON, schema violations, refusals, empty text) are
+re-asked a bounded number of times. Failures are raised as generation.errors classes,
+whose public message is fixed; the provider's own text travels only in `detail`,
+for the log (I7)."""
+
+import asyncio
+import functools
+import json
+import logging
+import random
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import openai
+import pydantic
+from django.conf import settings
+from openai.types.chat import ChatCompletion
+
+from generation import prompts
+from generation.errors import (
+    GenerationError,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnavailable,
+    UnusableOutput,
+)
+from generation.providers.base import GenerationRequest, ProgressCallback
+from generation.schemas import Quiz, ResourceList, TutorialDraft
+
+logger = logging.getLogger(__name__)
+
+PROVIDER_NAME = "openai"
+# Progress is estimated from the characters received against a typical tutorial
+# length, and held below 100 until the answer is complete and parsed.
+EXPECTED_TUTORIAL_CHARS = 6000
+PROGRESS_CAP_WHILE_STREAMING = 95
+# The read timeout bounds each wait for bytes; this bounds a whole tutorial stream,
+# so a server trickling bytes forever cannot keep a lease alive forever.
+STREAM_DEADLINE_TIMEOUTS = 5
+MAX_DETAIL_CHARS = 2000
+SUMMARY_MAX_CHARS = 500
+TITLE_MAX_CHARS = 300
+TRANSIENT_ERRORS = (ProviderRateLimited, ProviderUnavailable, ProviderTimeout)
+# JSON Schema keywords that strict structured output accepts (the rest, such as
+# minLength or format "uri", are enforced by pydantic after the answer arrives).
+STRICT_SCHEMA_KEYWORDS = {
+    "type", "properties", "required", "additionalProperties", "items", "enum", "const",
+    "anyOf", "$defs", "$ref", "description", "title", "minimum", "maximum",
+    "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minItems", "maxItems", "pattern",
+    "format",
+}  # fmt: skip
+STRICT_STRING_FORMATS = {
+    "date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid",
+}  # fmt: skip
+
+Parsed = TypeVar("Parsed")
+
+
+class InvalidOutput(Exception):
+    """The model answered, but the answer cannot be used; the caller re-asks."""
+
+
+def strict_json_schema(model: type[pydantic.BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema in the subset strict structured output accepts:
+    every object closed and every property required, unsupported keywords dropped."""
+    return _strict(model.model_json_schema())
+
+
+def _strict(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_strict(entry) for entry in node]
+    if not isinstance(node, dict):
+        return node
+    strict: dict[str, Any] = {}
+    for key, value in node.items():
+        if key not in STRICT_SCHEMA_KEYWORDS:
+            continue
+        if key == "format" and value not in STRICT_STRING_FORMATS:
+            continue
+        if key in {"properties", "$defs"}:
+            strict[key] = {name: _strict(schema) for name, schema in value.items()}
+        else:
+            strict[key] = _strict(value)
+    if strict.get("type") == "object":
+        strict["additionalProperties"] = False
+        strict["required"] = list(strict.get("properties", {}))
+    return strict
+
+
+def response_format(model: type[pydantic.BaseModel], name: str) -> dict[str, Any]:
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": name, "strict": True, "schema": strict_json_schema(model)},
+    }
+
+
+RESOURCES_FORMAT = response_format(ResourceList, "resource_list")
+QUIZ_FORMAT = response_format(Quiz, "quiz")
+
+
+def parse_tutorial(text: str, *, fallback_title: str) -> TutorialDraft:
+    """Title from the leading heading, summary from the first prose paragraph, and the
+    whole Markdown as the body. Raises InvalidOutput when there is nothing to keep."""
+    markdown = _without_code_fence(text.strip())
+    if not markdown:
+        raise InvalidOutput("the tutorial is empty")
+    first_line, _, rest = markdown.partition("\n")
+    heading = re.fullmatch(r"#{1,6}\s+(.+)", first_line.strip())
+    title = fallback_title
+    if heading:
+        title = heading.group(1).strip().rstrip("#").strip() or fallback_title
+    else:
+        rest = markdown
+    blocks = [block.strip() for block in re.split(r"\n\s*\n", rest) if block.strip()]
+    summary = next((block for block in blocks if _is_prose(block)), "")
+    if not summary:
+        raise InvalidOutput("the tutorial has no summary paragraph after its title")
+    return TutorialDraft(
+        title=_shorten(title, TITLE_MAX_CHARS),
+        summary=_shorten(" ".join(summary.split()), SUMMARY_MAX_CHARS),
+        markdown=markdown + "\n",
+    )
+
+
+def _without_code_fence(text: str) -> str:
+    lines = text.splitlines()
+    if len(lines) >= 2 and lines[0].startswith("```") and lines[-1].strip() == "```":
+        return "\n".join(lines[1:-1]).strip()
+    return text
+
+
+def _is_prose(block: str) -> bool:
+    return not re.match(r"(#|```|~~~|\||>|[-*+]\s|\d+[.)]\s)", block)
+
+
+def _shorten(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rsplit(" ", 1)[0].rstrip() + "…"
+
+
+def _detail(exc: BaseException) -> str:
+    """The raw cause, for the log only (never public)."""
+    return f"{type(exc).__name__}: {exc}"[:MAX_DETAIL_CHARS]
+
+
+def provider_error(exc: BaseException) -> GenerationError:
+    """Map an SDK (or timeout) exception to the error class with its public meaning."""
+    detail = _detail(exc)
+    if isinstance(exc, openai.APITimeoutError | TimeoutError):
+        return ProviderTimeout(detail)
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderUnavailable(detail)
+    if isinstance(exc, openai.RateLimitError):
+        if exc.code == "insufficient_quota":
+            # A 429 that waiting cannot fix: the account is out of credit.
+            return ProviderRejected(detail)
+        return ProviderRateLimited(detail)
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code == 408:
+            return ProviderTimeout(detail)
+        if exc.status_code >= 500 or exc.status_code == 409:
+            return ProviderUnavailable(detail)
+        return ProviderRejected(detail)
+    if isinstance(exc, openai.APIError):
+        # An error event inside a stream, after a 200 answer.
+        return ProviderUnavailable(detail)
+    return ProviderRejected(detail)
+
+
+def backoff_delay(failed_rounds: int) -> float:
+    """Exponential backoff with jitter: base * 2^(n-1), scaled by 50-100 %."""
+    delay = settings.GENERATION_BACKOFF_SECONDS * 2 ** (failed_rounds - 1)
+    return delay * random.uniform(0.5, 1.0)
+
+
+class _Progress:
+    """Reports a monotonically increasing percentage across re-asks and retries."""
+
+    def __init__(self, on_progress: ProgressCallback) -> None:
+        self.on_progress = on_progress
+        self.sent = 0
+
+    async def received(self, chars: int) -> None:
+        percentage = min(PROGRESS_CAP_WHILE_STREAMING, chars * 100 // EXPECTED_TUTORIAL_CHARS)
+        if percentage > self.sent:
+            self.sent = percentage
+            await self.on_progress(percentage)
+
+    async def done(self) -> None:
+        self.sent = 100
+        await self.on_progress(100)
+
+
+class OpenAIProvider:
+    """Implements generation.providers.base.Provider over Chat Completions."""
+
+    name = PROVIDER_NAME
+
+    def __init__(self) -> None:
+        # One client per event loop: a client's connection pool belongs to the loop
+        # that opened it, and the engine may run in different loops (server, command).
+        self._clients: dict[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = {}
+
+    def _client(self) -> openai.AsyncOpenAI:
+        loop = asyncio.get_running_loop()
+        for closed in [known for known in self._clients if known.is_closed()]:
+            del self._clients[closed]
+        client = self._clients.get(loop)
+        if client is None:
+            if not settings.OPENAI_API_KEY:
+                raise ProviderRejected("OPENAI_API_KEY is not set")
+            client = self._clients[loop] = openai.AsyncOpenAI(
+                api_key=settings.OPENAI_API_KEY,
+                base_url=settings.OPENAI_BASE_URL,
+                timeout=settings.OPENAI_TIMEOUT_SECONDS,
+                max_retries=settings.OPENAI_MAX_RETRIES,
+            )
+        return client
+
+    async def tutorial(
+        self, request: GenerationRequest, on_progress: ProgressCallback
+    ) -> tuple[TutorialDraft, str]:
+        progress = _Progress(on_progress)
+
+        async def ask(messages: prompts.Messages) -> tuple[TutorialDraft, str]:
+            return await self._stream_tutorial(messages, request, progress)
+
+        draft, model_name = await self._until_usable(prompts.tutorial_messages(request), ask)
+        await progress.done()
+        return draft, model_name
+
+    async def resources(self, request: GenerationRequest) -> tuple[ResourceList, str]:
+        async def ask(messages: prompts.Messages) -> tuple[ResourceList, str]:
+            return await self._complete_json(messages, ResourceList, RESOURCES_FORMAT)
+
+        return await self._until_usable(prompts.resources_messages(request), ask)
+
+    async def quiz(self, request: GenerationRequest) -> tuple[Quiz, str]:
+        async def ask(messages: prompts.Messages) -> tuple[Quiz, str]:
+            return await self._complete_json(messages, Quiz, QUIZ_FORMAT)
+
+        return await self._until_usable(prompts.quiz_messages(request), ask)
+
+    async def _until_usable(
+        self,
+        messages: prompts.Messages,
+        ask: Callable[[prompts.Messages], Awaitable[Parsed]],
+    ) -> Parsed:
+        """Re-ask after unusable output, at most GENERATION_OUTPUT_ATTEMPTS times."""
+        attempts = max(1, settings.GENERATION_OUTPUT_ATTEMPTS)
+        conversation = messages
+        problems: list[str] = []
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._with_backoff(functools.partial(ask, conversation))
+            except InvalidOutput as exc:
+                problems.append(str(exc))
+                logger.warning(
+                    "Unusable model output (attempt %d of %d): %s", attempt, attempts, exc
+                )
+                conversation = [*messages, prompts.reask_message(str(exc))]
+        raise UnusableOutput(f"after {attempts} attempts: " + "; ".join(problems))
+
+    async def _with_backoff(self, call: Callable[[], Awaitable[Parsed]]) -> Parsed:
+        """Our rounds on top of the SDK's retries, for transient errors only."""
+        rounds = max(1, settings.GENERATION_TRANSIENT_ATTEMPTS)
+        for failed_rounds in range(1, rounds + 1):
+            try:
+                return await call()
+            except (openai.OpenAIError, TimeoutError) as exc:
+                error = provider_error(exc)
+                if not isinstance(error, TRANSIENT_ERRORS) or failed_rounds == rounds:
+                    raise error from exc
+            delay = backoff_delay(failed_rounds)
+            logger.warning(
+                "Transient provider error (round %d of %d), retrying in %.2f s: %s",
+                failed_rounds,
+                rounds,
+                delay,
+                error.detail,
+            )
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the last round returns or raises")
+
+    async def _complete_json(
+        self,
+        messages: prompts.Messages,
+        schema: type[pydantic.BaseModel],
+        format_: dict[str, Any],
+    ) -> tuple[Any, str]:
+        try:
+            completion = await self._client().chat.completions.create(
+                model=settings.OPENAI_MODEL, messages=messages, response_format=format_
+            )
+        except json.JSONDecodeError as exc:
+            raise InvalidOutput("the response body is not JSON") from exc
+        if not isinstance(completion, ChatCompletion) or not completion.choices:
+            raise InvalidOutput("the response is not a chat completion")
+        choice = completion.choices[0]
+        if choice.message.refusal:
+            raise InvalidOutput(f"the model refused: {choice.message.refusal}")
+        if choice.finish_reason == "length":
+            raise InvalidOutput("the answer was cut off at the length limit")
+        if not choice.message.content:
+            raise InvalidOutput("the answer is empty")
+        try:
+            parsed = schema.model_validate_json(choice.message.content)
+        except pydantic.ValidationError as exc:
+            raise InvalidOutput(_validation_summary(exc)) from exc
+        return parsed, completion.model or settings.OPENAI_MODEL
+
+    async def _stream_tutorial(
+        self, messages: prompts.Messages, request: GenerationRequest, progress: _Progress
+    ) -> tuple[TutorialDraft, str]:
+        parts: list[str] = []
+        refusal: list[str] = []
+        received = 0
+        model_name = ""
+        async with asyncio.timeout(settings.OPENAI_TIMEOUT_SECONDS * STREAM_DEADLINE_TIMEOUTS):
+            try:
+                stream = await self._client().chat.completions.create(
+                    model=settings.OPENAI_MODEL, messages=messages, stream=True
+                )
+                if not isinstance(stream, openai.AsyncStream):
+                    raise InvalidOutput("the response is not an event stream")
+                async with stream:
+                    async for chunk in stream:
+                        model_name = chunk.model or model_name
+                        for choice in chunk.choices[:1]:
+                            if choice.delta.refusal:
+                                refusal.append(choice.delta.refusal)
+                            if choice.delta.content:
+                                parts.append(choice.delta.content)
+                                received += len(choice.delta.content)
+                                await progress.received(received)
+            except json.JSONDecodeError as exc:
+                raise InvalidOutput("the event stream is not JSON") from exc
+        if refusal:
+            raise InvalidOutput(f"the model refused: {''.join(refusal)}")
+        draft = parse_tutorial("".join(parts), fallback_title=request.concept_name)
+        return draft, model_name or settings.OPENAI_MODEL
+
+
+def _validation_summary(exc: pydantic.ValidationError) -> str:
+    problems = [
+        f"{'.'.join(str(part) for part in error['loc']) or 'answer'}: {error['msg']}"
+        for error in exc.errors(include_input=False)[:5]
+    ]
+    return "the answer does not match the schema (" + "; ".join(problems) + ")"

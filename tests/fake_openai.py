@@ -1,0 +1,389 @@
+"""A local OpenAI-compatible server for tests, and the `fake_openai` fixture.
+
+The provider is tested over real HTTP through the real SDK (never by patching it).
+The server answers POST /v1/chat/completions, as JSON or as a server-sent event
+stream, from a per-test script of behaviours; when the script is empty it answers
+with valid content for the requested content type. It records every request and
+the most requests it ever had in flight at once.
+
+Register as a plugin (`pytest_plugins = ["tests.fake_openai"]`), then:
+
+    def test_something(fake_openai):
+        fake_openai.script(error(429), ok(VALID_QUIZ))
+        ...
+        assert len(fake_openai.requests) == 2
+"""
+
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+FAKE_API_KEY = "sk-test-secret-4f9c2b7e1d8a6035"
+FAKE_MODEL = "fake-gpt-test"
+CHUNK_CHARS = 40
+
+VALID_TUTORIAL = (
+    "# React Hooks: a first tutorial\n\n"
+    "Hooks let function components hold state and run effects; this tutorial shows "
+    "useState and useEffect with small examples.\n\n"
+    "## Why hooks\n\n"
+    "Before hooks, state lived in classes. Hooks keep related logic together.\n\n"
+    "## useState\n\n"
+    "```jsx\nconst [count, setCount] = useState(0);\n```\n\n"
+    "## useEffect\n\n"
+    "Effects run after render. Return a cleanup function to undo them.\n\n"
+    "## Exercise\n\n"
+    "Build a counter that saves its value to localStorage.\n"
+)
+VALID_RESOURCES = {
+    "items": [
+        {
+            "title": "React docs: Hooks",
+            "url": "https://react.dev/reference/react/hooks",
+            "type": "documentation",
+            "description": "The reference for every built-in hook.",
+            "estimated_minutes": 40,
+        },
+        {
+            "title": "useEffect explained",
+            "url": "https://react.dev/learn/synchronizing-with-effects",
+            "type": "article",
+            "description": "When and why effects run.",
+            "estimated_minutes": 25,
+        },
+    ]
+}
+VALID_QUIZ = {
+    "questions": [
+        {
+            "question_id": "q1",
+            "type": "single_choice",
+            "question": "Which hook holds local state?",
+            "options": ["useState", "useEffect", "useMemo"],
+            "correct_answers": [0],
+            "explanation": "useState returns the value and its setter.",
+            "difficulty": "easy",
+        },
+        {
+            "question_id": "q2",
+            "type": "true_false",
+            "question": "Effects run before the first render.",
+            "options": ["True", "False"],
+            "correct_answers": [1],
+            "explanation": "Effects run after the render is committed.",
+            "difficulty": "medium",
+        },
+    ]
+}
+
+
+@dataclass
+class Behaviour:
+    """One scripted answer. `kind` is ok | error | malformed | hang.
+
+    ok: `content` (str, or a dict/list sent as JSON text) answered as JSON, or as an
+    event stream when the request asked for one (`None` means the default valid
+    content for the request). `refusal` answers with a refusal instead. A stream
+    sends `CHUNK_CHARS` characters per chunk, `chunk_delay` apart, and after
+    `hang_after_chunks` chunks stops sending (without ending the stream).
+    error: `status` with `body` (JSON if dict) and `headers`.
+    malformed: 200 with a body that is not JSON although it says it is.
+    hang: sends nothing for `delay` seconds (or until the server stops), then closes.
+    Every behaviour first waits `delay` seconds (except hang, whose delay is the hang)."""
+
+    kind: str = "ok"
+    content: Any = None
+    refusal: str | None = None
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    chunk_delay: float = 0.0
+    hang_after_chunks: int | None = None
+
+
+def ok(content: Any = None, **options: Any) -> Behaviour:
+    return Behaviour(kind="ok", content=content, **options)
+
+
+def refusal(text: str = "I can't help with that.") -> Behaviour:
+    return Behaviour(kind="ok", refusal=text)
+
+
+def error(status: int, body: Any = None, headers: dict[str, str] | None = None) -> Behaviour:
+    """An error answer; retryable statuses carry `retry-after-ms` so the SDK's own
+    retries wait milliseconds, not seconds."""
+    if body is None:
+        body = {"error": {"message": f"fake error {status}", "type": "fake", "code": None}}
+    if headers is None:
+        headers = {"retry-after-ms": "5"} if status == 429 or status >= 500 else {}
+    return Behaviour(kind="error", status=status, body=body, headers=headers)
+
+
+def malformed() -> Behaviour:
+    return Behaviour(kind="malformed")
+
+
+def hang(seconds: float = 30.0) -> Behaviour:
+    return Behaviour(kind="hang", delay=seconds)
+
+
+@dataclass
+class RecordedRequest:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+    @property
+    def streaming(self) -> bool:
+        return bool(self.body.get("stream"))
+
+    @property
+    def content_kind(self) -> str:
+        return content_kind(self.body)
+
+
+def content_kind(body: dict[str, Any]) -> str:
+    """tutorial | resources | quiz, from the structured-output schema asked for."""
+    response_format = body.get("response_format") or {}
+    schema = (response_format.get("json_schema") or {}).get("schema") or {}
+    properties = schema.get("properties") or {}
+    if "questions" in properties:
+        return "quiz"
+    if "items" in properties:
+        return "resources"
+    return "tutorial"
+
+
+def default_content(body: dict[str, Any]) -> str:
+    kind = content_kind(body)
+    if kind == "quiz":
+        return json.dumps(VALID_QUIZ)
+    if kind == "resources":
+        return json.dumps(VALID_RESOURCES)
+    return VALID_TUTORIAL
+
+
+class FakeOpenAI:
+    """The server, its script and its records. Thread-safe; one per test."""
+
+    def __init__(self) -> None:
+        self.requests: list[RecordedRequest] = []
+        self.delay = 0.0  # added before every answer (concurrency tests)
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._script: deque[Behaviour] = deque()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def script(self, *behaviours: Behaviour) -> None:
+        """Queue answers for the next requests, in order; then the default applies."""
+        with self._lock:
+            self._script.extend(behaviours)
+
+    @property
+    def unused_script(self) -> int:
+        with self._lock:
+            return len(self._script)
+
+    def start(self) -> "FakeOpenAI":
+        fake = self
+
+        class Handler(_Handler):
+            server_fake = fake
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._server.block_on_close = False
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _next(self, request: RecordedRequest) -> Behaviour:
+        with self._lock:
+            self.requests.append(request)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            return self._script.popleft() if self._script else Behaviour()
+
+    def _done(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self._stopping.wait(seconds)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_fake: FakeOpenAI
+    protocol_version = "HTTP/1.0"  # one request per connection; streams end on close
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the request log is `FakeOpenAI.requests`."""
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length)
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            self._send_json(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            self._send_json(400, {"error": {"message": "request body is not JSON"}})
+            return
+        fake = self.server_fake
+        request = RecordedRequest(path=self.path, headers=dict(self.headers.items()), body=body)
+        behaviour = fake._next(request)
+        try:
+            fake._sleep(fake.delay)
+            self._answer(behaviour, body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout) or went away
+        finally:
+            fake._done()
+
+    def _answer(self, behaviour: Behaviour, body: dict[str, Any]) -> None:
+        fake = self.server_fake
+        if behaviour.kind == "hang":
+            fake._sleep(behaviour.delay)
+            return
+        fake._sleep(behaviour.delay)
+        if behaviour.kind == "error":
+            self._send_json(behaviour.status, behaviour.body, behaviour.headers)
+        elif behaviour.kind == "malformed":
+            self._send_raw(200, b'{"id": "chatcmpl-broken", "choices": [', "application/json")
+        elif body.get("stream"):
+            self._stream(behaviour, body)
+        else:
+            self._send_json(200, self._completion(behaviour, body))
+
+    def _text(self, behaviour: Behaviour, body: dict[str, Any]) -> str:
+        if behaviour.content is None:
+            return default_content(body)
+        if isinstance(behaviour.content, str):
+            return behaviour.content
+        return json.dumps(behaviour.content)
+
+    def _completion(self, behaviour: Behaviour, body: dict[str, Any]) -> dict[str, Any]:
+        content = None if behaviour.refusal else self._text(behaviour, body)
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": FAKE_MODEL,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": content,
+                        "refusal": behaviour.refusal,
+                    },
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
+        }
+
+    def _stream(self, behaviour: Behaviour, body: dict[str, Any]) -> None:
+        fake = self.server_fake
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.end_headers()
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        if behaviour.refusal:
+            deltas = [{"role": "assistant", "refusal": behaviour.refusal}]
+        else:
+            text = self._text(behaviour, body)
+            pieces = [text[i : i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)]
+            deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in pieces]
+        for index, delta in enumerate(deltas):
+            if behaviour.hang_after_chunks is not None and index >= behaviour.hang_after_chunks:
+                fake._sleep(60)
+                return
+            self._event(self._chunk(completion_id, delta, None))
+            fake._sleep(behaviour.chunk_delay)
+        self._event(self._chunk(completion_id, {}, "stop"))
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
+    def _chunk(self, completion_id: str, delta: dict, finish_reason: str | None) -> dict:
+        return {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": FAKE_MODEL,
+            "choices": [
+                {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+            ],
+        }
+
+    def _event(self, data: dict) -> None:
+        self.wfile.write(b"data: " + json.dumps(data).encode() + b"\n\n")
+        self.wfile.flush()
+
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = payload if isinstance(payload, str) else json.dumps(payload)
+        self._send_raw(status, data.encode(), "application/json", headers)
+
+    def _send_raw(
+        self, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+
+@pytest.fixture
+def fake_openai(settings):
+    """A running fake, with the openai provider pointed at it and every bound small:
+    1 s timeout, one SDK retry, two backoff rounds of ~10 ms, two output attempts."""
+    from generation.providers import reset_provider
+
+    fake = FakeOpenAI().start()
+    settings.GENERATION_PROVIDER = "openai"
+    settings.OPENAI_BASE_URL = fake.base_url
+    settings.OPENAI_API_KEY = FAKE_API_KEY
+    settings.OPENAI_MODEL = "gpt-test"
+    settings.OPENAI_TIMEOUT_SECONDS = 1.0
+    settings.OPENAI_MAX_RETRIES = 1
+    settings.GENERATION_TRANSIENT_ATTEMPTS = 2
+    settings.GENERATION_BACKOFF_SECONDS = 0.01
+    settings.GENERATION_OUTPUT_ATTEMPTS = 2
+    reset_provider()
+    yield fake
+    fake.stop()
+    reset_provider()
