@@ -15,7 +15,7 @@ def main() -> None:
 
     django.setup()
     wanted = set(sys.argv[1:])
-    names = [m.name for m in pkgutil.iter_modules([str(Path(__file__).parent))]
+    names = [m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])]
     for name in sorted(n for n in names if not n.startswith("_")):
         if wanted and name not in wanted:
             continue

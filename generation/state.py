@@ -210,6 +210,7 @@ def begin_item(*, item_id: int) -> ItemRun | None:
         item.state = ItemState.RUNNING
         item.attempt_id = attempt_id
         item.save(update_fields=["state", "attempt_id"])
+        renew_queued_leases(task_id=task.pk, deadline=lease_deadline(now))
         events.concept_start(task, item)
     return ItemRun(
         item_id=item.pk,

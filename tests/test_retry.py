@@ -217,3 +217,17 @@ async def test_retry_is_throttled_with_retry_after(api, alice, roadmap, settings
     assert int(throttled.headers["Retry-After"]) > 0
     assert "throttled" in throttled.json()["detail"].lower()
     assert (await content_of(roadmap, "c003")).status == "pending"
+
+
+async def test_retry_answers_when_the_throttle_cache_is_down(api, alice, roadmap, settings):
+    """I6: with Redis (the shared cache) unreachable, the API keeps answering."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+        }
+    }
+    response = await api.post(retry_url(roadmap), headers=auth(alice))
+
+    assert response.status_code == 202
+    assert (await wait_for(lambda: settled(roadmap))).status == "completed"
