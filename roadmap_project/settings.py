@@ -140,6 +140,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
+# No result backend on purpose: the database rows are the results, so the
+# package's "get_result() will not work" warnings do not apply.
+SILENCED_SYSTEM_CHECKS = ["django_tasks_celery.W001", "django_tasks_celery.W002"]
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 # The broker queue web processes send to and workers consume (one per deployment).
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "generation")
@@ -165,7 +168,8 @@ ROADMAP_MAX_CONCEPTS = int(os.environ.get("ROADMAP_MAX_CONCEPTS", "500"))
 ROADMAP_MAX_NAME_LENGTH = 200
 ROADMAP_MAX_DESCRIPTION_LENGTH = 2000
 NOTIFICATIONS_STREAM_AUTHORIZER = "generation.streams.authorize_stream"
-NOTIFICATIONS_CATCH_UP_SECONDS = 2.0
+# How often a connected consumer re-reads the event store (DESIGN §5: at least every 2 s).
+NOTIFICATIONS_CATCH_UP_SECONDS = float(os.environ.get("NOTIFICATIONS_CATCH_UP_SECONDS", "2.0"))
 
 # --- REST -------------------------------------------------------------------
 RETRY_THROTTLE_RATE = os.environ.get("RETRY_THROTTLE_RATE", "30/minute")

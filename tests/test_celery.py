@@ -1,0 +1,291 @@
+"""The distributed mode for real (issue 6, DESIGN §9): PostgreSQL, Redis, Celery
+worker processes and two daphne processes, all started here as subprocesses.
+
+The web processes enqueue to Celery (TASK_BACKEND=celery in their environment), so
+this test process never enqueues: it only creates users and roadmaps (committed,
+transaction=True, so the subprocesses see them), calls the HTTP and WebSocket APIs
+of the servers, and reads the database the workers write."""
+
+import asyncio
+import json
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+import websockets
+from asgiref.sync import sync_to_async
+from django.db import connection, connections
+
+from generation import state
+from generation.errors import WorkerLost
+from generation.models import GenerationItem, GenerationTask
+from notifications.models import Event
+from roadmaps.models import ConceptContent
+from tests import processes
+from tests.celery_workers import Stack, redis_available, running_stack
+from tests.conftest import auth, require_service
+
+pytestmark = [
+    pytest.mark.celery,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.django_db(transaction=True),
+]
+
+TERMINAL_EVENTS = {"concept_complete", "concept_failed"}
+
+
+def require_distributed_services(redis_url: str) -> None:
+    """An embedded run (neither PostgreSQL nor Redis configured) skips these tests;
+    a distributed run (either configured) needs both, and in CI fails without them."""
+    postgres = connection.vendor == "postgresql"
+    if not postgres and not redis_url:
+        pytest.skip(
+            "distributed-mode test: run with DATABASE_URL=postgres://postgres@127.0.0.1:5432/test "
+            "REDIS_URL=redis://127.0.0.1:6379/0"
+        )
+    require_service(
+        "PostgreSQL", postgres, "set DATABASE_URL=postgres://postgres@127.0.0.1:5432/test"
+    )
+    require_service(
+        "Redis",
+        redis_available(redis_url),
+        "set REDIS_URL=redis://127.0.0.1:6379/0 and start a Redis server there",
+    )
+
+
+@pytest.fixture
+def start_stack(transactional_db, settings, tmp_path):
+    """Start daphne servers and Celery workers against this test's database; all of
+    them stop before the database is flushed."""
+    require_distributed_services(settings.REDIS_URL)
+    with ExitStack() as stacks:
+
+        def start(**options) -> Stack:
+            return stacks.enter_context(
+                running_stack(
+                    database_url=processes.test_database_url(),
+                    redis_url=settings.REDIS_URL,
+                    log_dir=tmp_path / "logs",
+                    media_root=tmp_path / "media",
+                    **options,
+                )
+            )
+
+        yield start
+
+
+def stored_stream(task_id: str) -> list[Event]:
+    return list(Event.objects.filter(stream=task_id).order_by("seq"))
+
+
+def wait_until_finished(task_id: str, timeout: float) -> GenerationTask:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = GenerationTask.objects.get(pk=task_id)
+        if task.status != "running":
+            return task
+        time.sleep(0.2)
+    raise AssertionError(f"task {task_id} still running after {timeout} s")
+
+
+def start_batch(server_url: str, user, roadmap, count: int) -> str:
+    response = httpx.post(
+        f"{server_url}/api/v1/roadmaps/{roadmap.pk}/concepts/retry-batch",
+        json={"content_types": ["tutorial"], "statuses": ["pending"]},
+        headers=auth(user),
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["data"]["total"] == count
+    return response.json()["data"]["task_id"]
+
+
+def assert_coherent_stream(task: GenerationTask) -> list[Event]:
+    """seq 1..n without gaps, one terminal event per item, task_complete last."""
+    events = stored_stream(task.pk)
+    assert [event.seq for event in events] == list(range(1, len(events) + 1))
+    terminal = [event for event in events if event.type in TERMINAL_EVENTS]
+    assert len(terminal) == task.total
+    assert len({(e.body["concept_id"], e.body["content_type"]) for e in terminal}) == task.total
+    assert events[-1].type == "task_complete" and events[-1].final
+    assert [event.final for event in events].count(True) == 1
+    return events
+
+
+@pytest.fixture
+def one_concept_roadmap(alice, make_roadmap):
+    return make_roadmap(alice, concepts=1)
+
+
+@pytest.fixture
+async def closes_thread_connections():
+    """ORM calls of an async test run in asgiref's sync thread; close its connection,
+    or PostgreSQL refuses to drop the test database at the end of the run."""
+    yield
+    await sync_to_async(connections.close_all)()
+
+
+async def test_retry_posted_to_one_server_reaches_a_websocket_client_on_the_other(
+    start_stack, alice, one_concept_roadmap, closes_thread_connections
+):
+    # A second and a half per tutorial: the client is subscribed while the worker
+    # still streams, so it gets live progress as well as the stored events.
+    stack = await sync_to_async(start_stack)(OFFLINE_PROVIDER_DELAY_SECONDS=1.5)
+    server_a, server_b = stack.servers
+    roadmap = one_concept_roadmap
+
+    async with httpx.AsyncClient(base_url=server_b.url, timeout=10) as client:
+        response = await client.post(
+            f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/tutorial/retry", headers=auth(alice)
+        )
+    assert response.status_code == 202, response.text
+    task_id = response.json()["data"]["task_id"]
+
+    received = []
+    ws_url = server_a.url.replace("http://", "ws://") + f"/api/v1/ws/{task_id}?token={alice.token}"
+    async with websockets.connect(ws_url, open_timeout=10) as socket:
+        async with asyncio.timeout(30):
+            async for message in socket:
+                received.append(json.loads(message))
+    assert socket.close_code == 1000
+
+    stored = [event for event in received if event["seq"] is not None]
+    assert [event["seq"] for event in stored] == [1, 2]
+    assert [event["type"] for event in stored] == ["concept_start", "concept_complete"]
+    # concept_progress is live-only (never stored): it can only have come from the
+    # worker process through Redis to daphne A.
+    live = [event for event in received if event["type"] == "concept_progress"]
+    assert live and all(event["seq"] is None for event in live)
+    assert all(event["task_id"] == task_id for event in received)
+    assert stored[1]["data"]["content_version"] == 1
+
+    store = await sync_to_async(stored_stream)(task_id)
+    assert [event.id for event in store] == [event["id"] for event in stored]
+    content = await ConceptContent.objects.aget(roadmap=roadmap, content_type="tutorial")
+    assert (content.status, content.version, content.model) == ("completed", 1, "offline")
+    assert sum(worker.succeeded_tasks() for worker in stack.workers) == 1
+
+
+def test_batch_of_50_is_spread_over_two_workers(start_stack, alice, make_roadmap):
+    stack = start_stack(OFFLINE_PROVIDER_DELAY_SECONDS=0.3, GENERATION_CONCURRENCY=2)
+    roadmap = make_roadmap(alice, concepts=50)
+
+    task_id = start_batch(stack.servers[1].url, alice, roadmap, 50)
+    task = wait_until_finished(task_id, timeout=90)
+
+    assert (task.status, task.completed, task.failed) == ("completed", 50, 0)
+    statuses = ConceptContent.objects.filter(roadmap=roadmap, content_type="tutorial")
+    assert set(statuses.values_list("status", flat=True)) == {"completed"}
+    events = assert_coherent_stream(task)
+    assert len(events) == 50 * 2 + 1
+    # Each worker's own log names the generations it finished.
+    done_by = [worker.succeeded_tasks() for worker in stack.workers]
+    assert sum(done_by) == 50
+    assert all(count > 0 for count in done_by), done_by
+
+
+def test_killed_worker_mid_batch_ends_every_pair_within_the_lease(start_stack, alice, make_roadmap):
+    lease, concurrency, delay = 3.0, 2, 1.0
+    sweep = min(lease / 2, 30.0)  # generation.runner.sweep_interval() in the workers
+    stack = start_stack(
+        servers=1,
+        OFFLINE_PROVIDER_DELAY_SECONDS=delay,
+        GENERATION_CONCURRENCY=concurrency,
+        GENERATION_LEASE_SECONDS=lease,
+    )
+    doomed, survivor = stack.workers
+    roadmap = make_roadmap(alice, concepts=16)
+    task_id = start_batch(stack.servers[0].url, alice, roadmap, 16)
+
+    # Kill the doomed worker in the middle of its second round of generations: its
+    # threads took their first items together, finished them together, and took
+    # the next ones at once.
+    deadline = time.monotonic() + 30
+    while doomed.succeeded_tasks() < 1:
+        assert time.monotonic() < deadline, "the worker never finished a generation"
+        time.sleep(0.05)
+    time.sleep(delay * 0.4)
+    assert stack.waiting_messages() > 0, "the batch ended before the kill; make it longer"
+    doomed.kill()
+    killed_at = datetime.now(UTC)
+    finished_by_doomed = doomed.succeeded_tasks()
+
+    # Items queued behind the kill keep their leases while their messages wait in
+    # Redis; once the queue is empty, an item still queued has lost its message.
+    queue_empty_at = None
+    deadline = time.monotonic() + 90
+    while GenerationTask.objects.get(pk=task_id).status == "running":
+        if queue_empty_at is None and stack.waiting_messages() == 0:
+            queue_empty_at = datetime.now(UTC)
+        assert time.monotonic() < deadline, "the batch never finished after the kill"
+        time.sleep(0.1)
+    task = GenerationTask.objects.get(pk=task_id)
+
+    contents = ConceptContent.objects.filter(roadmap=roadmap, content_type="tutorial")
+    assert not contents.filter(status="generating").exists()
+    assert task.completed + task.failed == 16
+    # At most the doomed worker's in-flight work is lost, and some was.
+    assert 1 <= task.failed <= concurrency
+    assert task.status == "partial"
+    assert task.completed == finished_by_doomed + survivor.succeeded_tasks()
+    failed = contents.filter(status="failed")
+    assert set(failed.values_list("public_error", flat=True)) == {str(WorkerLost.public_message)}
+    last_renewal = max(killed_at, queue_empty_at or killed_at)
+    latest_allowed = last_renewal + timedelta(seconds=lease + sweep + 2.0)
+    for content in failed:
+        assert content.updated_at <= latest_allowed, (content.updated_at, killed_at)
+    assert not GenerationItem.objects.filter(task_id=task_id, state__in=["queued", "running"])
+
+    events = assert_coherent_stream(task)
+    failures = [event for event in events if event.type == "concept_failed"]
+    assert len(failures) == task.failed and all(event.body["retryable"] for event in failures)
+
+
+def test_work_queued_behind_another_task_outlives_the_lease_but_a_lost_message_does_not(
+    start_stack, alice, make_roadmap, use_task_backend
+):
+    lease = 2.0
+    sweep = min(lease / 2, 30.0)
+    stack = start_stack(
+        servers=1,
+        workers=1,
+        OFFLINE_PROVIDER_DELAY_SECONDS=0.4,
+        GENERATION_CONCURRENCY=1,
+        GENERATION_LEASE_SECONDS=lease,
+    )
+    server = stack.servers[0]
+    roadmap = make_roadmap(alice, concepts=10)
+    # About 4 s of work ahead, twice the lease...
+    backlog_id = start_batch(server.url, alice, roadmap, 10)
+    # ...and one retry of another task waiting behind it in the queue.
+    response = httpx.post(
+        f"{server.url}/api/v1/roadmaps/{roadmap.pk}/concepts/c001/quiz/retry",
+        headers=auth(alice),
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    waiting_id = response.json()["data"]["task_id"]
+    # A generation whose message never reached the broker (the dummy backend
+    # drops it): only the lease can end it.
+    use_task_backend("django.tasks.backends.dummy.DummyBackend")
+    lost = ConceptContent.objects.get(
+        roadmap=roadmap, concept__concept_id="c002", content_type="quiz"
+    )
+    lost_id = state.start_generation(
+        roadmap=roadmap, user=alice, kind="retry", contents=[lost]
+    ).task.pk
+
+    assert wait_until_finished(backlog_id, timeout=60).status == "completed"
+    queue_empty_at = datetime.now(UTC)
+    waiting = wait_until_finished(waiting_id, timeout=30)
+    assert (waiting.status, waiting.completed) == ("completed", 1)
+
+    lost_task = wait_until_finished(lost_id, timeout=lease + sweep + 10)
+    lost.refresh_from_db()
+    assert (lost_task.status, lost.status) == ("failed", "failed")
+    assert lost.public_error == str(WorkerLost.public_message)
+    assert lost.updated_at <= queue_empty_at + timedelta(seconds=lease + sweep + 2.0)
+    assert [e.type for e in stored_stream(lost_id)] == ["concept_failed"]
