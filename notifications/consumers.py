@@ -1,7 +1,201 @@
+"""The WebSocket end of the event store (DESIGN §5, docs/events.md).
+
+Subscribe, then fetch: the consumer joins the channel-layer group first and only
+then replays the store above the client's cursor, so an event committed during
+the replay arrives live and is dropped as a duplicate, or is found by the next
+store read; it is never lost. The layer is only the fast path: a background
+catch-up from the store every NOTIFICATIONS_CATCH_UP_SECONDS delivers whatever
+the layer dropped or never carried (another process, Redis down)."""
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
+from django.utils.module_loading import import_string
+
+from notifications.selectors import events_after, stream_has_ended
+from notifications.services import stream_group, topic_group
+
+logger = logging.getLogger(__name__)
+
+# Close codes (docs/events.md). 1000 is the normal end of a task stream.
+CLOSE_NORMAL = 1000
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN_ORIGIN = 4403
+CLOSE_NOT_FOUND = 4404
+
+PAGE_SIZE = 500
+MAX_CURSOR = 2**63 - 1  # the store's BigAutoField range
+
+# The cursor a client resumes from: a stream's contiguous `seq`, a topic's global `id`.
+CURSOR_FIELD = {"stream": "seq", "topic": "id"}
 
 
 class EventStreamConsumer(AsyncJsonWebsocketConsumer):
-    """Placeholder; the realtime work replaces it."""
+    """One subscription: `kind="stream"` (a task, by `seq`, closes 1000 after its
+    final event) or `kind="topic"` (a roadmap, by global `id`, never closes).
 
-    kind = "stream"
+    Every send happens under `self.sending`, and `self.last_sent` only grows, so
+    the live path and the catch-up path never interleave or repeat an event."""
+
+    def __init__(self, *, kind: str = "stream", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if kind not in CURSOR_FIELD:
+            raise ValueError(f"Unknown event stream kind {kind!r}")
+        self.kind = kind
+        self.cursor_field = CURSOR_FIELD[kind]
+        self.store_key: str | None = None
+        self.last_sent = 0
+        self.finished = False
+        self.sending = asyncio.Lock()
+        self.poller: asyncio.Task | None = None
+
+    # --- hooks ---------------------------------------------------------------
+
+    async def connect(self) -> None:
+        # Accept first: a refusal before accept reaches the client as a bare HTTP 403.
+        await self.accept()
+        refusal = await self.refusal()
+        if refusal is not None:
+            self.finished = True
+            await self.close(refusal)
+            return
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        # Asked before the replay: if the stream had ended, the replay reaches its
+        # final event unless the client already had it (then close here).
+        ended = self.kind == "stream" and await database_sync_to_async(stream_has_ended)(
+            stream=self.store_key
+        )
+        async with self.sending:
+            await self.catch_up()
+            if ended and not self.finished:
+                self.finished = True
+                await self.close(CLOSE_NORMAL)
+        if not self.finished:
+            self.poller = asyncio.create_task(self.poll_store())
+
+    async def disconnect(self, code: int) -> None:
+        self.finished = True
+        if self.poller is not None:
+            self.poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.poller
+        if self.store_key is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def event_message(self, message: dict[str, Any]) -> None:
+        """A live event from the layer: the fast path, checked against the cursor."""
+        event = message["event"]
+        cursor = event.get(self.cursor_field)
+        async with self.sending:
+            if self.finished:
+                return
+            if cursor is None:
+                # Live-only (concept_progress): never stored, nothing to order against.
+                if self.kind == "stream":
+                    await self.send_json(event)
+                return
+            if cursor <= self.last_sent:
+                return  # already sent by the replay or a catch-up
+            if self.kind == "stream" and cursor == self.last_sent + 1:
+                await self.deliver(event, final=bool(message.get("final")))
+            else:
+                # A gap on a stream, or any topic event (ids of different writers
+                # are published out of commit order): the store has the order.
+                await self.catch_up()
+
+    # --- work ----------------------------------------------------------------
+
+    @property
+    def group(self) -> str:
+        return (
+            stream_group(self.store_key) if self.kind == "stream" else topic_group(self.store_key)
+        )
+
+    async def refusal(self) -> int | None:
+        """The close code for a connection that may not subscribe, else None.
+        Sets the store key and the starting cursor."""
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return CLOSE_UNAUTHENTICATED
+        if not self.origin_allowed():
+            return CLOSE_FORBIDDEN_ORIGIN
+        after = parse_after(self.scope.get("query_string", b""))
+        if after is None:
+            return CLOSE_BAD_REQUEST
+        kwargs = self.scope["url_route"]["kwargs"]
+        key = kwargs["stream_id"] if self.kind == "stream" else kwargs["topic_id"]
+        authorize = import_string(settings.NOTIFICATIONS_STREAM_AUTHORIZER)
+        self.store_key = await database_sync_to_async(authorize)(user=user, kind=self.kind, key=key)
+        if self.store_key is None:
+            return CLOSE_NOT_FOUND
+        self.last_sent = after
+        return None
+
+    def origin_allowed(self) -> bool:
+        """Browsers send Origin: it must be one of ALLOWED_HOSTS. Without one, only
+        a token-authenticated (non-browser) client is let in: a session cookie
+        alone could be a cross-site request."""
+        origin = dict(self.scope.get("headers", [])).get(b"origin")
+        if origin is None:
+            return bool(self.scope.get("token_auth"))
+        domain, _ = split_domain_port(urlsplit(origin.decode("latin-1")).netloc)
+        return bool(domain) and validate_host(domain, allowed_hosts())
+
+    async def catch_up(self) -> None:
+        """Send everything the store has above the cursor, in order. Call under
+        `self.sending`."""
+        while not self.finished:
+            page = await database_sync_to_async(events_after)(
+                kind=self.kind, key=self.store_key, after=self.last_sent, limit=PAGE_SIZE
+            )
+            for event in page:
+                await self.deliver(event.as_message(), final=event.final)
+                if self.finished:
+                    return
+            if len(page) < PAGE_SIZE:
+                return
+
+    async def deliver(self, event: dict[str, Any], *, final: bool) -> None:
+        await self.send_json(event)
+        self.last_sent = event[self.cursor_field]
+        if final and self.kind == "stream":
+            self.finished = True
+            await self.close(CLOSE_NORMAL)
+
+    async def poll_store(self) -> None:
+        """The store is the truth: catch up periodically whatever the layer did."""
+        while not self.finished:
+            await asyncio.sleep(settings.NOTIFICATIONS_CATCH_UP_SECONDS)
+            try:
+                async with self.sending:
+                    await self.catch_up()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("Catch-up of %s failed; retrying", self.store_key, exc_info=True)
+
+
+def parse_after(query_string: bytes) -> int | None:
+    """`?after=` as a non-negative integer (0 when absent), None when malformed."""
+    values = parse_qs(query_string.decode("latin-1"), keep_blank_values=True).get("after")
+    if not values:
+        return 0
+    value = values[-1]
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_CURSOR:
+        return None
+    return int(value)
+
+
+def allowed_hosts() -> list[str]:
+    """ALLOWED_HOSTS, with Django's own fallback for an empty list under DEBUG."""
+    if settings.ALLOWED_HOSTS or not settings.DEBUG:
+        return settings.ALLOWED_HOSTS
+    return [".localhost", "127.0.0.1", "[::1]"]

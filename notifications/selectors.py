@@ -13,3 +13,18 @@ def stream_events(*, stream: str, after: int = 0) -> QuerySet[Event]:
 def topic_events(*, topic: str, after: int = 0) -> QuerySet[Event]:
     """A topic's events above the global id `after`, in id order."""
     return Event.objects.filter(topic=topic, id__gt=after).order_by("id")
+
+
+def events_after(*, kind: str, key: str, after: int, limit: int = 500) -> list[Event]:
+    """The next page of a subscription: a stream by `seq`, a topic by `id`."""
+    events = (
+        stream_events(stream=key, after=after)
+        if kind == "stream"
+        else topic_events(topic=key, after=after)
+    )
+    return list(events[:limit])
+
+
+def stream_has_ended(*, stream: str) -> bool:
+    """Whether the stream's final event is stored (nothing can follow it)."""
+    return Event.objects.filter(stream=stream, final=True).exists()

@@ -2,12 +2,14 @@
 
 import asyncio
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
+from django.utils import timezone
 
 from notifications.models import Event, EventCounter
 
@@ -53,14 +55,16 @@ def record_event(
         topic=topic, stream=stream, seq=seq, type=type, body=body, final=final
     )
     message = event.as_message()
-    transaction.on_commit(lambda: publish(topic=topic, stream=stream, message=message))
+    transaction.on_commit(lambda: publish(topic=topic, stream=stream, message=message, final=final))
     return event
 
 
-def publish(*, topic: str, stream: str | None, message: dict[str, Any]) -> None:
+def publish(
+    *, topic: str, stream: str | None, message: dict[str, Any], final: bool = False
+) -> None:
     """Best effort: the channel layer is only the fast path, the store is the truth (I6)."""
     try:
-        async_to_sync(apublish)(topic=topic, stream=stream, message=message)
+        async_to_sync(apublish)(topic=topic, stream=stream, message=message, final=final)
     except Exception:
         logger.warning(
             "Could not publish event %s of %s to the channel layer; subscribers will "
@@ -71,11 +75,15 @@ def publish(*, topic: str, stream: str | None, message: dict[str, Any]) -> None:
         )
 
 
-async def apublish(*, topic: str | None, stream: str | None, message: dict[str, Any]) -> None:
+async def apublish(
+    *, topic: str | None, stream: str | None, message: dict[str, Any], final: bool = False
+) -> None:
+    """Send to the groups. `final` travels in the envelope, beside the client-visible
+    event, so a stream subscriber knows to close after it without asking the store."""
     layer = get_channel_layer()
     if layer is None:
         return
-    payload = {"type": "event.message", "event": message}
+    payload = {"type": "event.message", "event": message, "final": final}
     groups = ([topic_group(topic)] if topic else []) + ([stream_group(stream)] if stream else [])
     async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
         for group in groups:
@@ -88,3 +96,19 @@ async def publish_live(*, stream: str, message: dict[str, Any]) -> None:
         await apublish(topic=None, stream=stream, message=message)
     except Exception:
         logger.warning("Could not publish live event to %s", stream, exc_info=True)
+
+
+def prune_events(*, older_than: timedelta, now: datetime | None = None) -> int:
+    """Delete old events; returns how many. A stream goes only as a whole, once its
+    final event is older than the cutoff, so a stream that is still open (or a
+    client resuming one) never sees a gap in `seq`. Events outside any stream go
+    by age alone. Counters stay: they are the lock rows and tiny."""
+    cutoff = (now or timezone.now()) - older_than
+    ended_streams = Event.objects.filter(
+        final=True, stream__isnull=False, created_at__lt=cutoff
+    ).values("stream")
+    old = Event.objects.filter(
+        Q(stream__isnull=True, created_at__lt=cutoff) | Q(stream__in=ended_streams)
+    )
+    deleted, _ = old.delete()
+    return deleted

@@ -1,0 +1,71 @@
+"""`manage.py prune_events --older-than DAYS`: old events go, a stream goes only
+whole and only once it has ended, so replay never shows a gap."""
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import transaction
+from django.utils import timezone
+
+from generation import engine, state
+from notifications.models import Event
+from notifications.services import record_event
+from roadmaps.models import ConceptContent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def age(days: float, **filters) -> None:
+    Event.objects.filter(**filters).update(created_at=timezone.now() - timedelta(days=days))
+
+
+def prune(*args: str) -> str:
+    out = StringIO()
+    call_command("prune_events", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_prune_deletes_old_events_but_never_part_of_an_open_or_recent_stream(alice, make_roadmap):
+    roadmap = make_roadmap(alice, concepts=2)
+    first, second = ConceptContent.objects.filter(roadmap=roadmap, content_type="tutorial")
+    old_task = state.start_generation(
+        roadmap=roadmap, user=alice, kind="retry", contents=[first]
+    ).task
+    recent_task = state.start_generation(
+        roadmap=roadmap, user=alice, kind="retry", contents=[second]
+    ).task
+    assert engine.wait_until_idle(30)
+    state.set_status_outside_task(content=first, status="failed")  # a topic-only event
+    state.set_status_outside_task(content=first, status="pending")
+    with transaction.atomic():  # a stream that has not ended (no final event yet)
+        record_event(topic="elsewhere", stream="open-stream", type="concept_start", body={})
+
+    age(40, stream=old_task.pk)
+    age(40, stream="open-stream")
+    age(40, stream=recent_task.pk, seq=1)  # started long ago, ended just now
+    old_change, new_change = Event.objects.filter(type="status_changed").order_by("id")
+    age(40, pk=old_change.pk)
+
+    output = prune("--older-than", "30")
+
+    assert output.strip() == "Deleted 3 event(s) older than 30 day(s)."
+    assert not Event.objects.filter(stream=old_task.pk).exists()
+    assert not Event.objects.filter(pk=old_change.pk).exists()
+    assert Event.objects.filter(pk=new_change.pk).exists()
+    assert list(Event.objects.filter(stream=recent_task.pk).values_list("seq", flat=True)) == [1, 2]
+    assert Event.objects.filter(stream="open-stream").count() == 1
+    assert prune("--older-than", "30").strip() == "Deleted 0 event(s) older than 30 day(s)."
+
+
+@pytest.mark.parametrize("days", ["-1", "abc", "100000"])
+def test_prune_rejects_bad_days_and_deletes_nothing(alice, make_roadmap, days):
+    roadmap = make_roadmap(alice)
+    content = ConceptContent.objects.filter(roadmap=roadmap).first()
+    state.set_status_outside_task(content=content, status="failed")
+    age(400)
+
+    with pytest.raises(CommandError):
+        prune("--older-than", days)
+    assert Event.objects.count() == 1

@@ -1,0 +1,312 @@
+"""The event streams through Channels' WebsocketCommunicator against the real ASGI
+application (DESIGN §5, I5): replay, resume, no gap and no duplicate while events
+are committed during the replay, close codes, the roadmap stream."""
+
+import asyncio
+import json
+import subprocess
+import threading
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from generation import engine, state
+from notifications.models import Event
+from roadmap_project.asgi import application
+from roadmaps.models import ConceptContent
+from tests.conftest import auth
+from tests.processes import manage, process_env
+from tests.test_event_schema import assert_valid_event
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def retry_url(roadmap, concept_id="c001", content_type="tutorial") -> str:
+    return f"/api/v1/roadmaps/{roadmap.pk}/concepts/{concept_id}/{content_type}/retry"
+
+
+async def connect(path: str, *, user=None, query: str = "", headers=None):
+    """Open a socket; returns (communicator, accepted)."""
+    params = "&".join(part for part in (f"token={user.token}" if user else "", query) if part)
+    communicator = WebsocketCommunicator(
+        application, f"{path}?{params}" if params else path, headers=headers
+    )
+    accepted, _ = await communicator.connect(timeout=5)
+    return communicator, accepted
+
+
+async def read_until_close(communicator, *, within: float = 15.0) -> tuple[list[dict], int]:
+    """Every event until the server closes; each is checked against the schema."""
+    events = []
+    async with asyncio.timeout(within):
+        while True:
+            output = await communicator.receive_output(timeout=within)
+            if output["type"] == "websocket.close":
+                return events, output.get("code", 1000)
+            event = json.loads(output["text"])
+            assert_valid_event(event)
+            events.append(event)
+
+
+async def read_events(communicator, count: int, *, within: float = 15.0) -> list[dict]:
+    """The next `count` events of a stream that does not close (a roadmap)."""
+    events = []
+    async with asyncio.timeout(within):
+        while len(events) < count:
+            output = await communicator.receive_output(timeout=within)
+            assert output["type"] == "websocket.send", output
+            event = json.loads(output["text"])
+            assert_valid_event(event)
+            events.append(event)
+    return events
+
+
+async def close_code(path: str, **kwargs) -> int:
+    communicator, accepted = await connect(path, **kwargs)
+    assert accepted, "the handshake is accepted, then closed with a code"
+    output = await communicator.receive_output(timeout=5)
+    assert output["type"] == "websocket.close", output
+    await communicator.disconnect()
+    return output["code"]
+
+
+def stored(**filters) -> list[dict]:
+    return [event.as_message() for event in Event.objects.filter(**filters).order_by("id")]
+
+
+def start_retry(roadmap, user, *, content_type="tutorial", concepts=1):
+    contents = list(
+        ConceptContent.objects.filter(roadmap=roadmap, content_type=content_type).order_by(
+            "concept__order"
+        )[:concepts]
+    )
+    kind = "retry" if concepts == 1 else "batch"
+    return state.start_generation(roadmap=roadmap, user=user, kind=kind, contents=contents).task
+
+
+async def finished_task(roadmap, user, **kwargs) -> str:
+    """A task that ran to its end before anyone subscribed. Off the event loop's
+    thread-sensitive executor, which the engine's own sync calls need."""
+    task = await asyncio.to_thread(start_retry, roadmap, user, **kwargs)
+    assert await asyncio.to_thread(engine.wait_until_idle, 30)
+    return task.pk
+
+
+# --- replay and resume ------------------------------------------------------------
+
+
+async def test_late_subscriber_gets_every_event_once_then_close_1000(alice, make_roadmap):
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    task_id = await finished_task(roadmap, alice)
+
+    communicator, accepted = await connect(f"/api/v1/ws/{task_id}", user=alice)
+    events, code = await read_until_close(communicator)
+
+    assert accepted and code == 1000
+    assert [(e["seq"], e["type"]) for e in events] == [
+        (1, "concept_start"),
+        (2, "concept_complete"),
+    ]
+    assert events == await sync_to_async(stored)(stream=task_id)
+
+
+async def test_late_subscriber_of_a_batch_gets_task_complete_last(alice, make_roadmap):
+    roadmap = await sync_to_async(make_roadmap)(alice, concepts=3)
+    task_id = await finished_task(roadmap, alice, concepts=3)
+
+    communicator, _ = await connect(f"/api/v1/ws/{task_id}", user=alice)
+    events, code = await read_until_close(communicator)
+
+    assert code == 1000
+    assert [e["seq"] for e in events] == list(range(1, 8))
+    assert events[-1]["type"] == "task_complete"
+    assert events[-1]["summary"] == {"total": 3, "completed": 3, "failed": 0}
+
+
+async def test_resume_after_seq_replays_only_newer_events(alice, make_roadmap):
+    roadmap = await sync_to_async(make_roadmap)(alice, concepts=2)
+    task_id = await finished_task(roadmap, alice, concepts=2)
+
+    communicator, _ = await connect(f"/api/v1/ws/{task_id}", user=alice, query="after=3")
+    events, code = await read_until_close(communicator)
+    assert [e["seq"] for e in events] == [4, 5] and code == 1000
+
+    # A client that already has the final event is told the stream is over.
+    communicator, _ = await connect(f"/api/v1/ws/{task_id}", user=alice, query="after=5")
+    assert await read_until_close(communicator) == ([], 1000)
+
+
+async def test_resume_a_roadmap_stream_after_a_global_id(alice, make_roadmap):
+    roadmap = await sync_to_async(make_roadmap)(alice, concepts=2)
+    await finished_task(roadmap, alice, concepts=2)
+    everything = await sync_to_async(stored)(topic=f"roadmap-{roadmap.pk}")
+    middle = everything[2]["id"]
+
+    communicator, _ = await connect(
+        f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice, query=f"after={middle}"
+    )
+    events = await read_events(communicator, len(everything) - 3)
+    assert await communicator.receive_nothing(timeout=0.5)
+    await communicator.disconnect()
+    assert events == everything[3:]
+
+
+# --- no gap, no duplicate while events are being committed ---------------------------
+
+
+async def test_batch_events_committed_during_the_replay_arrive_once_in_order(
+    api, alice, make_roadmap, settings
+):
+    """Subscribe-then-fetch: items complete while the socket connects and replays."""
+    settings.OFFLINE_PROVIDER_DELAY_SECONDS = 0.1
+    roadmap = await sync_to_async(make_roadmap)(alice, concepts=24)
+    response = await api.post(
+        f"/api/v1/roadmaps/{roadmap.pk}/concepts/retry-batch",
+        json={"content_types": ["tutorial"], "statuses": ["pending"]},
+        headers=auth(alice),
+    )
+    assert response.status_code == 202, response.text
+    task_id = response.json()["data"]["task_id"]
+
+    async def some_events_stored() -> bool:
+        return await Event.objects.filter(stream=task_id).acount() >= 4
+
+    async with asyncio.timeout(15):
+        while not await some_events_stored():
+            await asyncio.sleep(0.01)
+    communicator, _ = await connect(f"/api/v1/ws/{task_id}", user=alice)
+    events, code = await read_until_close(communicator, within=60)
+
+    assert code == 1000
+    total = await Event.objects.filter(stream=task_id).acount()
+    assert [e["seq"] for e in events if e["seq"] is not None] == list(range(1, total + 1))
+    assert events[-1]["type"] == "task_complete"
+    assert [e for e in events if e["seq"]] == await sync_to_async(stored)(stream=task_id)
+
+
+def toggle_statuses(contents: list[ConceptContent], rounds: int) -> None:
+    """Operator resets through the state machine: one status_changed each."""
+    for round_ in range(rounds):
+        status = "failed" if round_ % 2 == 0 else "pending"
+        for content in contents:
+            assert state.set_status_outside_task(content=content, status=status)
+
+
+async def test_roadmap_events_committed_during_the_replay_arrive_once_in_order(alice, make_roadmap):
+    roadmap = await sync_to_async(make_roadmap)(alice, concepts=20)
+    contents = await sync_to_async(list)(ConceptContent.objects.filter(roadmap=roadmap))
+    await asyncio.to_thread(toggle_statuses, contents, 10)  # 600 stored: a replay of two pages
+
+    writer = threading.Thread(target=toggle_statuses, args=(contents, 5))
+    writer.start()  # 300 more, committed while the socket connects and replays
+    communicator, _ = await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice)
+    events = await read_events(communicator, 900, within=60)
+    await asyncio.to_thread(writer.join)
+    assert await communicator.receive_nothing(timeout=2.5)  # one catch-up round later
+    await communicator.disconnect()
+
+    assert events == await sync_to_async(stored)(topic=f"roadmap-{roadmap.pk}")
+    assert len({e["id"] for e in events}) == 900
+
+
+async def test_events_of_another_process_arrive_by_store_catch_up(alice, make_roadmap):
+    """The in-memory layer does not cross processes: the periodic store read delivers."""
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    content = await ConceptContent.objects.filter(roadmap=roadmap).afirst()
+    communicator, _ = await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice)
+    script = (
+        "from generation import state; from roadmaps.models import ConceptContent as C;"
+        f"state.set_status_outside_task(content=C.objects.get(pk={content.pk}), status='failed')"
+    )
+    other = await asyncio.to_thread(
+        manage, "shell", "-c", script, env=process_env(), stderr=subprocess.DEVNULL
+    )
+    assert await asyncio.to_thread(other.wait, 60) == 0
+
+    [event] = await read_events(communicator, 1, within=5)
+    await communicator.disconnect()
+    assert event["type"] == "status_changed" and event["status"] == "failed"
+
+
+# --- the roadmap stream --------------------------------------------------------
+
+
+async def test_roadmap_stream_carries_a_retry_and_an_operator_reset(
+    api, alice, make_roadmap, settings
+):
+    # A long catch-up period: what arrives here came by the live path.
+    settings.NOTIFICATIONS_CATCH_UP_SECONDS = 60
+    settings.OFFLINE_PROVIDER_DELAY_SECONDS = 0.3
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    communicator, _ = await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice)
+
+    response = await api.post(retry_url(roadmap), headers=auth(alice))
+    assert response.status_code == 202, response.text
+    task_id = response.json()["data"]["task_id"]
+    start, complete = await read_events(communicator, 2)
+
+    content = await ConceptContent.objects.aget(
+        roadmap=roadmap, concept__concept_id="c001", content_type="tutorial"
+    )
+    assert await asyncio.to_thread(state.set_status_outside_task, content=content, status="pending")
+    [changed] = await read_events(communicator, 1)
+    assert await communicator.receive_nothing(timeout=0.3)  # no concept_progress here
+    await communicator.disconnect()
+
+    assert (start["type"], complete["type"]) == ("concept_start", "concept_complete")
+    assert start["task_id"] == complete["task_id"] == task_id
+    assert changed["status"] == "pending" and changed["previous_status"] == "completed"
+    assert changed["task_id"] is None and changed["seq"] is None
+    assert start["id"] < complete["id"] < changed["id"]
+
+
+# --- who may subscribe -------------------------------------------------------------
+
+
+async def test_close_codes(alice, bob, make_roadmap, make_user):
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    task_id = await finished_task(roadmap, alice)
+    task_path, roadmap_path = f"/api/v1/ws/{task_id}", f"/api/v1/ws/roadmaps/{roadmap.pk}"
+
+    assert await close_code(task_path) == 4401
+    assert await close_code(task_path, query="token=not-a-token") == 4401
+    assert await close_code(roadmap_path) == 4401
+    assert await close_code(task_path, user=bob) == 4404
+    assert await close_code(roadmap_path, user=bob) == 4404
+    assert await close_code("/api/v1/ws/retry-tutorial-nope", user=alice) == 4404
+    assert (
+        await close_code(f"/api/v1/ws/roadmaps/{'0' * 8}-0000-0000-0000-{'0' * 12}", user=alice)
+        == 4404
+    )
+    assert await close_code(task_path, user=alice, query="after=abc") == 4400
+    assert await close_code(task_path, user=alice, query="after=-1") == 4400
+    assert await close_code(task_path, user=alice, query=f"after={2**64}") == 4400
+    staff = await sync_to_async(make_user)("operator", is_staff=True)
+    communicator, _ = await connect(task_path, user=staff)
+    events, code = await read_until_close(communicator)  # staff see all: replay, then end
+    assert len(events) == 2 and code == 1000
+
+
+async def test_origin_must_be_an_allowed_host(alice, make_roadmap):
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    path = f"/api/v1/ws/roadmaps/{roadmap.pk}"
+    evil = [(b"origin", b"https://evil.example")]
+    assert await close_code(path, user=alice, headers=evil) == 4403
+
+    client = Client()
+    await sync_to_async(client.force_login)(alice)
+    cookie = [(b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())]
+    # A session cookie without Origin could be a cross-site request: refused.
+    assert await close_code(path, headers=cookie) == 4403
+    assert await close_code(path, headers=[*cookie, *evil]) == 4403
+
+    for headers, user in (
+        ([*cookie, (b"origin", b"http://localhost:8000")], None),
+        ([(b"origin", b"http://127.0.0.1")], alice),
+        ([], alice),  # a token client without Origin (not a browser)
+    ):
+        communicator, accepted = await connect(path, user=user, headers=headers)
+        assert accepted and await communicator.receive_nothing(timeout=0.2)
+        await communicator.disconnect()
