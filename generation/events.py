@@ -11,7 +11,7 @@ from django.utils.translation import gettext as _
 from generation.errors import GenerationError
 from generation.models import GenerationItem, GenerationTask
 from notifications.services import publish_live, record_event
-from roadmaps.models import ConceptContent, Roadmap
+from roadmaps.models import ConceptContent, ContentStatus, ContentType, Roadmap
 
 
 def roadmap_topic(roadmap_id) -> str:
@@ -158,8 +158,8 @@ def status_changed(
     with translation.override(roadmap.language):
         message = _("%(name)s (%(type)s) is now %(status)s") % {
             "name": concept.name,
-            "type": content.content_type,
-            "status": status,
+            "type": ContentType(content.content_type).label,
+            "status": ContentStatus(status).label,
         }
     body = {
         **_base("status_changed", task_id=task_id, roadmap=roadmap),

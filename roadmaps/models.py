@@ -5,19 +5,20 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class ContentType(models.TextChoices):
-    TUTORIAL = "tutorial", "Tutorial"
-    RESOURCES = "resources", "Resources"
-    QUIZ = "quiz", "Quiz"
+    TUTORIAL = "tutorial", _("Tutorial")
+    RESOURCES = "resources", _("Resources")
+    QUIZ = "quiz", _("Quiz")
 
 
 class ContentStatus(models.TextChoices):
-    PENDING = "pending", "Pending"
-    GENERATING = "generating", "Generating"
-    COMPLETED = "completed", "Completed"
-    FAILED = "failed", "Failed"
+    PENDING = "pending", _("Pending")
+    GENERATING = "generating", _("Generating")
+    COMPLETED = "completed", _("Completed")
+    FAILED = "failed", _("Failed")
 
 
 class Roadmap(models.Model):

@@ -45,7 +45,7 @@ def test_chinese_roadmap_gets_chinese_messages_and_errors(alice, make_roadmap, s
     assert events["concept_failed"]["message"] == "生成失败：Concept 1"
     assert events["concept_failed"]["error"] == "由于内部错误，生成失败。请稍后重试。"
     assert events["public_error"] == "由于内部错误，生成失败。请稍后重试。"
-    assert events["status_changed"]["message"].startswith("Concept 1（tutorial）当前状态")
+    assert events["status_changed"]["message"] == "Concept 1（教程）当前状态：待生成"
 
 
 def test_english_roadmap_gets_english_messages(alice, make_roadmap, settings):
@@ -57,7 +57,7 @@ def test_english_roadmap_gets_english_messages(alice, make_roadmap, settings):
     assert events["concept_failed"]["error"] == (
         "Generation failed because of an internal error. Try again later."
     )
-    assert events["status_changed"]["message"] == "Concept 1 (tutorial) is now pending"
+    assert events["status_changed"]["message"] == "Concept 1 (Tutorial) is now Pending"
 
 
 @pytest.mark.parametrize(
