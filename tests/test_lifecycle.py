@@ -1,7 +1,9 @@
 """The state machine's invariants, exercised through its services (I1-I4)."""
 
+import asyncio
 import signal
 import subprocess
+import threading
 import time
 from datetime import timedelta
 
@@ -107,14 +109,19 @@ def test_lost_message_ends_failed_after_the_lease(roadmap, no_runner, settings):
     assert event_types(task.pk) == ["concept_failed"]
 
 
-def test_engine_sweeps_stale_rows_by_itself(roadmap, no_runner, settings, use_task_backend):
+def test_engine_sweeps_stale_rows_by_itself(roadmap, no_runner, settings):
     """I3: the periodic maintenance of the in-process engine, not a manual call."""
     settings.GENERATION_LEASE_SECONDS = 0.4
     retry(roadmap)
-    use_task_backend("generation.engine.InProcessBackend")
-    engine.start_maintenance(engine._private())
-
-    content = wait_until(lambda: (c := tutorial_of(roadmap)).status == "failed" and c, timeout=5)
+    server_loop = asyncio.new_event_loop()
+    threading.Thread(target=server_loop.run_forever, daemon=True).start()
+    try:
+        engine.start_maintenance(server_loop)
+        content = wait_until(
+            lambda: (c := tutorial_of(roadmap)).status == "failed" and c, timeout=5
+        )
+    finally:
+        server_loop.call_soon_threadsafe(server_loop.stop)
     assert content.public_error == str(WorkerLost.public_message)
 
 
