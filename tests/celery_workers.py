@@ -28,15 +28,6 @@ STOP_TIMEOUT_SECONDS = 15.0
 SUCCEEDED = re.compile(r"Task generation\.tasks\.generate_content\[[0-9a-f-]+\] succeeded")
 
 
-def redis_available(url: str) -> bool:
-    if not url:
-        return False
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -35,6 +35,27 @@ def framework_with(n: int) -> dict:
     return {"stages": [{"name": "Stage", "modules": [{"name": "Module", "concepts": concepts}]}]}
 
 
+LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_reachable(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """Redis for the tests that need one, in every CI pass: REDIS_URL, else the
+    local server."""
+    url = os.environ.get("REDIS_URL") or LOCAL_REDIS_URL
+    require_service("Redis", redis_reachable(url), f"no Redis answers at {url}")
+    return url
+
+
 def require_service(name: str, available: bool, why: str) -> None:
     """Skip only on a bare developer machine; in CI a missing service is a failure."""
     if available:

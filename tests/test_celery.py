@@ -16,7 +16,7 @@ import httpx
 import pytest
 import websockets
 from asgiref.sync import sync_to_async
-from django.db import connection, connections
+from django.db import connections
 
 from generation import state
 from generation.errors import WorkerLost
@@ -24,8 +24,8 @@ from generation.models import GenerationItem, GenerationTask
 from notifications.models import Event
 from roadmaps.models import ConceptContent
 from tests import processes
-from tests.celery_workers import Stack, redis_available, running_stack
-from tests.conftest import auth, require_service
+from tests.celery_workers import Stack, running_stack
+from tests.conftest import auth
 
 pytestmark = [
     pytest.mark.celery,
@@ -37,37 +37,18 @@ pytestmark = [
 TERMINAL_EVENTS = {"concept_complete", "concept_failed"}
 
 
-def require_distributed_services(redis_url: str) -> None:
-    """An embedded run (neither PostgreSQL nor Redis configured) skips these tests;
-    a distributed run (either configured) needs both, and in CI fails without them."""
-    postgres = connection.vendor == "postgresql"
-    if not postgres and not redis_url:
-        pytest.skip(
-            "distributed-mode test: run with DATABASE_URL=postgres://postgres@127.0.0.1:5432/test "
-            "REDIS_URL=redis://127.0.0.1:6379/0"
-        )
-    require_service(
-        "PostgreSQL", postgres, "set DATABASE_URL=postgres://postgres@127.0.0.1:5432/test"
-    )
-    require_service(
-        "Redis",
-        redis_available(redis_url),
-        "set REDIS_URL=redis://127.0.0.1:6379/0 and start a Redis server there",
-    )
-
-
 @pytest.fixture
-def start_stack(transactional_db, settings, tmp_path):
-    """Start daphne servers and Celery workers against this test's database; all of
-    them stop before the database is flushed."""
-    require_distributed_services(settings.REDIS_URL)
+def start_stack(transactional_db, redis_url, tmp_path):
+    """Start daphne servers and Celery workers against this test's database (SQLite
+    in the embedded CI pass, PostgreSQL in the distributed one); all of them stop
+    before the database is flushed."""
     with ExitStack() as stacks:
 
         def start(**options) -> Stack:
             return stacks.enter_context(
                 running_stack(
                     database_url=processes.test_database_url(),
-                    redis_url=settings.REDIS_URL,
+                    redis_url=redis_url,
                     log_dir=tmp_path / "logs",
                     media_root=tmp_path / "media",
                     **options,

@@ -4,7 +4,6 @@ what the test commits the server reads, and the other way round."""
 
 import asyncio
 import json
-import os
 
 import httpx
 import pytest
@@ -13,7 +12,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from notifications.models import Event
-from tests.conftest import auth, require_service
+from tests.conftest import auth
 from tests.daphne_server import daphne_server
 from tests.test_event_schema import assert_valid_event
 from tests.test_websocket import finished_task, retry_url
@@ -107,11 +106,9 @@ async def test_roadmap_and_task_streams_follow_a_retry_posted_over_http(
     assert await Event.objects.filter(topic=f"roadmap-{roadmap.pk}").acount() == 2
 
 
-async def test_two_servers_share_events_over_redis(tmp_path, alice, make_roadmap):
+async def test_two_servers_share_events_over_redis(tmp_path, alice, make_roadmap, redis_url):
     """Distributed mode: the client is on server A, the retry runs on server B; the
     Redis layer carries the events (the store catch-up is set too slow to help)."""
-    redis_url = os.environ.get("REDIS_URL", "")
-    require_service("Redis", bool(redis_url), "set REDIS_URL for the Redis channel layer")
     roadmap = await sync_to_async(make_roadmap)(alice)
     slow_catch_up = {"REDIS_URL": redis_url, "NOTIFICATIONS_CATCH_UP_SECONDS": "600"}
     with (
