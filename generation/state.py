@@ -91,15 +91,48 @@ def new_task_id(kind: str, content: ConceptContent | None = None) -> str:
     return f"generate-{suffix}"
 
 
+def _lock_roadmap(roadmap_id) -> None:
+    list(Roadmap.objects.select_for_update().filter(pk=roadmap_id).values_list("pk"))
+
+
+def _locked_task(task_id: str) -> GenerationTask:
+    _lock_roadmap(GenerationTask.objects.values_list("roadmap_id", flat=True).get(pk=task_id))
+    return (
+        GenerationTask.objects.select_for_update(of=("self",))
+        .select_related("roadmap")
+        .get(pk=task_id)
+    )
+
+
+def _item(item_id: int) -> GenerationItem:
+    return GenerationItem.objects.select_related("content__concept", "task").get(pk=item_id)
+
+
+def _live_item(content_id: int, attempt_id) -> GenerationItem | None:
+    """The unfinished item that owns this attempt, if any."""
+    return (
+        GenerationItem.objects.filter(
+            content_id=content_id, attempt_id=attempt_id, state__in=UNFINISHED_ITEM_STATES
+        )
+        .select_related("content__concept", "task")
+        .first()
+    )
+
+
+# --- starting ------------------------------------------------------------------
+
+
 def _claim(content: ConceptContent, *, task_id: str, now: datetime) -> uuid.UUID | None:
     """Compare-and-set one pair to `generating` (I1). The condition includes the
-    status we read, so the recorded previous status is exact; a live generation
-    (lease not expired) never matches."""
+    status and attempt we read, so what we supersede is exactly known; a live
+    generation (lease not expired) never matches."""
     attempt_id = uuid.uuid4()
     startable = Q(status__in=STARTABLE) | Q(
         status=ContentStatus.GENERATING, lease_expires_at__lt=now
     )
-    claimed = ConceptContent.objects.filter(startable, pk=content.pk, status=content.status).update(
+    claimed = ConceptContent.objects.filter(
+        startable, pk=content.pk, status=content.status, attempt_id=content.attempt_id
+    ).update(
         status=ContentStatus.GENERATING,
         attempt_id=attempt_id,
         task_id=task_id,
@@ -108,6 +141,14 @@ def _claim(content: ConceptContent, *, task_id: str, now: datetime) -> uuid.UUID
         updated_at=now,
     )
     return attempt_id if claimed else None
+
+
+def _close_taken_over(content: ConceptContent) -> None:
+    """A take-over of an expired generation: the dead attempt's item ends failed,
+    so its task still finishes and its stream closes (I3)."""
+    item = _live_item(content.pk, content.attempt_id)
+    if item is not None:
+        _close_item(_locked_task(item.task_id), item, ItemState.FAILED, error=WorkerLost())
 
 
 def start_generation(
@@ -137,11 +178,9 @@ def start_generation(
         )
         claimed: list[GenerationItem] = []
         for content in contents:
+            # Fresh under the roadmap lock: the caller's copy may be stale.
+            content.refresh_from_db(fields=["status", "attempt_id", "task_id"])
             attempt_id = _claim(content, task_id=task.id, now=now)
-            if attempt_id is None:
-                # Re-read once: the status we read may be stale but still startable.
-                content.refresh_from_db()
-                attempt_id = _claim(content, task_id=task.id, now=now)
             if attempt_id is None:
                 if kind == TaskKind.RETRY:
                     raise AlreadyGenerating(content.task_id)
@@ -149,12 +188,16 @@ def start_generation(
                     Skipped(content.concept.concept_id, content.content_type, "already generating")
                 )
                 continue
+            previous_status = content.status
+            if previous_status == ContentStatus.GENERATING:
+                _close_taken_over(content)
+                previous_status = ContentStatus.FAILED
             claimed.append(
                 GenerationItem(
                     task=task,
                     content=content,
                     position=len(claimed) + 1,
-                    previous_status=content.status,
+                    previous_status=previous_status,
                     attempt_id=attempt_id,
                 )
             )
@@ -170,21 +213,7 @@ def start_generation(
     return StartResult(task=task, skipped=skipped)
 
 
-def _lock_roadmap(roadmap_id) -> None:
-    list(Roadmap.objects.select_for_update().filter(pk=roadmap_id).values_list("pk"))
-
-
-def _locked_task(task_id: str) -> GenerationTask:
-    _lock_roadmap(GenerationTask.objects.values_list("roadmap_id", flat=True).get(pk=task_id))
-    return (
-        GenerationTask.objects.select_for_update(of=("self",))
-        .select_related("roadmap")
-        .get(pk=task_id)
-    )
-
-
-def _item(item_id: int) -> GenerationItem:
-    return GenerationItem.objects.select_related("content__concept", "task").get(pk=item_id)
+# --- running -------------------------------------------------------------------
 
 
 def begin_item(*, item_id: int) -> ItemRun | None:
@@ -195,9 +224,8 @@ def begin_item(*, item_id: int) -> ItemRun | None:
     None when there is nothing to do (finished, cancelled or superseded)."""
     now = timezone.now()
     with transaction.atomic():
+        task = _locked_task(_item(item_id).task_id)
         item = _item(item_id)
-        task = _locked_task(item.task_id)
-        item.refresh_from_db()
         if item.state not in UNFINISHED_ITEM_STATES or task.status != TaskStatus.RUNNING:
             return None
         attempt_id = uuid.uuid4()
@@ -205,7 +233,7 @@ def begin_item(*, item_id: int) -> ItemRun | None:
             pk=item.content_id, status=ContentStatus.GENERATING, attempt_id=item.attempt_id
         ).update(attempt_id=attempt_id, lease_expires_at=lease_deadline(now), updated_at=now)
         if not moved:
-            _end_item(task, item, ItemState.CANCELLED, error=Superseded(), touch_content=False)
+            _close_item(task, item, ItemState.CANCELLED, error=Superseded())
             return None
         item.state = ItemState.RUNNING
         item.attempt_id = attempt_id
@@ -225,8 +253,7 @@ def begin_item(*, item_id: int) -> ItemRun | None:
 def heartbeat(run: ItemRun) -> bool:
     """Renew the lease of a running attempt and of its task's queued items.
     False means the attempt was fenced out (cancelled, reset, taken over)."""
-    now = timezone.now()
-    deadline = lease_deadline(now)
+    deadline = lease_deadline()
     with transaction.atomic():
         _locked_task(run.task_id)
         alive = ConceptContent.objects.filter(
@@ -237,65 +264,69 @@ def heartbeat(run: ItemRun) -> bool:
     return bool(alive)
 
 
-def renew_queued_leases(*, task_id: str | None = None, item_ids=None, deadline=None) -> int:
-    """Queued work is alive while its task makes progress or its engine holds it."""
+def renew_queued_leases(
+    *,
+    task_id: str | None = None,
+    item_ids=None,
+    enqueued_since: datetime | None = None,
+    deadline: datetime | None = None,
+) -> int:
+    """Queued work is alive while its task makes progress, its engine holds it, or
+    (Celery) its broker still has messages. Rows another transaction is changing
+    are skipped, not waited for, so renewals never take part in a deadlock."""
     items = GenerationItem.objects.filter(state=ItemState.QUEUED)
     if task_id is not None:
         items = items.filter(task_id=task_id)
     if item_ids is not None:
         items = items.filter(pk__in=list(item_ids))
-    return ConceptContent.objects.filter(
-        status=ContentStatus.GENERATING,
-        attempt_id__in=items.values("attempt_id"),
-    ).update(lease_expires_at=deadline or lease_deadline())
+    if enqueued_since is not None:
+        items = items.filter(task__created_at__gte=enqueued_since)
+    with transaction.atomic():
+        renewable = ConceptContent.objects.select_for_update(skip_locked=True).filter(
+            status=ContentStatus.GENERATING, attempt_id__in=items.values("attempt_id")
+        )
+        return ConceptContent.objects.filter(pk__in=renewable.values("pk")).update(
+            lease_expires_at=deadline or lease_deadline()
+        )
+
+
+# --- ending --------------------------------------------------------------------
 
 
 def _save_tutorial(content: ConceptContent, draft: TutorialDraft, version: int) -> str:
-    concept = content.concept
-    name = f"tutorials/{content.roadmap_id}/{concept.concept_id}/v{version}.md"
-    saved = default_storage.save(name, ContentFile(draft.markdown.encode()))
-    return saved
+    name = f"tutorials/{content.roadmap_id}/{content.concept.concept_id}/v{version}.md"
+    return default_storage.save(name, ContentFile(draft.markdown.encode()))
 
 
 def complete_item(
     run: ItemRun, *, draft: TutorialDraft | ResourceList | Quiz, model_name: str
 ) -> bool:
     """Store the new version and mark the pair completed, unless this attempt was
-    superseded, in which case the result is dropped (I4). Returns whether it landed."""
+    superseded, in which case the result is dropped (I4). Returns whether it landed.
+
+    The tutorial file is written before the transaction, so no storage I/O runs
+    under the roadmap lock; a result that does not land deletes its file."""
     now = timezone.now()
+    content = ConceptContent.objects.select_related("concept").get(pk=run.content_id)
+    version = content.version + 1
+    fields = {"version": version, "model": model_name, "generated_at": now}
+    if run.content_type == ContentType.TUTORIAL:
+        fields |= {
+            "title": draft.title,
+            "summary": draft.summary,
+            "content_ref": _save_tutorial(content, draft, version),
+            "payload": {},
+        }
+    else:
+        fields |= {"payload": draft.model_dump(mode="json"), "summary": ""}
     with transaction.atomic():
-        item = _item(run.item_id)
-        task = _locked_task(item.task_id)
-        content = (
-            ConceptContent.objects.select_for_update()
-            .select_related("concept")
-            .filter(pk=run.content_id, status=ContentStatus.GENERATING, attempt_id=run.attempt_id)
-            .first()
-        )
-        if content is None:
-            logger.info(
-                "Dropped the late result of superseded attempt %s (task %s)",
-                run.attempt_id,
-                run.task_id,
-            )
-            item.refresh_from_db()
-            if item.state in UNFINISHED_ITEM_STATES and item.attempt_id == run.attempt_id:
-                _end_item(task, item, ItemState.CANCELLED, error=Superseded(), touch_content=False)
-            return False
-        version = content.version + 1
-        fields = {"version": version, "model": model_name, "generated_at": now}
-        if content.content_type == ContentType.TUTORIAL:
-            fields |= {
-                "title": draft.title,
-                "summary": draft.summary,
-                "content_ref": _save_tutorial(content, draft, version),
-                "payload": {},
-            }
-        elif content.content_type == ContentType.RESOURCES:
-            fields |= {"payload": draft.model_dump(mode="json"), "summary": ""}
-        else:
-            fields |= {"payload": draft.model_dump(mode="json"), "summary": ""}
-        ConceptContent.objects.filter(pk=content.pk).update(
+        task = _locked_task(_item(run.item_id).task_id)
+        landed = ConceptContent.objects.filter(
+            pk=run.content_id,
+            status=ContentStatus.GENERATING,
+            attempt_id=run.attempt_id,
+            version=version - 1,
+        ).update(
             **fields,
             status=ContentStatus.COMPLETED,
             attempt_id=None,
@@ -303,24 +334,41 @@ def complete_item(
             public_error="",
             updated_at=now,
         )
-        content.refresh_from_db()
-        _end_item(task, item, ItemState.COMPLETED, content=content)
-    return True
+        item = _item(run.item_id)
+        if landed:
+            content.refresh_from_db()
+            _close_item(task, item, ItemState.COMPLETED, content=content)
+        elif item.state in UNFINISHED_ITEM_STATES and item.attempt_id == run.attempt_id:
+            _close_item(task, item, ItemState.CANCELLED, error=Superseded())
+    if not landed:
+        logger.info("Dropped the late result of attempt %s (task %s)", run.attempt_id, run.task_id)
+        if "content_ref" in fields:
+            default_storage.delete(fields["content_ref"])
+    return bool(landed)
 
 
 def fail_item(run: ItemRun, *, error: GenerationError) -> bool:
     """Mark the pair failed with a public message, fenced like complete_item."""
     with transaction.atomic():
+        task = _locked_task(_item(run.item_id).task_id)
         item = _item(run.item_id)
-        task = _locked_task(item.task_id)
-        item.refresh_from_db()
         if item.state not in UNFINISHED_ITEM_STATES or item.attempt_id != run.attempt_id:
             return False
-        return _end_item(task, item, ItemState.FAILED, error=error)
+        return _fail(task, item, error)
+
+
+def _fail(task: GenerationTask, item: GenerationItem, error: GenerationError) -> bool:
+    """Fail the item's pair if its attempt still owns it; otherwise the item was
+    superseded. Either way the item ends. Returns whether the pair failed."""
+    failed = _fail_content(item, error)
+    if failed:
+        _close_item(task, item, ItemState.FAILED, error=error)
+    else:
+        _close_item(task, item, ItemState.CANCELLED, error=Superseded())
+    return failed
 
 
 def _fail_content(item: GenerationItem, error: GenerationError) -> bool:
-    now = timezone.now()
     return bool(
         ConceptContent.objects.filter(
             pk=item.content_id, status=ContentStatus.GENERATING, attempt_id=item.attempt_id
@@ -329,45 +377,43 @@ def _fail_content(item: GenerationItem, error: GenerationError) -> bool:
             public_error=events.public_text(error, item.task.roadmap),
             attempt_id=None,
             lease_expires_at=None,
-            updated_at=now,
+            updated_at=timezone.now(),
         )
     )
 
 
-def _end_item(
+ITEM_COUNTERS = {
+    ItemState.COMPLETED: "completed",
+    ItemState.FAILED: "failed",
+    ItemState.CANCELLED: "cancelled",
+}
+
+
+def _close_item(
     task: GenerationTask,
     item: GenerationItem,
-    state: str,
+    outcome: str,
     *,
     error: GenerationError | None = None,
     content: ConceptContent | None = None,
-    touch_content: bool = True,
-    final_event: bool | None = None,
-) -> bool:
-    """Close one item: content status (unless already moved on), counters, the
-    item's terminal event, and the task's end when it was the last one."""
-    if state == ItemState.FAILED or (state == ItemState.CANCELLED and touch_content):
-        if not _fail_content(item, error) and state == ItemState.FAILED:
-            # Fenced out meanwhile: someone else owns the pair now.
-            state, error = ItemState.CANCELLED, Superseded()
-    item.state = state
+    ends_task: bool = True,
+) -> None:
+    """End one item whose pair the caller already moved (or left to its new
+    owner): counters, the item's terminal event, and the task's end if it was the
+    last. `ends_task=False` when the caller ends the task itself (cancel)."""
+    item.state = outcome
     item.save(update_fields=["state"])
-    counter = {
-        ItemState.COMPLETED: "completed",
-        ItemState.FAILED: "failed",
-        ItemState.CANCELLED: "cancelled",
-    }[state]
+    counter = ITEM_COUNTERS[outcome]
     GenerationTask.objects.filter(pk=task.pk).update(**{counter: F(counter) + 1})
     setattr(task, counter, getattr(task, counter) + 1)
-    single = task.kind == TaskKind.RETRY
-    final = single if final_event is None else final_event
-    if state == ItemState.COMPLETED:
+    # A single retry's stream ends with its concept event, a batch's with task_complete.
+    final = ends_task and task.kind == TaskKind.RETRY
+    if outcome == ItemState.COMPLETED:
         events.concept_complete(task, item, content, final=final)
     else:
         events.concept_failed(task, item, error, final=final)
-    if final_event is None:
+    if ends_task:
         _finish_task_if_done(task)
-    return state == ItemState.FAILED or state == ItemState.COMPLETED
 
 
 def _finish_task_if_done(task: GenerationTask) -> None:
@@ -402,36 +448,43 @@ def cancel_task(*, task_id: str) -> GenerationTask:
         if task.status != TaskStatus.RUNNING:
             raise TaskNotRunning(task_id)
         now = timezone.now()
-        for item in task.items.filter(state__in=UNFINISHED_ITEM_STATES).select_related(
-            "content__concept", "task"
-        ):
-            if item.state == ItemState.QUEUED:
-                restored = ConceptContent.objects.filter(
-                    pk=item.content_id,
-                    status=ContentStatus.GENERATING,
-                    attempt_id=item.attempt_id,
-                ).update(
-                    status=item.previous_status,
-                    attempt_id=None,
-                    lease_expires_at=None,
-                    updated_at=now,
-                )
-                item.state = ItemState.CANCELLED
-                item.save(update_fields=["state"])
-                GenerationTask.objects.filter(pk=task.pk).update(cancelled=F("cancelled") + 1)
-                task.cancelled += 1
-                if restored:
-                    events.status_changed(
-                        item.content,
-                        status=item.previous_status,
-                        previous_status=ContentStatus.GENERATING,
-                        task_id=task.pk,
+        unfinished = task.items.filter(state__in=UNFINISHED_ITEM_STATES).select_related(
+            "content__concept", "content__roadmap", "task__roadmap"
+        )
+        for item in unfinished:
+            if item.state == ItemState.RUNNING:
+                if _fail_content(item, Cancelled()):
+                    _close_item(task, item, ItemState.CANCELLED, error=Cancelled(), ends_task=False)
+                else:
+                    _close_item(
+                        task, item, ItemState.CANCELLED, error=Superseded(), ends_task=False
                     )
-            else:
-                _end_item(task, item, ItemState.CANCELLED, error=Cancelled(), final_event=False)
+                continue
+            restored = ConceptContent.objects.filter(
+                pk=item.content_id, status=ContentStatus.GENERATING, attempt_id=item.attempt_id
+            ).update(
+                status=item.previous_status,
+                attempt_id=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+            item.state = ItemState.CANCELLED
+            item.save(update_fields=["state"])
+            GenerationTask.objects.filter(pk=task.pk).update(cancelled=F("cancelled") + 1)
+            task.cancelled += 1
+            if restored:
+                events.status_changed(
+                    item.content,
+                    status=item.previous_status,
+                    previous_status=ContentStatus.GENERATING,
+                    task_id=task.pk,
+                )
         _close_task(task, TaskStatus.CANCELLED)
         events.task_complete(task, final=True)
     return task
+
+
+# --- recovery and operators ----------------------------------------------------------
 
 
 def recover_stale(*, now: datetime | None = None) -> int:
@@ -440,36 +493,31 @@ def recover_stale(*, now: datetime | None = None) -> int:
     now = now or timezone.now()
     stale = ConceptContent.objects.filter(
         status=ContentStatus.GENERATING, lease_expires_at__lt=now
-    ).values_list("pk", "attempt_id")
+    ).values_list("pk", "roadmap_id", "attempt_id")
     recovered = 0
-    for content_id, attempt_id in stale:
+    for content_id, roadmap_id, attempt_id in stale:
         with transaction.atomic():
-            item = (
-                GenerationItem.objects.filter(content_id=content_id, attempt_id=attempt_id)
-                .select_related("task", "content__concept")
-                .first()
-            )
-            if item is None:
-                recovered += _fail_orphan(content_id, attempt_id, now)
-                continue
-            task = _locked_task(item.task_id)
-            item.refresh_from_db()
+            _lock_roadmap(roadmap_id)
             still_stale = ConceptContent.objects.filter(
                 pk=content_id,
                 attempt_id=attempt_id,
                 status=ContentStatus.GENERATING,
                 lease_expires_at__lt=now,
             ).exists()
-            if item.state in UNFINISHED_ITEM_STATES and still_stale:
-                logger.warning("Lease expired for %s in task %s", content_id, task.pk)
-                recovered += _end_item(task, item, ItemState.FAILED, error=WorkerLost())
+            if not still_stale:
+                continue
+            logger.warning("Lease expired for content %s (attempt %s)", content_id, attempt_id)
+            item = _live_item(content_id, attempt_id)
+            if item is None:
+                recovered += _fail_orphan(content_id, attempt_id, now)
+            else:
+                recovered += _fail(_locked_task(item.task_id), item, WorkerLost())
     return recovered
 
 
 def _fail_orphan(content_id: int, attempt_id, now: datetime) -> int:
-    """A generating row without an item (should not happen): fail it anyway."""
+    """A generating row without a live item (should not happen): fail it anyway."""
     content = ConceptContent.objects.select_related("concept", "roadmap").get(pk=content_id)
-    _lock_roadmap(content.roadmap_id)
     updated = ConceptContent.objects.filter(
         pk=content_id, attempt_id=attempt_id, status=ContentStatus.GENERATING
     ).update(
@@ -491,10 +539,9 @@ def _fail_orphan(content_id: int, attempt_id, now: datetime) -> int:
 
 def set_status_outside_task(*, content: ConceptContent, status: str) -> bool:
     """An operator's reset (admin): move one pair to `pending` or `failed`. A live
-    generation of the pair is fenced out and its task item closed."""
+    generation of the pair is fenced out and its task item closed as cancelled."""
     if status not in (ContentStatus.PENDING, ContentStatus.FAILED):
         raise ValueError(f"Cannot set status {status!r} by hand")
-    now = timezone.now()
     with transaction.atomic():
         _lock_roadmap(content.roadmap_id)
         current = ConceptContent.objects.select_related("concept", "roadmap").get(pk=content.pk)
@@ -502,32 +549,19 @@ def set_status_outside_task(*, content: ConceptContent, status: str) -> bool:
             return False
         item = None
         if current.status == ContentStatus.GENERATING:
-            item = (
-                GenerationItem.objects.filter(
-                    content_id=current.pk,
-                    attempt_id=current.attempt_id,
-                    state__in=UNFINISHED_ITEM_STATES,
-                )
-                .select_related("task", "content__concept")
-                .first()
-            )
-            if item is not None:
-                _locked_task(item.task_id)
-        changed = ConceptContent.objects.filter(
+            item = _live_item(current.pk, current.attempt_id)
+        ConceptContent.objects.filter(
             pk=current.pk, status=current.status, attempt_id=current.attempt_id
         ).update(
             status=status,
             attempt_id=None,
             lease_expires_at=None,
-            updated_at=now,
+            updated_at=timezone.now(),
             public_error=events.public_text(Cancelled(), current.roadmap)
             if status == ContentStatus.FAILED
             else "",
         )
-        if not changed:
-            return False
         events.status_changed(current, status=status, previous_status=current.status, task_id=None)
         if item is not None:
-            task = _locked_task(item.task_id)
-            _end_item(task, item, ItemState.CANCELLED, error=Superseded(), touch_content=False)
+            _close_item(_locked_task(item.task_id), item, ItemState.CANCELLED, error=Cancelled())
     return True

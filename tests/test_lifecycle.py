@@ -220,3 +220,37 @@ def test_admin_reset_fences_the_running_attempt_and_closes_its_task(roadmap, no_
     topic = f"roadmap-{roadmap.pk}"
     changed = Event.objects.get(topic=topic, type="status_changed").body
     assert (changed["previous_status"], changed["status"]) == ("generating", "pending")
+
+
+def test_take_over_of_a_dead_attempt_ends_its_task(roadmap, no_runner, settings):
+    """I3: the superseded attempt's worker is gone; its task must still finish and
+    its stream close, or it would stay `running` forever."""
+    settings.GENERATION_LEASE_SECONDS = 0.2
+    dead = retry(roadmap)
+    state.begin_item(item_id=GenerationItem.objects.get(task=dead).pk)
+    time.sleep(0.3)
+
+    fresh = retry(roadmap)
+
+    dead.refresh_from_db()
+    assert dead.status == "failed" and dead.finished_at is not None
+    final = Event.objects.filter(stream=dead.pk).order_by("seq").last()
+    assert final.type == "concept_failed" and final.final is True
+    assert final.body["error"] == str(WorkerLost.public_message)
+    assert GenerationItem.objects.get(task=fresh).previous_status == "failed"
+
+
+def test_cancel_after_a_take_over_restores_failed_not_generating(roadmap, no_runner, settings):
+    settings.GENERATION_LEASE_SECONDS = 0.2
+    retry(roadmap)
+    time.sleep(0.3)
+    batch = state.start_generation(
+        roadmap=roadmap, user=roadmap.owner, kind=TaskKind.BATCH, contents=[tutorial_of(roadmap)]
+    ).task
+
+    state.cancel_task(task_id=batch.pk)
+
+    content = tutorial_of(roadmap)
+    assert content.status == "failed" and content.attempt_id is None
+    batch.refresh_from_db()
+    assert batch.status == "cancelled"
