@@ -74,9 +74,12 @@ def retry_batch(
 
 
 def start_roadmap_generation(*, roadmap: Roadmap, user) -> state.StartResult:
-    """Generate every pending pair of a roadmap."""
+    """Generate every pending pair of a roadmap. Not capped like a batch selection:
+    a roadmap's size is already bounded by ROADMAP_MAX_CONCEPTS."""
     contents = selectors.select_contents(roadmap=roadmap, statuses=[ContentStatus.PENDING])
-    return _start_many(roadmap=roadmap, user=user, kind=TaskKind.GENERATE, contents=contents)
+    return state.start_generation(
+        roadmap=roadmap, user=user, kind=TaskKind.GENERATE, contents=list(contents)
+    )
 
 
 def retry_contents(*, contents: QuerySet[ConceptContent], user=None) -> list[state.StartResult]:

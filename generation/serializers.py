@@ -6,25 +6,7 @@ from generation import events
 from generation.models import GenerationItem, GenerationTask
 from roadmaps.models import ConceptContent, ContentStatus, ContentType
 from roadmaps.selectors import content_url
-
-
-class PreferencesSerializer(serializers.Serializer):
-    """Per-request overrides of the roadmap's preferences; unknown keys are 400."""
-
-    language = serializers.CharField(max_length=35, required=False)
-    level = serializers.CharField(max_length=50, required=False)
-    style = serializers.CharField(max_length=200, required=False)
-    focus = serializers.CharField(max_length=500, required=False)
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError(
-                    f"Unknown preference(s): {', '.join(unknown)}. "
-                    f"Allowed: {', '.join(self.fields)}."
-                )
-        return super().to_internal_value(data)
+from roadmaps.serializers import PreferencesSerializer
 
 
 class StrictSerializer(serializers.Serializer):

@@ -115,10 +115,7 @@ class GenerateRoadmapView(GenerationThrottled):
     @extend_schema(request=None, responses={202: dict, 200: dict})
     def post(self, request, roadmap_id):
         roadmap = selectors.roadmap_for(roadmap_id=roadmap_id, user=request.user)
-        try:
-            result = actions.start_roadmap_generation(roadmap=roadmap, user=request.user)
-        except actions.SelectionTooLarge as too_large:
-            raise ValidationError({"detail": str(too_large)}) from too_large
+        result = actions.start_roadmap_generation(roadmap=roadmap, user=request.user)
         return _batch_response(result, message=_("Roadmap generation started"))
 
 
