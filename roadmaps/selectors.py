@@ -1,9 +1,19 @@
 """Reads of roadmaps and their content; every read is scoped to what the user may see."""
 
-from django.core.files.storage import default_storage
-from django.db.models import Count, QuerySet
+import uuid
 
-from roadmaps.models import ConceptContent, ContentStatus, ContentType, Roadmap
+from django.core.files.storage import default_storage
+from django.db.models import Count, Prefetch, QuerySet
+
+from roadmaps.models import (
+    Concept,
+    ConceptContent,
+    ContentStatus,
+    ContentType,
+    Module,
+    Roadmap,
+    Stage,
+)
 
 
 def visible_roadmaps(*, user) -> QuerySet[Roadmap]:
@@ -31,3 +41,30 @@ def status_counts(*, roadmap_ids) -> dict:
     for roadmap_id, content_type, status, n in rows:
         counts[roadmap_id][content_type][status] = n
     return counts
+
+
+def roadmap_list(*, user) -> QuerySet[Roadmap]:
+    """The roadmaps a user may list, newest first."""
+    return visible_roadmaps(user=user).order_by("-created_at", "pk")
+
+
+def roadmap_detail(*, roadmap_id, user) -> Roadmap:
+    """One visible roadmap with its whole tree prefetched: a constant number of
+    queries whatever its size. Raises Roadmap.DoesNotExist when the roadmap is
+    unknown, not the user's, or the id is not a UUID (all answer 404)."""
+    try:
+        roadmap_uuid = uuid.UUID(str(roadmap_id))
+    except ValueError:
+        raise Roadmap.DoesNotExist(roadmap_id) from None
+    return (
+        visible_roadmaps(user=user)
+        .prefetch_related(
+            Prefetch("stages", queryset=Stage.objects.order_by("order")),
+            Prefetch("stages__modules", queryset=Module.objects.order_by("order")),
+            Prefetch("stages__modules__concepts", queryset=Concept.objects.order_by("order")),
+            Prefetch(
+                "stages__modules__concepts__contents", queryset=ConceptContent.objects.order_by()
+            ),
+        )
+        .get(pk=roadmap_uuid)
+    )

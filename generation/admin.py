@@ -1,0 +1,194 @@
+"""Admin operations on generation (DESIGN §7): ConceptContent actions and the
+GenerationTask view.
+
+The ConceptContent list itself belongs to roadmaps/admin.py; this module swaps in
+a subclass that adds the actions, so roadmaps never imports generation. Every
+action calls the same services as the API (generation.state, generation.actions),
+so it emits the same events and respects the same invariants."""
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db.models import QuerySet
+from django.template.response import TemplateResponse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from generation import actions, state
+from generation.models import GenerationItem, GenerationTask
+from notifications.selectors import stream_events
+from roadmaps.admin import ConceptContentAdmin, status_badge
+from roadmaps.models import ConceptContent, ContentStatus
+
+CONFIRM_TEMPLATE = "admin/roadmaps/conceptcontent/confirm_status_change.html"
+
+
+class ConceptContentOperationsAdmin(ConceptContentAdmin):
+    actions = ["reset_to_pending", "mark_failed", "retry_now"]
+
+    def _set_status(self, request, queryset: QuerySet[ConceptContent], status: str):
+        """Both resets are destructive (they fence out a running generation), so
+        the first POST answers a confirmation page and only `post=yes` acts."""
+        if request.POST.get("post") != "yes":
+            return TemplateResponse(
+                request,
+                CONFIRM_TEMPLATE,
+                {
+                    **self.admin_site.each_context(request),
+                    "title": f"Set {queryset.count()} content(s) to {status}?",
+                    "opts": self.opts,
+                    "queryset": queryset.select_related("concept", "roadmap"),
+                    "status": status,
+                    "action": request.POST["action"],
+                    "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                    "media": self.media,
+                },
+            )
+        changed = sum(
+            state.set_status_outside_task(content=content, status=status) for content in queryset
+        )
+        unchanged = len(queryset) - changed
+        message = f"{changed} content(s) set to {status}."
+        if unchanged:
+            message += f" {unchanged} already {status} or changed meanwhile: left as they were."
+        self.message_user(request, message, messages.SUCCESS)
+        return None
+
+    @admin.action(description="Reset selected to pending", permissions=["change"])
+    def reset_to_pending(self, request, queryset):
+        return self._set_status(request, queryset, ContentStatus.PENDING)
+
+    @admin.action(description="Mark selected as failed", permissions=["change"])
+    def mark_failed(self, request, queryset):
+        return self._set_status(request, queryset, ContentStatus.FAILED)
+
+    @admin.action(description="Retry selected now", permissions=["change"])
+    def retry_now(self, request, queryset):
+        """One batch task per roadmap; pairs already generating are skipped."""
+        results = actions.retry_contents(user=request.user, contents=queryset)
+        task_ids = [result.task.pk for result in results if result.task is not None]
+        skipped = sum(len(result.skipped) for result in results)
+        if task_ids:
+            total = sum(result.task.total for result in results if result.task is not None)
+            self.message_user(
+                request,
+                f"Started {total} generation(s) in task(s): {', '.join(task_ids)}.",
+                messages.SUCCESS,
+            )
+        if skipped:
+            self.message_user(
+                request, f"{skipped} content(s) skipped: already generating.", messages.WARNING
+            )
+
+
+admin.site.unregister(ConceptContent)
+admin.site.register(ConceptContent, ConceptContentOperationsAdmin)
+
+
+class ReadOnlyAdminMixin:
+    """Tasks are records of what happened: nothing here is added, edited or deleted."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class GenerationItemInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = GenerationItem
+    fields = ["position", "concept", "content_type", "state_badge", "previous_status", "attempt_id"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("content__concept")
+
+    @admin.display(description="Concept")
+    def concept(self, item: GenerationItem) -> str:
+        return f"{item.content.concept.name} ({item.content.concept.concept_id})"
+
+    @admin.display(description="Content type")
+    def content_type(self, item: GenerationItem) -> str:
+        return item.content.content_type
+
+    @admin.display(description="State")
+    def state_badge(self, item: GenerationItem) -> SafeString:
+        return status_badge(item.state)
+
+
+@admin.register(GenerationTask)
+class GenerationTaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "kind",
+        "roadmap",
+        "owner",
+        "status_badge",
+        "total",
+        "completed",
+        "failed",
+        "cancelled",
+        "created_at",
+        "finished_at",
+    ]
+    list_filter = ["status", "kind", "created_at"]
+    list_select_related = ["roadmap", "owner"]
+    search_fields = ["id", "roadmap__title", "owner__username"]
+    date_hierarchy = "created_at"
+    fields = [
+        "id",
+        "kind",
+        "status",
+        "roadmap",
+        "owner",
+        "preferences",
+        ("total", "completed", "failed", "cancelled"),
+        ("created_at", "finished_at"),
+        "events",
+    ]
+    readonly_fields = [
+        "id",
+        "kind",
+        "status",
+        "roadmap",
+        "owner",
+        "preferences",
+        "total",
+        "completed",
+        "failed",
+        "cancelled",
+        "created_at",
+        "finished_at",
+        "events",
+    ]
+    inlines = [GenerationItemInline]
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, task: GenerationTask) -> SafeString:
+        return status_badge(task.status)
+
+    @admin.display(description="Events (the task's stream, in seq order)")
+    def events(self, task: GenerationTask) -> SafeString:
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    event.seq,
+                    event.type,
+                    event.created_at.isoformat(timespec="seconds"),
+                    event.body.get("message", ""),
+                    event.body.get("error", ""),
+                )
+                for event in stream_events(stream=task.pk)
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>seq</th><th>type</th><th>time</th><th>message</th>"
+            "<th>error</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )

@@ -1,0 +1,111 @@
+"""The roadmap API (DESIGN §4): thin views over roadmaps.services and
+roadmaps.selectors."""
+
+from django.db import transaction
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from roadmaps import selectors, services
+from roadmaps.models import Roadmap
+from roadmaps.serializers import (
+    RoadmapCreatedSerializer,
+    RoadmapCreateSerializer,
+    RoadmapDetailSerializer,
+    RoadmapSummarySerializer,
+)
+
+
+class TokenView(ObtainAuthToken):
+    """DRF's token login, documented with its real answer."""
+
+    @extend_schema(
+        summary="Exchange a username and password for an API token",
+        auth=[],
+        responses={
+            200: inline_serializer("Token", {"token": serializers.CharField()}),
+            400: OpenApiResponse(description="Wrong credentials."),
+        },
+    )
+    def post(self, request: Request, *args, **kwargs) -> Response:
+        return super().post(request, *args, **kwargs)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List your roadmaps (staff: all)"),
+    retrieve=extend_schema(summary="A roadmap with every concept's statuses"),
+    destroy=extend_schema(summary="Delete a roadmap", responses={204: None}),
+)
+class RoadmapViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Users see and act on their own roadmaps only; anyone else's answers 404."""
+
+    lookup_url_kwarg = "roadmap_id"
+    serializer_class = RoadmapDetailSerializer
+    queryset = Roadmap.objects.none()  # for the schema; requests use get_queryset()
+
+    def get_queryset(self):
+        return selectors.roadmap_list(user=self.request.user)
+
+    def get_serializer_class(self):
+        return RoadmapSummarySerializer if self.action == "list" else RoadmapDetailSerializer
+
+    def detail_body(self, roadmap_id) -> dict:
+        try:
+            roadmap = selectors.roadmap_detail(roadmap_id=roadmap_id, user=self.request.user)
+        except Roadmap.DoesNotExist:
+            raise NotFound() from None
+        counts = selectors.status_counts(roadmap_ids=[roadmap.pk])
+        return RoadmapDetailSerializer(roadmap, context={"status_counts": counts}).data
+
+    @extend_schema(
+        summary="Create a roadmap from a framework",
+        request=RoadmapCreateSerializer,
+        responses={
+            201: RoadmapCreatedSerializer,
+            400: OpenApiResponse(description="Invalid framework; errors keyed by field."),
+            413: OpenApiResponse(description="Body larger than 1 MB."),
+        },
+    )
+    def create(self, request: Request) -> Response:
+        serializer = RoadmapCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        fields = dict(serializer.validated_data)
+        generate = fields.pop("generate")
+        with transaction.atomic():
+            roadmap = services.create_roadmap(owner=request.user, **fields)
+            task_id = start_generation_of(roadmap, user=request.user) if generate else None
+        body = self.detail_body(roadmap.pk)
+        if generate:
+            body["task_id"] = task_id
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        counts = selectors.status_counts(roadmap_ids=[roadmap.pk for roadmap in page])
+        serializer = RoadmapSummarySerializer(page, many=True, context={"status_counts": counts})
+        return self.get_paginated_response(serializer.data)
+
+    def retrieve(self, request: Request, roadmap_id: str) -> Response:
+        return Response(self.detail_body(roadmap_id))
+
+
+def start_generation_of(roadmap: Roadmap, *, user) -> str | None:
+    """Start generating every pending pair (`"generate": true`). generation depends
+    on roadmaps, so it is imported here rather than at module level."""
+    from generation.actions import start_roadmap_generation
+
+    result = start_roadmap_generation(roadmap=roadmap, user=user)
+    return result.task.pk if result.task else None
