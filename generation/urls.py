@@ -2,7 +2,8 @@ from django.urls import re_path
 
 from generation import views
 
-ROADMAP = r"^roadmaps/(?P<roadmap_id>[0-9a-fA-F-]{36})"
+UUID = r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
+ROADMAP = r"^roadmaps/(?P<roadmap_id>" + UUID + ")"
 CONCEPT = ROADMAP + r"/concepts/(?P<concept_id>[A-Za-z0-9_-]{1,64})"
 CONTENT_TYPE = r"(?P<content_type>tutorial|resources|quiz)"
 

@@ -19,8 +19,11 @@ from generation.throttling import GenerationRateThrottle
 from notifications.selectors import stream_events
 from roadmaps.models import ContentStatus
 
+# Events per task poll; a client pages on with ?after=<last seq>.
+TASK_EVENTS_PAGE = 1000
 
-class GenerationThrottled(APIView):
+
+class ThrottledGenerationView(APIView):
     """Starting and stopping work is throttled per user (RETRY_THROTTLE_RATE)."""
 
     throttle_classes = [GenerationRateThrottle]
@@ -36,7 +39,7 @@ def _task_data(task_id: str, **extra) -> dict:
     }
 
 
-class RetryContentView(GenerationThrottled):
+class RetryContentView(ThrottledGenerationView):
     """One action for tutorial, resources and quiz: regenerate one pair."""
 
     @extend_schema(request=RetryInputSerializer, responses={202: dict, 409: dict})
@@ -96,7 +99,7 @@ def _batch_response(result: state.StartResult, *, message: str) -> Response:
     )
 
 
-class RetryBatchView(GenerationThrottled):
+class RetryBatchView(ThrottledGenerationView):
     @extend_schema(request=BatchInputSerializer, responses={202: dict, 200: dict})
     def post(self, request, roadmap_id):
         roadmap = selectors.roadmap_for(roadmap_id=roadmap_id, user=request.user)
@@ -111,7 +114,7 @@ class RetryBatchView(GenerationThrottled):
         return _batch_response(result, message=_("Batch regeneration started"))
 
 
-class GenerateRoadmapView(GenerationThrottled):
+class GenerateRoadmapView(ThrottledGenerationView):
     @extend_schema(request=None, responses={202: dict, 200: dict})
     def post(self, request, roadmap_id):
         roadmap = selectors.roadmap_for(roadmap_id=roadmap_id, user=request.user)
@@ -149,21 +152,25 @@ class TaskView(APIView):
     def get(self, request, task_id):
         task = selectors.task_for(task_id=task_id, user=request.user)
         after = request.query_params.get("after", "0")
-        if not after.isdigit():
+        if not (after.isascii() and after.isdigit()):
             raise ValidationError({"after": ["Must be a non-negative integer."]})
-        events = stream_events(stream=task.pk, after=int(after))
+        events = stream_events(stream=task.pk, after=int(after))[:TASK_EVENTS_PAGE]
         task = type(task).objects.prefetch_related("items__content__concept").get(pk=task.pk)
         return Response(TaskSerializer(task, context={"events": events}).data)
 
 
-class CancelTaskView(GenerationThrottled):
-    @extend_schema(request=None, responses={202: TaskSerializer, 409: dict})
+class CancelTaskView(ThrottledGenerationView):
+    @extend_schema(request=None, responses={202: dict, 409: dict})
     def post(self, request, task_id):
         try:
             task = actions.cancel(task_id=task_id, user=request.user)
         except state.TaskNotRunning:
             return Response(
-                {"detail": _("The task has already finished."), "task_id": task_id},
+                {
+                    "success": False,
+                    "detail": _("The task has already finished."),
+                    "data": {"task_id": task_id},
+                },
                 status=status.HTTP_409_CONFLICT,
             )
         return Response(

@@ -1,0 +1,59 @@
+"""Bad input answers 4xx, and nothing a client sees carries a traceback or a path (I7)."""
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.core.files.storage import default_storage
+
+from roadmaps.models import ConceptContent
+from tests.conftest import auth
+from tests.test_retry import settled, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NOT_A_UUID = "a" * 36
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/api/v1/roadmaps/{NOT_A_UUID}/generate",
+        f"/api/v1/roadmaps/{NOT_A_UUID}/concepts/retry-batch",
+        f"/api/v1/roadmaps/{NOT_A_UUID}/concepts/c001/quiz/retry",
+    ],
+)
+async def test_malformed_roadmap_id_answers_404(api, alice, path):
+    response = await api.post(path, headers=auth(alice))
+    assert response.status_code == 404
+
+
+async def test_task_events_cursor_must_be_a_plain_number(api, alice, make_roadmap):
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    started = await api.post(
+        f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/quiz/retry", headers=auth(alice)
+    )
+    task_id = started.json()["data"]["task_id"]
+    for bad in ("-1", "²", "1.5", "x"):
+        response = await api.get(f"/api/v1/tasks/{task_id}?after={bad}", headers=auth(alice))
+        assert response.status_code == 400 and "after" in response.json()
+    await wait_for(lambda: settled(roadmap, content_type="quiz"))
+
+
+async def test_unexpected_error_answers_500_without_traceback_even_in_debug(
+    api, alice, make_roadmap, settings
+):
+    settings.DEBUG = True
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    await api.post(
+        f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/tutorial/retry", headers=auth(alice)
+    )
+    content = await wait_for(lambda: settled(roadmap))
+    await sync_to_async(default_storage.delete)(content.content_ref)  # storage lost the file
+
+    response = await api.get(
+        f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/tutorial", headers=auth(alice)
+    )
+
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal server error."}
+    assert str(settings.MEDIA_ROOT) not in response.text
+    assert (await ConceptContent.objects.aget(pk=content.pk)).status == "completed"
