@@ -34,8 +34,10 @@ _slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
 
 
 def provider_slot() -> asyncio.Semaphore:
-    """The process-wide cap on provider calls in flight (GENERATION_CONCURRENCY),
-    one semaphore per event loop."""
+    """The cap on provider calls in flight (GENERATION_CONCURRENCY) for the work on
+    one event loop: the whole process in the embedded engine, which runs all work
+    on one loop. A Celery worker runs each task on a loop of its own; there the
+    cap is the worker's thread count, set to the same number."""
     loop = asyncio.get_running_loop()
     slot = _slots.get(loop)
     if slot is None:

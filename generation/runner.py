@@ -104,7 +104,13 @@ async def _execute(run: state.ItemRun) -> None:
         return
     finally:
         beats.cancel()
-    await sync_to_async(state.complete_item)(run, draft=draft, model_name=model_name)
+    try:
+        await sync_to_async(state.complete_item)(run, draft=draft, model_name=model_name)
+    except Exception as exc:
+        # Storage or database trouble while saving: fail now rather than wait out
+        # the lease and report a lost worker.
+        logger.exception("Could not store the result of task %s", run.task_id)
+        await sync_to_async(state.fail_item)(run, error=public_error_for(exc))
 
 
 async def _generate(run: state.ItemRun, context: ItemContext):

@@ -18,9 +18,12 @@ recoverable by a retry, a pair stuck in `generating` is not.
 import logging
 import threading
 from collections.abc import Iterable
+from datetime import timedelta
 
 from celery import Celery
+from django.conf import settings
 from django.db import close_old_connections, connections
+from django.utils import timezone
 from kombu.exceptions import ChannelError
 
 from generation import runner, state
@@ -58,7 +61,10 @@ def renew_leases_of_queued_work(app: Celery) -> int:
         return 0
     if not backlog:
         return 0
-    return state.renew_queued_leases()
+    # Bounded: a message lost while other traffic keeps the queue busy still
+    # expires once its task is older than GENERATION_MAX_QUEUE_SECONDS (I3).
+    since = timezone.now() - timedelta(seconds=settings.GENERATION_MAX_QUEUE_SECONDS)
+    return state.renew_queued_leases(enqueued_since=since)
 
 
 def maintain_worker(app: Celery) -> int:

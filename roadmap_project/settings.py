@@ -158,6 +158,8 @@ OPENAI_TIMEOUT_SECONDS = float(os.environ.get("OPENAI_TIMEOUT_SECONDS", "60"))
 OPENAI_MAX_RETRIES = int(os.environ.get("OPENAI_MAX_RETRIES", "2"))
 GENERATION_CONCURRENCY = int(os.environ.get("GENERATION_CONCURRENCY", "4"))
 GENERATION_LEASE_SECONDS = float(os.environ.get("GENERATION_LEASE_SECONDS", "90"))
+# Celery: the longest a message may wait in the broker before its item counts as lost.
+GENERATION_MAX_QUEUE_SECONDS = float(os.environ.get("GENERATION_MAX_QUEUE_SECONDS", "21600"))
 # Re-asks after invalid structured output, and our own backoff rounds after the SDK's.
 GENERATION_OUTPUT_ATTEMPTS = int(os.environ.get("GENERATION_OUTPUT_ATTEMPTS", "3"))
 GENERATION_TRANSIENT_ATTEMPTS = int(os.environ.get("GENERATION_TRANSIENT_ATTEMPTS", "3"))

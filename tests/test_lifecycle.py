@@ -254,3 +254,21 @@ def test_cancel_after_a_take_over_restores_failed_not_generating(roadmap, no_run
     assert content.status == "failed" and content.attempt_id is None
     batch.refresh_from_db()
     assert batch.status == "cancelled"
+
+
+def test_storage_failure_while_saving_fails_at_once_not_after_the_lease(
+    roadmap, settings, tmp_path
+):
+    """I3: the result cannot be stored (the media root is not a directory)."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    settings.MEDIA_ROOT = blocker
+    settings.GENERATION_LEASE_SECONDS = 600
+    task = retry(roadmap)
+
+    assert engine.wait_until_idle(timeout=10)
+
+    content = tutorial_of(roadmap)
+    assert content.status == "failed" and content.version == 0
+    assert str(blocker) not in content.public_error
+    assert event_types(task.pk) == ["concept_start", "concept_failed"]
