@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 _server_loop: asyncio.AbstractEventLoop | None = None
 _private_loop: asyncio.AbstractEventLoop | None = None
 _private_lock = threading.Lock()
-_running: set[asyncio.Task] = set()
+_work: set[asyncio.Task] = set()
+_maintenance: set[asyncio.Task] = set()
 _maintained: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()
 _slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = (
     weakref.WeakKeyDictionary()
@@ -66,7 +67,7 @@ def start_maintenance(loop: asyncio.AbstractEventLoop) -> None:
     _maintained.add(loop)
     from generation.runner import maintain_forever
 
-    _spawn(loop, maintain_forever())
+    _spawn(loop, maintain_forever(), keep_in=_maintenance)
 
 
 def _loop_for_work() -> asyncio.AbstractEventLoop:
@@ -85,14 +86,17 @@ def _private() -> asyncio.AbstractEventLoop:
     return _private_loop
 
 
-def _spawn(loop: asyncio.AbstractEventLoop, coroutine) -> None:
+def _spawn(loop: asyncio.AbstractEventLoop, coroutine, keep_in: set[asyncio.Task]) -> None:
+    """Start the coroutine on the loop (from any thread), keeping a reference to
+    the task until it ends so it is never garbage-collected mid-run."""
+
     def start() -> None:
         # A fresh context: background work must not inherit its enqueuer's context
         # variables (asgiref's executor and deadlock markers of a sync_to_async
         # caller, a request's ThreadSensitiveContext that ends with the response).
         task = loop.create_task(coroutine, context=contextvars.Context())
-        _running.add(task)
-        task.add_done_callback(_running.discard)
+        keep_in.add(task)
+        task.add_done_callback(keep_in.discard)
         task.add_done_callback(_log_crash)
 
     if _on_loop(loop):
@@ -119,7 +123,7 @@ def wait_until_idle(timeout: float | None = None) -> bool:
 
     async def idle() -> None:
         while True:
-            pending = [t for t in _running if t.get_loop() is loop and not _is_maintenance(t)]
+            pending = [t for t in _work if t.get_loop() is loop]
             if not pending:
                 return
             await asyncio.wait(pending)
@@ -130,10 +134,6 @@ def wait_until_idle(timeout: float | None = None) -> bool:
         return True
     except TimeoutError:
         return False
-
-
-def _is_maintenance(task: asyncio.Task) -> bool:
-    return getattr(task.get_coro(), "__name__", "") == "maintain_forever"
 
 
 class InProcessBackend(BaseTaskBackend):
@@ -161,6 +161,6 @@ class InProcessBackend(BaseTaskBackend):
         )
         loop = _loop_for_work()
         start_maintenance(loop)
-        _spawn(loop, task.func(*args, **kwargs))
+        _spawn(loop, task.func(*args, **kwargs), keep_in=_work)
         task_enqueued.send(type(self), task_result=result)
         return result

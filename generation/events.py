@@ -94,13 +94,13 @@ def completed_data(content: ConceptContent) -> dict[str, Any]:
 
     key = f"{content.content_type}_id"
     data: dict[str, Any] = {key: content_public_id(content), "content_version": content.version}
-    if content.content_type == "tutorial":
+    if content.content_type == ContentType.TUTORIAL:
         data |= {
             "title": content.title,
             "content_url": content_url(content),
             "summary": content.summary,
         }
-    elif content.content_type == "resources":
+    elif content.content_type == ContentType.RESOURCES:
         data["resources_count"] = len(content.payload.get("items", []))
     else:
         data["quiz_questions_count"] = len(content.payload.get("questions", []))

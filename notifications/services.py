@@ -27,18 +27,17 @@ def stream_group(stream: str) -> str:
 
 
 def _next_seq(key: str) -> int:
-    """Take the counter row's lock and the next number; must run in a transaction."""
-    updated = EventCounter.objects.filter(key=key).update(last_seq=F("last_seq") + 1)
-    if not updated:
-        EventCounter.objects.create(key=key, last_seq=1)
-        return 1
+    """Take the counter row's lock and the next number; must run in a transaction.
+    The row is created with INSERT .. ON CONFLICT DO NOTHING, so two first events
+    of one key never race into an IntegrityError."""
+    open_stream(key)
+    EventCounter.objects.filter(key=key).update(last_seq=F("last_seq") + 1)
     return EventCounter.objects.values_list("last_seq", flat=True).get(key=key)
 
 
 def open_stream(key: str) -> None:
-    """Create a stream's counter up front, so concurrent first events never race
-    to insert it."""
-    EventCounter.objects.get_or_create(key=key)
+    """Make sure a stream's (or topic's) counter exists."""
+    EventCounter.objects.bulk_create([EventCounter(key=key)], ignore_conflicts=True)
 
 
 def record_event(
