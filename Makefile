@@ -8,8 +8,7 @@ PORT ?= 8000
 # A Python >= 3.12: $(PYTHON) if given, then python3.13/python3.12 on PATH, then pyenv's.
 define find_python
 for candidate in "$(PYTHON)" python3.13 python3.12 \
-    $$(ls -d "$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)"/versions/3.1[3-9]*/bin/python3 \
-             "$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)"/versions/3.12*/bin/python3 2>/dev/null); do \
+    $$(ls -d "$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)"/versions/3.*/bin/python3 2>/dev/null | sort -rV); do \
   [ -n "$$candidate" ] || continue; \
   if "$$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
     command -v "$$candidate" || echo "$$candidate"; exit 0; fi; \
