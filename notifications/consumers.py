@@ -5,11 +5,14 @@ then replays the store above the client's cursor, so an event committed during
 the replay arrives live and is dropped as a duplicate, or is found by the next
 store read; it is never lost. The layer is only the fast path: a background
 catch-up from the store every NOTIFICATIONS_CATCH_UP_SECONDS delivers whatever
-the layer dropped or never carried (another process, Redis down)."""
+the layer dropped or never carried (another process, Redis down). A layer that
+fails (Redis down) never ends a connection: joins are retried by the catch-up
+loop and Channels' layer receive is retried with a backoff."""
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,6 +37,12 @@ CLOSE_NOT_FOUND = 4404
 PAGE_SIZE = 500
 MAX_CURSOR = 2**63 - 1  # the store's BigAutoField range
 
+# A layer call that hangs (Redis unreachable, no refusal) must not hold up the replay.
+LAYER_TIMEOUT_SECONDS = 2.0
+# Backoff of Channels' layer receive while the layer fails.
+RECEIVE_RETRY_FIRST_SECONDS = 0.5
+RECEIVE_RETRY_MAX_SECONDS = 10.0
+
 # The cursor a client resumes from: a stream's contiguous `seq`, a topic's global `id`.
 CURSOR_FIELD = {"stream": "seq", "topic": "id"}
 
@@ -56,6 +65,9 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
         self.finished = False
         self.sending = asyncio.Lock()
         self.poller: asyncio.Task | None = None
+        self.joined = False  # whether the group join succeeded (poll_store retries it)
+        self.failing: set[str] = set()  # layer operations in a failure streak (log once)
+        self.layer_receive: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
     # --- hooks ---------------------------------------------------------------
 
@@ -67,7 +79,7 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
             self.finished = True
             await self.close(refusal)
             return
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.join_group()
         # Asked before the replay: if the stream had ended, the replay reaches its
         # final event unless the client already had it (then close here).
         ended = self.kind == "stream" and await database_sync_to_async(stream_has_ended)(
@@ -88,7 +100,11 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
             with contextlib.suppress(asyncio.CancelledError):
                 await self.poller
         if self.store_key is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            try:
+                async with asyncio.timeout(LAYER_TIMEOUT_SECONDS):
+                    await self.channel_layer.group_discard(self.group, self.channel_name)
+            except Exception:
+                self.layer_failed("group_discard")  # the membership expires in the layer
 
     async def event_message(self, message: dict[str, Any]) -> None:
         """A live event from the layer: the fast path, checked against the cursor."""
@@ -110,6 +126,64 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
                 # A gap on a stream, or any topic event (ids of different writers
                 # are published out of commit order): the store has the order.
                 await self.catch_up()
+
+    # --- the channel layer: only the fast path (I6) --------------------------
+
+    @property
+    def channel_receive(self) -> Callable[[], Awaitable[dict[str, Any]]]:
+        """What Channels' dispatch loop (AsyncConsumer.__call__) awaits for layer
+        messages. The loop ends the consumer on any error, so it gets a receive that
+        waits out a failing layer instead; the setter takes the layer's own."""
+        return self.receive_from_layer
+
+    @channel_receive.setter
+    def channel_receive(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        self.layer_receive = receive
+
+    async def receive_from_layer(self) -> dict[str, Any]:
+        """The layer's next message; retries a failing layer with a capped backoff."""
+        delay = RECEIVE_RETRY_FIRST_SECONDS
+        while True:
+            try:
+                message = await self.layer_receive()
+            except Exception:
+                self.layer_failed("receive")
+                # A layer that lost its data (Redis restarted) lost the group too.
+                self.joined = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECEIVE_RETRY_MAX_SECONDS)
+            else:
+                self.layer_recovered("receive")
+                return message
+
+    async def join_group(self) -> None:
+        """Join the group for live events; on failure the store catch-up serves
+        the client and poll_store tries again."""
+        try:
+            async with asyncio.timeout(LAYER_TIMEOUT_SECONDS):
+                await self.channel_layer.group_add(self.group, self.channel_name)
+        except Exception:
+            self.layer_failed("group_add")
+        else:
+            self.joined = True
+            self.layer_recovered("group_add")
+
+    def layer_failed(self, operation: str) -> None:
+        if operation not in self.failing:
+            self.failing.add(operation)
+            logger.warning(
+                "Channel layer %s failed for %s; serving it from the store every %s s "
+                "until the layer is back",
+                operation,
+                self.scope["path"],
+                settings.NOTIFICATIONS_CATCH_UP_SECONDS,
+                exc_info=True,
+            )
+
+    def layer_recovered(self, operation: str) -> None:
+        if operation in self.failing:
+            self.failing.discard(operation)
+            logger.info("Channel layer %s works again for %s", operation, self.scope["path"])
 
     # --- work ----------------------------------------------------------------
 
@@ -171,9 +245,12 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
             await self.close(CLOSE_NORMAL)
 
     async def poll_store(self) -> None:
-        """The store is the truth: catch up periodically whatever the layer did."""
+        """The store is the truth: catch up periodically whatever the layer did.
+        Rejoins the group first when the join failed (subscribe, then fetch)."""
         while not self.finished:
             await asyncio.sleep(settings.NOTIFICATIONS_CATCH_UP_SECONDS)
+            if not self.joined:
+                await self.join_group()
             try:
                 async with self.sending:
                     await self.catch_up()

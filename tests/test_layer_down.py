@@ -3,16 +3,18 @@ database stays right, events stay replayable and the API keeps answering."""
 
 import asyncio
 import time
+from urllib.parse import urlsplit
 
 import pytest
 from asgiref.sync import sync_to_async
 
+from generation import state
 from generation.models import GenerationTask
 from notifications.models import Event
 from notifications.services import PUBLISH_TIMEOUT_SECONDS
 from roadmaps.models import ConceptContent
 from tests.conftest import auth
-from tests.test_websocket import connect, read_until_close, retry_url
+from tests.test_websocket import connect, finished_task, read_events, read_until_close, retry_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,3 +58,118 @@ async def test_retry_completes_and_replays_with_the_layer_down(api, alice, make_
     communicator, _ = await connect(f"/api/v1/ws/{task_id}", user=alice)
     events, code = await read_until_close(communicator)
     assert [e["type"] for e in events] == stored and code == 1000
+
+
+async def test_a_client_connecting_while_the_layer_is_down_is_served_from_the_store(
+    alice, make_roadmap, settings, caplog
+):
+    """Channels' dispatch loop and the group join both need the layer: neither may
+    end the connection. Replay and close work, new events come by catch-up."""
+    settings.NOTIFICATIONS_CATCH_UP_SECONDS = 1.0
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    task_id = await finished_task(roadmap, alice)
+    settings.CHANNEL_LAYERS = UNREACHABLE_REDIS  # the layer manager drops its cached layers
+
+    communicator, accepted = await connect(f"/api/v1/ws/{task_id}", user=alice)
+    events, code = await read_until_close(communicator)
+    assert accepted and code == 1000
+    assert [(e["seq"], e["type"]) for e in events] == [
+        (1, "concept_start"),
+        (2, "concept_complete"),
+    ]
+
+    caplog.clear()
+    communicator, accepted = await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice)
+    replay = await read_events(communicator, 2)
+    content = await ConceptContent.objects.aget(
+        roadmap=roadmap, concept__concept_id="c001", content_type="tutorial"
+    )
+    assert await asyncio.to_thread(state.set_status_outside_task, content=content, status="pending")
+    committed = time.monotonic()
+    [changed] = await read_events(communicator, 1, within=10)
+    waited = time.monotonic() - committed
+    await asyncio.sleep(2.5)  # a few more catch-up rounds with the join still failing
+    assert await communicator.receive_nothing(timeout=0.2)
+    await communicator.disconnect()
+
+    assert accepted and [e["type"] for e in replay] == ["concept_start", "concept_complete"]
+    assert changed["type"] == "status_changed" and changed["status"] == "pending"
+    assert changed["id"] > replay[-1]["id"]
+    assert waited < settings.NOTIFICATIONS_CATCH_UP_SECONDS + 1.0
+    # One warning per failing operation and streak, not one per retry.
+    failures = [r.getMessage() for r in caplog.records if r.name == "notifications.consumers"]
+    operations = sorted(message.split()[2] for message in failures)
+    assert operations == ["group_add", "group_discard", "receive"], failures
+
+
+class RedisSwitch:
+    """A TCP hop in front of the real Redis that the test can cut and restore:
+    Redis going away and coming back, without touching the shared server."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.target = (parts.hostname, parts.port or 6379)
+        self.database = parts.path or "/0"
+        self.up = False
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def __aenter__(self) -> "RedisSwitch":
+        self.server = await asyncio.start_server(self.relay, "127.0.0.1", 0)
+        self.url = f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}{self.database}"
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        self.server.close()
+        for writer in list(self.writers):
+            writer.close()
+
+    async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.up:
+            writer.close()
+            return
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        self.writers |= {writer, upstream_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            finally:
+                sink.close()
+
+        await asyncio.gather(
+            pipe(reader, upstream_writer), pipe(upstream_reader, writer), return_exceptions=True
+        )
+
+
+async def test_live_delivery_resumes_when_the_layer_comes_back(
+    alice, make_roadmap, settings, redis_url
+):
+    """Connected while Redis is down, the consumer retries the group join and the
+    layer receive; once Redis is back, events arrive live again."""
+    settings.NOTIFICATIONS_CATCH_UP_SECONDS = 0.5
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    content = await ConceptContent.objects.filter(roadmap=roadmap).afirst()
+    async with RedisSwitch(redis_url) as redis:
+        settings.CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [redis.url]},
+            }
+        }
+        communicator, accepted = await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice)
+        await asyncio.sleep(1)  # join and receive fail a few times
+        redis.up = True
+        await asyncio.sleep(4)  # the next join round, the next receive after its backoff
+        # From here on the store is read once a minute: what arrives came live.
+        settings.NOTIFICATIONS_CATCH_UP_SECONDS = 60
+        await asyncio.sleep(1)
+        assert await asyncio.to_thread(
+            state.set_status_outside_task, content=content, status="failed"
+        )
+        [changed] = await read_events(communicator, 1, within=3)
+        await communicator.disconnect()
+
+    assert accepted
+    assert changed["type"] == "status_changed" and changed["status"] == "failed"

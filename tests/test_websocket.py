@@ -13,7 +13,9 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from generation import engine, state
+from notifications import consumers
 from notifications.models import Event
+from notifications.selectors import events_after
 from roadmap_project.asgi import application
 from roadmaps.models import ConceptContent
 from tests.conftest import auth
@@ -184,6 +186,39 @@ async def test_batch_events_committed_during_the_replay_arrive_once_in_order(
     assert [e["seq"] for e in events if e["seq"] is not None] == list(range(1, total + 1))
     assert events[-1]["type"] == "task_complete"
     assert [e for e in events if e["seq"]] == await sync_to_async(stored)(stream=task_id)
+
+
+async def test_an_event_committed_right_after_the_replay_read_arrives_once(
+    alice, make_roadmap, settings, monkeypatch
+):
+    """The worst moment for subscribe-then-fetch: an event commits just after the
+    replay has read the store. Only the group joined before the replay carries it;
+    the catch-up poll is too far off (60 s) to rescue a lost one."""
+    settings.NOTIFICATIONS_CATCH_UP_SECONDS = 60
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    content = await ConceptContent.objects.filter(roadmap=roadmap).afirst()
+    await asyncio.to_thread(toggle_statuses, [content], 2)  # two stored events to replay
+
+    pages = []
+
+    def events_after_then_commit(**kwargs):
+        page = events_after(**kwargs)
+        pages.append(page)
+        if len(pages) == 1:  # after the first replay page, before the replay ends
+            writer = threading.Thread(target=toggle_statuses, args=([content], 1))
+            writer.start()
+            writer.join()
+        return page
+
+    monkeypatch.setattr(consumers, "events_after", events_after_then_commit)
+    communicator, _ = await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice)
+    events = await read_events(communicator, 3, within=5)
+    assert await communicator.receive_nothing(timeout=1)
+    await communicator.disconnect()
+
+    assert [e["status"] for e in events] == ["failed", "pending", "failed"]
+    assert [event.id for event in pages[0]] == [e["id"] for e in events[:2]]  # the replay
+    assert events == await sync_to_async(stored)(topic=f"roadmap-{roadmap.pk}")
 
 
 def toggle_statuses(contents: list[ConceptContent], rounds: int) -> None:
