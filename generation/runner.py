@@ -20,6 +20,16 @@ from roadmaps.models import ContentType, Roadmap
 logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_SECONDS = 1.0
+
+
+def in_worker_thread(function):
+    """Run ORM work of background tasks in the loop's own executor threads, not in
+    asgiref's one process-wide thread: concurrent items do not queue behind each
+    other or behind requests, and a loop that stops mid-call strands only its own
+    threads (publish-after-commit calls back into the loop that made the call)."""
+    return sync_to_async(function, thread_sensitive=False)
+
+
 # Items this process holds while they wait for a provider slot: their leases are
 # renewed by maintenance, so waiting in line is never mistaken for a dead worker.
 waiting_items: set[int] = set()
@@ -71,7 +81,7 @@ async def run_item(item_id: int) -> None:
     try:
         async with provider_slot():
             waiting_items.discard(item_id)
-            run = await sync_to_async(state.begin_item)(item_id=item_id)
+            run = await in_worker_thread(state.begin_item)(item_id=item_id)
             if run is not None:
                 await _execute(run)
     finally:
@@ -79,7 +89,7 @@ async def run_item(item_id: int) -> None:
 
 
 async def _execute(run: state.ItemRun) -> None:
-    context = await sync_to_async(_load_context)(run)
+    context = await in_worker_thread(_load_context)(run)
     work = asyncio.current_task()
     fenced = asyncio.Event()
     beats = asyncio.create_task(_heartbeat(run, work, fenced))
@@ -100,17 +110,17 @@ async def _execute(run: state.ItemRun) -> None:
             error.detail or exc,
             exc_info=not isinstance(exc, GenerationError),
         )
-        await sync_to_async(state.fail_item)(run, error=error)
+        await in_worker_thread(state.fail_item)(run, error=error)
         return
     finally:
         beats.cancel()
     try:
-        await sync_to_async(state.complete_item)(run, draft=draft, model_name=model_name)
+        await in_worker_thread(state.complete_item)(run, draft=draft, model_name=model_name)
     except Exception as exc:
         # Storage or database trouble while saving: fail now rather than wait out
         # the lease and report a lost worker.
         logger.exception("Could not store the result of task %s", run.task_id)
-        await sync_to_async(state.fail_item)(run, error=public_error_for(exc))
+        await in_worker_thread(state.fail_item)(run, error=public_error_for(exc))
 
 
 async def _generate(run: state.ItemRun, context: ItemContext):
@@ -146,7 +156,7 @@ async def _heartbeat(run: state.ItemRun, work: asyncio.Task, fenced: asyncio.Eve
     while True:
         await asyncio.sleep(heartbeat_interval())
         try:
-            alive = await sync_to_async(state.heartbeat)(run)
+            alive = await in_worker_thread(state.heartbeat)(run)
         except Exception:
             logger.warning("Heartbeat failed for task %s", run.task_id, exc_info=True)
             continue
@@ -164,12 +174,20 @@ def maintain() -> int:
     return state.recover_stale()
 
 
+MAINTENANCE_TICK_SECONDS = 1.0
+
+
 async def maintain_forever() -> None:
+    """A round now, then whenever sweep_interval() has passed; the interval is
+    re-read every tick, so a changed lease setting takes effect without a restart."""
+    last_round = -float("inf")
     while True:
-        try:
-            recovered = await sync_to_async(maintain)()
-            if recovered:
-                logger.warning("Recovered %d stale generation(s)", recovered)
-        except Exception:
-            logger.warning("Stale recovery round failed", exc_info=True)
-        await asyncio.sleep(sweep_interval())
+        if time.monotonic() - last_round >= sweep_interval():
+            last_round = time.monotonic()
+            try:
+                recovered = await in_worker_thread(maintain)()
+                if recovered:
+                    logger.warning("Recovered %d stale generation(s)", recovered)
+            except Exception:
+                logger.warning("Stale recovery round failed", exc_info=True)
+        await asyncio.sleep(min(MAINTENANCE_TICK_SECONDS, sweep_interval()))
