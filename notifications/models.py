@@ -11,6 +11,9 @@ class EventCounter(models.Model):
 
     key = models.CharField(max_length=100, primary_key=True)
     last_seq = models.PositiveBigIntegerField(default=0)
+    closed = models.BooleanField(
+        default=False, help_text="Its final event was recorded; kept when events are pruned."
+    )
 
     def __str__(self) -> str:
         return f"{self.key} @ {self.last_seq}"

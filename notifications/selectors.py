@@ -2,7 +2,7 @@
 
 from django.db.models import QuerySet
 
-from notifications.models import Event
+from notifications.models import Event, EventCounter
 
 
 def stream_events(*, stream: str, after: int = 0) -> QuerySet[Event]:
@@ -26,5 +26,6 @@ def events_after(*, kind: str, key: str, after: int, limit: int = 500) -> list[E
 
 
 def stream_has_ended(*, stream: str) -> bool:
-    """Whether the stream's final event is stored (nothing can follow it)."""
-    return Event.objects.filter(stream=stream, final=True).exists()
+    """Whether the stream's final event was recorded (nothing can follow it), even
+    if its events have since been pruned."""
+    return EventCounter.objects.filter(key=stream, closed=True).exists()

@@ -53,6 +53,8 @@ def record_event(
     event = Event.objects.create(
         topic=topic, stream=stream, seq=seq, type=type, body=body, final=final
     )
+    if final and stream:
+        EventCounter.objects.filter(key=stream).update(closed=True)
     message = event.as_message()
     transaction.on_commit(lambda: publish(topic=topic, stream=stream, message=message, final=final))
     return event
