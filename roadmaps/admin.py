@@ -11,7 +11,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from roadmaps.models import ConceptContent, ContentStatus, ContentType, Roadmap, Stage
-from roadmaps.selectors import status_counts
+from roadmaps.selectors import has_generation_in_flight, status_counts
 
 BADGE_COLOURS = {
     # Content statuses
@@ -79,10 +79,18 @@ class RoadmapAdmin(admin.ModelAdmin):
         "status_counts",
         "structure",
     ]
-    readonly_fields = ["id", "owner", "created_at", "updated_at", "status_counts", "structure"]
+    readonly_fields = [
+        "id", "owner", "preferences", "created_at", "updated_at", "status_counts", "structure",
+    ]  # fmt: skip
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    def has_delete_permission(self, request, obj: Roadmap | None = None) -> bool:
+        """Like the API: not while its content is being generated."""
+        if obj is not None and has_generation_in_flight(roadmap=obj):
+            return False
+        return super().has_delete_permission(request, obj)
 
     def get_queryset(self, request) -> QuerySet[Roadmap]:
         """One aggregate query for the whole page's status summary."""

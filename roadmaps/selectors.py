@@ -68,3 +68,7 @@ def roadmap_detail(*, roadmap_id, user) -> Roadmap:
         )
         .get(pk=roadmap_uuid)
     )
+
+
+def has_generation_in_flight(*, roadmap: Roadmap) -> bool:
+    return roadmap.contents.filter(status=ContentStatus.GENERATING).exists()

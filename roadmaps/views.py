@@ -10,7 +10,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -39,10 +39,19 @@ class TokenView(ObtainAuthToken):
         return super().post(request, *args, **kwargs)
 
 
+class Conflict(APIException):
+    status_code = 409
+    default_detail = "Content of this roadmap is being generated; cancel its tasks first."
+    default_code = "generation_in_flight"
+
+
 @extend_schema_view(
     list=extend_schema(summary="List your roadmaps (staff: all)"),
     retrieve=extend_schema(summary="A roadmap with every concept's statuses"),
-    destroy=extend_schema(summary="Delete a roadmap", responses={204: None}),
+    destroy=extend_schema(
+        summary="Delete a roadmap",
+        responses={204: None, 409: OpenApiResponse(description=Conflict.default_detail)},
+    ),
 )
 class RoadmapViewSet(
     mixins.ListModelMixin,
@@ -61,6 +70,13 @@ class RoadmapViewSet(
 
     def get_serializer_class(self):
         return RoadmapSummarySerializer if self.action == "list" else RoadmapDetailSerializer
+
+    def perform_destroy(self, instance: Roadmap) -> None:
+        """A roadmap with work in flight is not deleted under its workers: cancel
+        the tasks (or let them finish) first."""
+        if selectors.has_generation_in_flight(roadmap=instance):
+            raise Conflict()
+        instance.delete()
 
     def detail_body(self, roadmap_id) -> dict:
         try:

@@ -671,3 +671,21 @@ def test_schema_generates_without_warnings_for_the_roadmap_views():
     SchemaGenerator(patterns=[*urlpatterns]).get_schema(request=None, public=True)
 
     assert not GENERATOR_STATS, {**GENERATOR_STATS._warn_cache, **GENERATOR_STATS._error_cache}
+
+
+async def test_roadmap_with_generation_in_flight_is_not_deleted(api, alice, make_roadmap, settings):
+    settings.OFFLINE_PROVIDER_DELAY_SECONDS = 5.0
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    started = await api.post(
+        f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/quiz/retry", headers=auth(alice)
+    )
+
+    response = await api.delete(f"/api/v1/roadmaps/{roadmap.pk}/", headers=auth(alice))
+
+    assert response.status_code == 409
+    assert "cancel" in response.json()["detail"]
+    assert await Roadmap.objects.filter(pk=roadmap.pk).aexists()
+    task_id = started.json()["data"]["task_id"]
+    await api.post(f"/api/v1/tasks/{task_id}/cancel", headers=auth(alice))
+    deleted = await api.delete(f"/api/v1/roadmaps/{roadmap.pk}/", headers=auth(alice))
+    assert deleted.status_code == 204
