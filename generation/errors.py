@@ -49,6 +49,10 @@ class Cancelled(GenerationError):
     retryable = False
 
 
+class MarkedFailed(GenerationError):
+    public_message = _("Marked as failed by an operator.")
+
+
 class Superseded(GenerationError):
     public_message = _("Replaced by a newer request.")
     retryable = False

@@ -22,7 +22,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from generation import events
-from generation.errors import Cancelled, GenerationError, Superseded, WorkerLost
+from generation.errors import Cancelled, GenerationError, MarkedFailed, Superseded, WorkerLost
 from generation.models import (
     UNFINISHED_ITEM_STATES,
     GenerationItem,
@@ -557,7 +557,7 @@ def set_status_outside_task(*, content: ConceptContent, status: str) -> bool:
             attempt_id=None,
             lease_expires_at=None,
             updated_at=timezone.now(),
-            public_error=events.public_text(Cancelled(), current.roadmap)
+            public_error=events.public_text(MarkedFailed(), current.roadmap)
             if status == ContentStatus.FAILED
             else "",
         )

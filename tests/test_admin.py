@@ -130,7 +130,7 @@ def test_mark_failed_after_confirmation_fails_pending_content_with_an_event(
     assert response.status_code == 302
     failed = content_of(roadmap, "c001", "resources")
     assert failed.status == ContentStatus.FAILED
-    assert failed.public_error
+    assert failed.public_error == "Marked as failed by an operator."
     [event] = status_events(roadmap, before)
     assert (event["previous_status"], event["status"]) == ("pending", "failed")
     assert event["concept_id"] == "c001" and event["content_type"] == "resources"

@@ -70,7 +70,8 @@ def snapshot() -> dict:
     }
 
 
-def test_seed_demo_creates_accounts_and_a_mixed_status_roadmap():
+def test_seed_demo_creates_accounts_and_a_mixed_status_roadmap(settings):
+    settings.DEBUG = True  # as in `make run`
     output = seed()
 
     users = get_user_model().objects
@@ -109,7 +110,7 @@ def test_seeded_completed_content_is_really_generated():
     quiz = ConceptContent.objects.get(concept__concept_id="hooks_basics", content_type="quiz")
     assert quiz.payload["questions"]
     failed = ConceptContent.objects.get(concept__concept_id="memoization", content_type="resources")
-    assert failed.public_error
+    assert failed.public_error == "已被管理员标记为失败。"  # a zh-CN roadmap
     [task] = GenerationTask.objects.all()
     assert (task.total, task.completed, task.status) == (4, 4, "completed")
 
@@ -146,3 +147,11 @@ async def test_seeded_roadmap_is_private_to_the_demo_user(api, alice):
     response = await api.get(f"/api/v1/roadmaps/{roadmap_id}/", headers=auth(alice))
 
     assert response.status_code == 404
+
+
+def test_seed_demo_creates_no_known_admin_password_with_debug_off(settings):
+    settings.DEBUG = False
+    output = seed()
+
+    assert not get_user_model().objects.filter(username="admin").exists()
+    assert "Admin:      not created" in output

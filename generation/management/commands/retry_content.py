@@ -1,10 +1,13 @@
+"""Bulk retry across roadmaps (DESIGN §7), through the same action as the API."""
+
 import time
+import uuid
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from generation import actions
+from generation import actions, selectors
 from generation.models import GenerationTask, TaskStatus
 from roadmaps.models import ConceptContent, ContentStatus, ContentType
 
@@ -70,16 +73,13 @@ class Command(BaseCommand):
             status__in=options["status"] or [ContentStatus.FAILED]
         )
         if options["roadmap"]:
-            contents = contents.filter(roadmap_id__in=options["roadmap"])
+            contents = contents.filter(roadmap_id__in=[parse_uuid(r) for r in options["roadmap"]])
         if options["concept"]:
             contents = contents.filter(concept__concept_id__in=options["concept"])
         if options["content_type"]:
             contents = contents.filter(content_type__in=options["content_type"])
-        contents = contents.select_related("concept").order_by("roadmap_id", "concept__order")
-        try:
-            return list(contents[: options["limit"]] if options["limit"] else contents)
-        except Exception as invalid:  # a malformed roadmap UUID
-            raise CommandError(f"Invalid selection: {invalid}") from invalid
+        contents = selectors.contents_in_batch_order(contents)
+        return list(contents[: options["limit"]] if options["limit"] else contents)
 
     def wait(self, tasks: list[GenerationTask]) -> None:
         ids = [task.pk for task in tasks]
@@ -97,3 +97,10 @@ class Command(BaseCommand):
         self.stdout.write(f"{completed} completed, {failed} failed.")
         if failed:
             raise CommandError(f"{failed} pair(s) failed.", returncode=1)
+
+
+def parse_uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise CommandError(f"--roadmap {value!r} is not a roadmap id (a UUID).") from None

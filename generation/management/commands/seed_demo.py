@@ -135,6 +135,9 @@ class Command(BaseCommand):
         return demo, token.key
 
     def ensure_admin(self) -> None:
+        """A known superuser password is for development only."""
+        if not settings.DEBUG:
+            return
         user_model = get_user_model()
         if not user_model.objects.filter(username=ADMIN_USERNAME).exists():
             user_model.objects.create_superuser(
@@ -197,7 +200,9 @@ class Command(BaseCommand):
             "Demo data ready.",
             f"  API user:   {DEMO_USERNAME} / {DEMO_PASSWORD}",
             f"  API token:  {token}",
-            f"  Admin:      {base_url}/admin/  ({ADMIN_USERNAME} / {ADMIN_PASSWORD})",
+            f"  Admin:      {base_url}/admin/  ({ADMIN_USERNAME} / {ADMIN_PASSWORD})"
+            if settings.DEBUG
+            else "  Admin:      not created (DEBUG is off; use createsuperuser)",
             f"  Roadmap:    {roadmap.pk}  {roadmap.title}",
             f"  Content:    {summary}",
             "Try:",
