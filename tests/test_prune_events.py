@@ -1,6 +1,7 @@
 """`manage.py prune_events --older-than DAYS`: old events go, a stream goes only
 whole and only once it has ended, so replay never shows a gap."""
 
+import asyncio
 from datetime import timedelta
 from io import StringIO
 
@@ -69,3 +70,36 @@ def test_prune_rejects_bad_days_and_deletes_nothing(alice, make_roadmap, days):
     with pytest.raises(CommandError):
         prune("--older-than", days)
     assert Event.objects.count() == 1
+
+
+async def test_a_pruned_finished_stream_still_closes_1000(alice, make_roadmap):
+    """DESIGN §5: a client that connects after the end gets the replay (now empty),
+    then the close, even once the stream's events were pruned."""
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from roadmap_project.asgi import application
+
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    content = await ConceptContent.objects.select_related("concept", "roadmap").aget(
+        roadmap=roadmap, concept__concept_id="c001", content_type="quiz"
+    )
+
+    def finished_task():
+        task = state.start_generation(
+            roadmap=roadmap, user=alice, kind="retry", contents=[content]
+        ).task
+        assert engine.wait_until_idle(30)
+        age(40, stream=task.pk)
+        prune("--older-than", "30")
+        return task
+
+    task = await asyncio.to_thread(finished_task)  # the engine needs the sync thread free
+    assert not await Event.objects.filter(stream=task.pk).aexists()
+
+    client = WebsocketCommunicator(application, f"/api/v1/ws/{task.pk}?token={alice.token}")
+    connected, _ = await client.connect()
+    assert connected
+    closed = await client.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 1000}
+    await client.disconnect()
