@@ -82,6 +82,12 @@ def start_roadmap_generation(*, roadmap: Roadmap, user) -> state.StartResult:
     )
 
 
+def generate_new_roadmap(*, roadmap: Roadmap, user) -> str | None:
+    """The roadmaps app's hook for `POST /roadmaps/` with `"generate": true`."""
+    task = start_roadmap_generation(roadmap=roadmap, user=user).task
+    return task.pk if task else None
+
+
 def retry_contents(*, contents: QuerySet[ConceptContent], user=None) -> list[state.StartResult]:
     """Retry a selection that may span roadmaps (admin, retry_content command):
     one batch task per roadmap, in batch order, owned by `user` or else by the

@@ -1,7 +1,9 @@
 """The roadmap API (DESIGN §4): thin views over roadmaps.services and
 roadmaps.selectors."""
 
+from django.conf import settings
 from django.db import transaction
+from django.utils.module_loading import import_string
 from drf_spectacular.utils import (
     OpenApiResponse,
     extend_schema,
@@ -119,9 +121,8 @@ class RoadmapViewSet(
 
 
 def start_generation_of(roadmap: Roadmap, *, user) -> str | None:
-    """Start generating every pending pair (`"generate": true`). generation depends
-    on roadmaps, so it is imported here rather than at module level."""
-    from generation.actions import start_roadmap_generation
-
-    result = start_roadmap_generation(roadmap=roadmap, user=user)
-    return result.task.pk if result.task else None
+    """Start generating every pending pair (`"generate": true`) through the hook
+    the generation app provides (ROADMAP_GENERATION_STARTER), so roadmaps never
+    imports generation. Returns the task id, or None when nothing is pending."""
+    start = import_string(settings.ROADMAP_GENERATION_STARTER)
+    return start(roadmap=roadmap, user=user)
