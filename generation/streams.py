@@ -1,5 +1,7 @@
 """Who may subscribe to which event stream: the hook notifications asks."""
 
+from django.core.exceptions import ValidationError
+
 from generation.events import roadmap_topic
 from generation.models import GenerationTask
 from roadmaps.selectors import visible_roadmaps
@@ -11,7 +13,7 @@ def authorize_stream(*, user, kind: str, key: str) -> str | None:
     if kind == "topic":
         try:
             exists = visible_roadmaps(user=user).filter(pk=key).exists()
-        except (ValueError, Exception):
+        except ValidationError:  # not a UUID
             return None
         return roadmap_topic(key) if exists else None
     tasks = GenerationTask.objects.filter(pk=key)

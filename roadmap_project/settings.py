@@ -1,6 +1,7 @@
 """Settings from the environment (DESIGN §8); the defaults are the embedded mode."""
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -144,6 +145,10 @@ CELERY_TASK_IGNORE_RESULT = True
 # package's "get_result() will not work" warnings do not apply.
 SILENCED_SYSTEM_CHECKS = ["django_tasks_celery.W001", "django_tasks_celery.W002"]
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Enqueueing happens on commit, before the 202 is sent: with the broker down, give
+# up quickly and leave the item to its lease instead of holding the response.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_max": 0.5}
 # The broker queue web processes send to and workers consume (one per deployment).
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "generation")
 
@@ -177,6 +182,8 @@ NOTIFICATIONS_CATCH_UP_SECONDS = float(os.environ.get("NOTIFICATIONS_CATCH_UP_SE
 
 # --- REST -------------------------------------------------------------------
 RETRY_THROTTLE_RATE = os.environ.get("RETRY_THROTTLE_RATE", "30/minute")
+if not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", RETRY_THROTTLE_RATE):
+    raise ImproperlyConfigured("RETRY_THROTTLE_RATE must look like 30/minute.")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",

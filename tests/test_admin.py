@@ -155,8 +155,10 @@ def test_mark_failed_fences_out_a_running_generation_and_closes_its_task(
     [event] = status_events(roadmap, before)
     assert (event["previous_status"], event["status"]) == ("generating", "failed")
     task.refresh_from_db()
-    assert task.status != TaskStatus.RUNNING
+    assert task.status == TaskStatus.CANCELLED and task.finished_at is not None
     assert task.items.get().state == ItemState.CANCELLED
+    last = Event.objects.filter(stream=task.pk).order_by("seq").last()
+    assert last.type == "concept_failed" and last.final  # the task stream closes
 
 
 def test_reset_of_content_already_in_that_status_changes_nothing_and_says_so(
