@@ -33,22 +33,6 @@ def retry_content(
     )
 
 
-def _start_many(
-    *,
-    roadmap: Roadmap,
-    user,
-    kind: str,
-    contents: QuerySet[ConceptContent],
-    preferences: dict | None = None,
-) -> state.StartResult:
-    selection = list(contents[: settings.BATCH_MAX_PAIRS + 1])
-    if len(selection) > settings.BATCH_MAX_PAIRS:
-        raise SelectionTooLarge(contents.count(), settings.BATCH_MAX_PAIRS)
-    return state.start_generation(
-        roadmap=roadmap, user=user, kind=kind, contents=selection, preferences=preferences
-    )
-
-
 def retry_batch(
     *,
     roadmap: Roadmap,
@@ -58,28 +42,29 @@ def retry_batch(
     statuses: list[str] | None = None,
     preferences: dict | None = None,
 ) -> state.StartResult:
+    """Retry a selection of one roadmap, at most BATCH_MAX_PAIRS pairs."""
+    statuses = statuses or [ContentStatus.FAILED]
     contents = selectors.select_contents(
-        roadmap=roadmap,
-        concept_ids=concept_ids,
-        content_types=content_types,
-        statuses=statuses or [ContentStatus.FAILED],
+        roadmap=roadmap, concept_ids=concept_ids, content_types=content_types, statuses=statuses
     )
-    return _start_many(
-        roadmap=roadmap,
-        user=user,
-        kind=TaskKind.BATCH,
-        contents=contents,
-        preferences=preferences,
-    )
+    selection = list(contents[: settings.BATCH_MAX_PAIRS + 1])
+    if len(selection) > settings.BATCH_MAX_PAIRS:
+        raise SelectionTooLarge(contents.count(), settings.BATCH_MAX_PAIRS)
+    return state.start_generation(
+        roadmap=roadmap, user=user, kind=TaskKind.BATCH, contents=selection,
+        preferences=preferences, statuses=statuses,
+    )  # fmt: skip
 
 
 def start_roadmap_generation(*, roadmap: Roadmap, user) -> state.StartResult:
     """Generate every pending pair of a roadmap. Not capped like a batch selection:
     a roadmap's size is already bounded by ROADMAP_MAX_CONCEPTS."""
-    contents = selectors.select_contents(roadmap=roadmap, statuses=[ContentStatus.PENDING])
+    pending = [ContentStatus.PENDING]
+    contents = selectors.select_contents(roadmap=roadmap, statuses=pending)
     return state.start_generation(
-        roadmap=roadmap, user=user, kind=TaskKind.GENERATE, contents=list(contents)
-    )
+        roadmap=roadmap, user=user, kind=TaskKind.GENERATE, contents=list(contents),
+        statuses=pending,
+    )  # fmt: skip
 
 
 def generate_new_roadmap(*, roadmap: Roadmap, user) -> str | None:

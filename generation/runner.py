@@ -101,19 +101,26 @@ async def _execute(run: state.ItemRun) -> None:
         logger.info("Attempt %s of task %s was fenced out; stopped", run.attempt_id, run.task_id)
         return
     except Exception as exc:
-        error = public_error_for(exc)
+        failure = exc
+    else:
+        failure = None
+    finally:
+        # Before any terminal write: a beat after it would see the pair moved on,
+        # take it for fencing and cancel this very task mid-write.
+        beats.cancel()
+        await asyncio.gather(beats, return_exceptions=True)
+    if failure is not None:
+        error = public_error_for(failure)
         logger.warning(
             "Generation failed in task %s (%s, content %s): %s",
             run.task_id,
             run.content_type,
             run.content_id,
-            error.detail or exc,
-            exc_info=not isinstance(exc, GenerationError),
+            error.detail or failure,
+            exc_info=not isinstance(failure, GenerationError),
         )
         await in_worker_thread(state.fail_item)(run, error=error)
         return
-    finally:
-        beats.cancel()
     try:
         await in_worker_thread(state.complete_item)(run, draft=draft, model_name=model_name)
     except Exception as exc:

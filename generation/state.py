@@ -158,11 +158,13 @@ def start_generation(
     kind: str,
     contents: list[ConceptContent],
     preferences: dict | None = None,
+    statuses: list[str] | None = None,
 ) -> StartResult:
     """Flip every startable pair to `generating`, create the task and its items,
     and enqueue the work when the transaction commits (I2).
 
-    A single retry of a live pair raises AlreadyGenerating; a batch skips it."""
+    A single retry of a live pair raises AlreadyGenerating; a batch skips it, and
+    skips a pair whose status left the selection's `statuses` since it was read."""
     from generation.tasks import enqueue_items
 
     now = timezone.now()
@@ -180,6 +182,12 @@ def start_generation(
         for content in contents:
             # Fresh under the roadmap lock: the caller's copy may be stale.
             content.refresh_from_db(fields=["status", "attempt_id", "task_id"])
+            moved_on = statuses is not None and content.status not in statuses
+            if moved_on and content.status != ContentStatus.GENERATING:
+                skipped.append(
+                    Skipped(content.concept.concept_id, content.content_type, "status changed")
+                )
+                continue
             attempt_id = _claim(content, task_id=task.id, now=now)
             if attempt_id is None:
                 if kind == TaskKind.RETRY:
@@ -319,31 +327,34 @@ def complete_item(
         }
     else:
         fields |= {"payload": draft.model_dump(mode="json"), "summary": ""}
-    with transaction.atomic():
-        task = _locked_task(_item(run.item_id).task_id)
-        landed = ConceptContent.objects.filter(
-            pk=run.content_id,
-            status=ContentStatus.GENERATING,
-            attempt_id=run.attempt_id,
-            version=version - 1,
-        ).update(
-            **fields,
-            status=ContentStatus.COMPLETED,
-            attempt_id=None,
-            lease_expires_at=None,
-            public_error="",
-            updated_at=now,
-        )
-        item = _item(run.item_id)
-        if landed:
-            content.refresh_from_db()
-            _close_item(task, item, ItemState.COMPLETED, content=content)
-        elif item.state in UNFINISHED_ITEM_STATES and item.attempt_id == run.attempt_id:
-            _close_item(task, item, ItemState.CANCELLED, error=Superseded())
+    landed = 0
+    try:
+        with transaction.atomic():
+            task = _locked_task(_item(run.item_id).task_id)
+            landed = ConceptContent.objects.filter(
+                pk=run.content_id,
+                status=ContentStatus.GENERATING,
+                attempt_id=run.attempt_id,
+                version=version - 1,
+            ).update(
+                **fields,
+                status=ContentStatus.COMPLETED,
+                attempt_id=None,
+                lease_expires_at=None,
+                public_error="",
+                updated_at=now,
+            )
+            item = _item(run.item_id)
+            if landed:
+                content.refresh_from_db()
+                _close_item(task, item, ItemState.COMPLETED, content=content)
+            elif item.state in UNFINISHED_ITEM_STATES and item.attempt_id == run.attempt_id:
+                _close_item(task, item, ItemState.CANCELLED, error=Superseded())
+    finally:
+        if not landed and "content_ref" in fields:
+            default_storage.delete(fields["content_ref"])  # dropped or rolled back
     if not landed:
         logger.info("Dropped the late result of attempt %s (task %s)", run.attempt_id, run.task_id)
-        if "content_ref" in fields:
-            default_storage.delete(fields["content_ref"])
     return bool(landed)
 
 
@@ -357,10 +368,19 @@ def fail_item(run: ItemRun, *, error: GenerationError) -> bool:
         return _fail(task, item, error)
 
 
-def _fail(task: GenerationTask, item: GenerationItem, error: GenerationError) -> bool:
-    """Fail the item's pair if its attempt still owns it; otherwise the item was
-    superseded. Either way the item ends. Returns whether the pair failed."""
-    failed = _fail_content(item, error)
+def _fail(
+    task: GenerationTask,
+    item: GenerationItem,
+    error: GenerationError,
+    *,
+    stale_before: datetime | None = None,
+) -> bool:
+    """Fail the item's pair if its attempt still owns it (and, for the sweeper,
+    its lease is still expired); otherwise the item was superseded. Returns whether
+    the pair failed; a lease renewed meanwhile leaves everything as it was."""
+    failed = _fail_content(item, error, stale_before=stale_before)
+    if not failed and stale_before is not None:
+        return False
     if failed:
         _close_item(task, item, ItemState.FAILED, error=error)
     else:
@@ -368,11 +388,16 @@ def _fail(task: GenerationTask, item: GenerationItem, error: GenerationError) ->
     return failed
 
 
-def _fail_content(item: GenerationItem, error: GenerationError) -> bool:
+def _fail_content(
+    item: GenerationItem, error: GenerationError, *, stale_before: datetime | None = None
+) -> bool:
+    owned = ConceptContent.objects.filter(
+        pk=item.content_id, status=ContentStatus.GENERATING, attempt_id=item.attempt_id
+    )
+    if stale_before is not None:
+        owned = owned.filter(lease_expires_at__lt=stale_before)
     return bool(
-        ConceptContent.objects.filter(
-            pk=item.content_id, status=ContentStatus.GENERATING, attempt_id=item.attempt_id
-        ).update(
+        owned.update(
             status=ContentStatus.FAILED,
             public_error=events.public_text(error, item.task.roadmap),
             attempt_id=None,
@@ -511,7 +536,8 @@ def recover_stale(*, now: datetime | None = None) -> int:
             if item is None:
                 recovered += _fail_orphan(content_id, attempt_id, now)
             else:
-                recovered += _fail(_locked_task(item.task_id), item, WorkerLost())
+                task = _locked_task(item.task_id)
+                recovered += _fail(task, item, WorkerLost(), stale_before=now)
     return recovered
 
 
@@ -519,7 +545,10 @@ def _fail_orphan(content_id: int, attempt_id, now: datetime) -> int:
     """A generating row without a live item (should not happen): fail it anyway."""
     content = ConceptContent.objects.select_related("concept", "roadmap").get(pk=content_id)
     updated = ConceptContent.objects.filter(
-        pk=content_id, attempt_id=attempt_id, status=ContentStatus.GENERATING
+        pk=content_id,
+        attempt_id=attempt_id,
+        status=ContentStatus.GENERATING,
+        lease_expires_at__lt=now,
     ).update(
         status=ContentStatus.FAILED,
         public_error=events.public_text(WorkerLost(), content.roadmap),

@@ -1,13 +1,16 @@
 """The state machine's invariants, exercised through its services (I1-I4)."""
 
+import contextlib
 import signal
+import socket
 import subprocess
+import threading
 import time
 from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from generation import engine, state
@@ -264,3 +267,92 @@ def test_storage_failure_while_saving_fails_at_once_not_after_the_lease(
     assert content.status == "failed" and content.version == 0
     assert str(blocker) not in content.public_error
     assert event_types(task.pk) == ["concept_start", "concept_failed"]
+
+
+def test_sweep_never_fails_a_lease_renewed_while_it_waited(roadmap, no_runner):
+    """I3 without false positives: the sweeper read an expired lease, then waited
+    for the row while another process renewed it; the renewal wins."""
+    task = retry(roadmap)
+    item = GenerationItem.objects.get(task=task)
+    ConceptContent.objects.filter(pk=item.content_id).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=5)
+    )
+    renewed, go, results = threading.Event(), threading.Event(), {}
+
+    def renew() -> None:
+        with transaction.atomic():
+            results["renewed"] = state.renew_queued_leases(item_ids=[item.pk])
+            renewed.set()
+            go.wait(5)  # hold the row while the sweep starts
+        connection.close()
+
+    def sweep() -> None:
+        results["recovered"] = state.recover_stale()
+        connection.close()
+
+    renewer = threading.Thread(target=renew)
+    renewer.start()
+    assert renewed.wait(5)
+    sweeper = threading.Thread(target=sweep)
+    sweeper.start()
+    time.sleep(0.5)
+    go.set()
+    renewer.join(10)
+    sweeper.join(10)
+
+    assert results == {"renewed": 1, "recovered": 0}
+    assert tutorial_of(roadmap).status == "generating"
+
+
+@pytest.fixture
+def black_hole_redis():
+    """A TCP server that accepts and never answers: a Redis that hangs."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError, OSError):
+                accepted.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    stop.set()
+    thread.join(2)
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+async def test_failure_is_recorded_even_when_publishing_it_is_slow(
+    roadmap, no_runner, fake_openai, black_hole_redis, settings
+):
+    """The heartbeat must stop before the terminal write: otherwise, while the
+    failure's publish waits on a hanging layer, a beat sees the pair already moved
+    on, takes it for fencing and cancels the run mid-write."""
+    from asgiref.sync import sync_to_async
+
+    from generation import runner
+    from tests.fake_openai import error
+
+    settings.GENERATION_LEASE_SECONDS = 0.2  # a beat every 50 ms
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [black_hole_redis]},
+        }
+    }
+    fake_openai.script(error(400))
+
+    def start():
+        task = retry(roadmap)
+        return state.begin_item(item_id=GenerationItem.objects.get(task=task).pk)
+
+    run = await runner.in_worker_thread(start)()
+    await runner._execute(run)  # returns normally: not cancelled by its own heartbeat
+
+    content = await sync_to_async(tutorial_of)(roadmap)
+    assert content.status == "failed"
