@@ -11,7 +11,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from roadmaps.models import ConceptContent, ContentStatus, ContentType, Roadmap, Stage
-from roadmaps.selectors import has_generation_in_flight, status_counts
+from roadmaps.selectors import status_counts
 
 BADGE_COLOURS = {
     # Content statuses
@@ -87,10 +87,10 @@ class RoadmapAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj: Roadmap | None = None) -> bool:
-        """Like the API: not while its content is being generated."""
-        if obj is not None and has_generation_in_flight(roadmap=obj):
-            return False
-        return super().has_delete_permission(request, obj)
+        """Roadmaps are deleted through the API (roadmaps.services.delete_roadmap),
+        which refuses while content is being generated; content rows, which a
+        cascade would remove, are not deletable here either."""
+        return False
 
     def get_queryset(self, request) -> QuerySet[Roadmap]:
         """One aggregate query for the whole page's status summary."""

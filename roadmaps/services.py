@@ -5,6 +5,11 @@ import uuid
 from django.db import transaction
 
 from roadmaps.models import Concept, ConceptContent, ContentType, Module, Roadmap, Stage
+from roadmaps.selectors import has_generation_in_flight
+
+
+class GenerationInFlight(Exception):
+    """The roadmap has content being generated; cancel its tasks first."""
 
 
 @transaction.atomic
@@ -48,3 +53,14 @@ def create_roadmap(
                 ]
     ConceptContent.objects.bulk_create(contents)
     return roadmap
+
+
+@transaction.atomic
+def delete_roadmap(*, roadmap: Roadmap) -> None:
+    """Delete a roadmap unless work is in flight. The roadmap row is locked first,
+    as every generation transition does, so nothing can start between the check
+    and the delete, and the cascade never deadlocks with a running transition."""
+    list(Roadmap.objects.select_for_update().filter(pk=roadmap.pk).values_list("pk"))
+    if has_generation_in_flight(roadmap=roadmap):
+        raise GenerationInFlight(roadmap.pk)
+    roadmap.delete()

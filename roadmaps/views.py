@@ -76,9 +76,10 @@ class RoadmapViewSet(
     def perform_destroy(self, instance: Roadmap) -> None:
         """A roadmap with work in flight is not deleted under its workers: cancel
         the tasks (or let them finish) first."""
-        if selectors.has_generation_in_flight(roadmap=instance):
-            raise Conflict()
-        instance.delete()
+        try:
+            services.delete_roadmap(roadmap=instance)
+        except services.GenerationInFlight:
+            raise Conflict() from None
 
     def detail_body(self, roadmap_id) -> dict:
         try:

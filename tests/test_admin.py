@@ -13,7 +13,7 @@ from generation import engine, state
 from generation.events import roadmap_topic
 from generation.models import GenerationTask, ItemState, TaskKind, TaskStatus
 from notifications.models import Event
-from roadmaps.models import ConceptContent, ContentStatus
+from roadmaps.models import ConceptContent, ContentStatus, Roadmap
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -392,3 +392,13 @@ def test_generation_task_page_shows_items_and_events_read_only(staff_client, ali
     assert edit.status_code == 403
     task.refresh_from_db()
     assert task.status == TaskStatus.COMPLETED
+
+
+def test_roadmaps_are_not_deleted_from_the_admin(staff_client, alice, make_roadmap):
+    """Deletion goes through the API, which refuses while work is in flight."""
+    roadmap = make_roadmap(alice)
+
+    response = staff_client.post(f"/admin/roadmaps/roadmap/{roadmap.pk}/delete/", {"post": "yes"})
+
+    assert response.status_code == 403
+    assert Roadmap.objects.filter(pk=roadmap.pk).exists()
