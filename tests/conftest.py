@@ -1,6 +1,7 @@
 """Shared fixtures: real HTTP against the ASGI app, users with tokens, roadmaps."""
 
 import os
+from pathlib import Path
 
 import httpx
 import pytest
@@ -163,3 +164,13 @@ async def api():
 
 def auth(user) -> dict:
     return {"Authorization": f"Token {user.token}"}
+
+
+def pytest_unconfigure(config) -> None:
+    """Django drops the SQLite test database file but not its WAL sidecars."""
+    from django.conf import settings
+
+    if settings.configured and settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        name = settings.DATABASES["default"]["TEST"]["NAME"]
+        for suffix in ("-wal", "-shm"):
+            Path(f"{name}{suffix}").unlink(missing_ok=True)
