@@ -8,6 +8,7 @@ so it emits the same events and respects the same invariants."""
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.utils import flatten
 from django.db.models import QuerySet
 from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
@@ -150,21 +151,7 @@ class GenerationTaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         ("created_at", "finished_at"),
         "events",
     ]
-    readonly_fields = [
-        "id",
-        "kind",
-        "status",
-        "roadmap",
-        "owner",
-        "preferences",
-        "total",
-        "completed",
-        "failed",
-        "cancelled",
-        "created_at",
-        "finished_at",
-        "events",
-    ]
+    readonly_fields = flatten(fields)
     inlines = [GenerationItemInline]
 
     @admin.display(description="Status", ordering="status")

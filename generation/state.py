@@ -232,7 +232,9 @@ def begin_item(*, item_id: int) -> ItemRun | None:
     None when there is nothing to do (finished, cancelled or superseded)."""
     now = timezone.now()
     with transaction.atomic():
-        task = _locked_task(_item(item_id).task_id)
+        task = _locked_task(
+            GenerationItem.objects.values_list("task_id", flat=True).get(pk=item_id)
+        )
         item = _item(item_id)
         if item.state not in UNFINISHED_ITEM_STATES or task.status != TaskStatus.RUNNING:
             return None
@@ -330,7 +332,7 @@ def complete_item(
     landed = 0
     try:
         with transaction.atomic():
-            task = _locked_task(_item(run.item_id).task_id)
+            task = _locked_task(run.task_id)
             landed = ConceptContent.objects.filter(
                 pk=run.content_id,
                 status=ContentStatus.GENERATING,
@@ -361,7 +363,7 @@ def complete_item(
 def fail_item(run: ItemRun, *, error: GenerationError) -> bool:
     """Mark the pair failed with a public message, fenced like complete_item."""
     with transaction.atomic():
-        task = _locked_task(_item(run.item_id).task_id)
+        task = _locked_task(run.task_id)
         item = _item(run.item_id)
         if item.state not in UNFINISHED_ITEM_STATES or item.attempt_id != run.attempt_id:
             return False

@@ -28,11 +28,13 @@ def stream_group(stream: str) -> str:
 
 def _next_seq(key: str) -> int:
     """Take the counter row's lock and the next number; must run in a transaction.
-    The row is created with INSERT .. ON CONFLICT DO NOTHING, so two first events
-    of one key never race into an IntegrityError."""
-    open_stream(key)
-    EventCounter.objects.filter(key=key).update(last_seq=F("last_seq") + 1)
-    return EventCounter.objects.values_list("last_seq", flat=True).get(key=key)
+    A missing row is created with INSERT .. ON CONFLICT DO NOTHING, so two first
+    events of one key never race into an IntegrityError."""
+    counter = EventCounter.objects.filter(key=key)
+    if not counter.update(last_seq=F("last_seq") + 1):
+        open_stream(key)
+        counter.update(last_seq=F("last_seq") + 1)
+    return counter.values_list("last_seq", flat=True).get()
 
 
 def open_stream(key: str) -> None:
