@@ -49,7 +49,7 @@ def _setup_world():
             }
         ]
     }
-    roadmap = create_roadmap(owner=user, title="Bench", framework=framework)
+    roadmap = create_roadmap(owner=user, title="Bench", framework=framework).roadmap
     task = GenerationTask.objects.create(
         id=f"batch-retry-{uuid.uuid4().hex}", kind="batch", owner=user, roadmap=roadmap, total=1
     )

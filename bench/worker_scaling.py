@@ -30,7 +30,7 @@ from roadmap_project.distributed import (
     ensure_redis,
     manage,
 )
-from tests.celery_workers import running_stack
+from tests.support.celery_workers import running_stack
 
 GENERATIONS = 60  # tutorials: the offline provider waits the full delay for those
 DELAY_SECONDS = 1.0

@@ -1,10 +1,10 @@
 """Admin operations on generation (DESIGN §7): ConceptContent actions and the
 GenerationTask view.
 
-The ConceptContent list itself belongs to roadmaps/admin.py; this module swaps in
-a subclass that adds the actions, so roadmaps never imports generation. Every
-action calls the same services as the API (generation.state, generation.actions),
-so it emits the same events and respects the same invariants."""
+The ConceptContent list is defined in roadmaps/admin.py and registered here, once,
+with the actions, so roadmaps never imports generation. Every action calls the
+same services as the API (generation.services), so it emits the same events and
+respects the same invariants."""
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -14,7 +14,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from generation import actions, state
+from generation import services
 from generation.models import GenerationItem, GenerationTask
 from notifications.selectors import stream_events
 from roadmaps.admin import ConceptContentAdmin, status_badge
@@ -23,6 +23,7 @@ from roadmaps.models import ConceptContent, ContentStatus
 CONFIRM_TEMPLATE = "admin/roadmaps/conceptcontent/confirm_status_change.html"
 
 
+@admin.register(ConceptContent)
 class ConceptContentOperationsAdmin(ConceptContentAdmin):
     actions = ["reset_to_pending", "mark_failed", "retry_now"]
 
@@ -44,9 +45,7 @@ class ConceptContentOperationsAdmin(ConceptContentAdmin):
                     "media": self.media,
                 },
             )
-        changed = sum(
-            state.set_status_outside_task(content=content, status=status) for content in queryset
-        )
+        changed = sum(services.reset_status(content=content, status=status) for content in queryset)
         unchanged = len(queryset) - changed
         message = f"{changed} content(s) set to {status}."
         if unchanged:
@@ -65,7 +64,7 @@ class ConceptContentOperationsAdmin(ConceptContentAdmin):
     @admin.action(description="Retry selected now", permissions=["change"])
     def retry_now(self, request, queryset):
         """One batch task per roadmap; pairs already generating are skipped."""
-        results = actions.retry_contents(user=request.user, contents=queryset)
+        results = services.retry_contents(user=request.user, contents=queryset)
         task_ids = [result.task.pk for result in results if result.task is not None]
         skipped = sum(len(result.skipped) for result in results)
         if task_ids:
@@ -79,10 +78,6 @@ class ConceptContentOperationsAdmin(ConceptContentAdmin):
             self.message_user(
                 request, f"{skipped} content(s) skipped: already generating.", messages.WARNING
             )
-
-
-admin.site.unregister(ConceptContent)
-admin.site.register(ConceptContent, ConceptContentOperationsAdmin)
 
 
 class ReadOnlyAdminMixin:

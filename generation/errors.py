@@ -1,7 +1,42 @@
-"""Why a generation failed, as clients may see it (I7). Exceptions carry a fixed,
-translatable public message; the raw cause goes to the log with the task id only."""
+"""What can go wrong, in two families.
+
+Service refusals (`ServiceError`) are raised by generation.services to the entry
+point that called it, which turns them into an answer (409, 400, a message).
+
+Generation failures (`GenerationError`) end a pair `failed`: each carries a fixed,
+translatable public message (I7); the raw cause goes to the log with the task id
+only."""
 
 from django.utils.translation import gettext_lazy as _
+
+
+class ServiceError(Exception):
+    """A request the services refuse; nothing was changed."""
+
+
+class AlreadyGenerating(ServiceError):
+    """The pair has a live generation; `task_id` names it."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(task_id)
+        self.task_id = task_id
+
+
+class TaskNotRunning(ServiceError):
+    """The task already finished, so it cannot be cancelled."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(task_id)
+        self.task_id = task_id
+
+
+class SelectionTooLarge(ServiceError):
+    def __init__(self, size: int, cap: int) -> None:
+        super().__init__(
+            f"The selection has {size} pairs, more than the limit of {cap}: narrow it "
+            "with concept_ids, content_types or statuses."
+        )
+        self.size, self.cap = size, cap
 
 
 class GenerationError(Exception):

@@ -1,6 +1,8 @@
 """A GenerationTask is one retry, batch or whole-roadmap generation; its items are
 the (concept, content type) pairs it works on, in batch order."""
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 
@@ -58,6 +60,16 @@ class GenerationTask(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+    @staticmethod
+    def new_id(kind: str, content: ConceptContent | None = None) -> str:
+        """128 random bits, and a valid Channels group name (DESIGN §4)."""
+        suffix = uuid.uuid4().hex
+        if kind == TaskKind.RETRY:
+            return f"retry-{content.content_type}-{content.concept.concept_id[:8]}-{suffix}"
+        if kind == TaskKind.BATCH:
+            return f"batch-retry-{suffix}"
+        return f"generate-{suffix}"
 
 
 class GenerationItem(models.Model):

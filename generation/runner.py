@@ -5,12 +5,13 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 
-from generation import events, state
+from generation import events, leases, state
 from generation.engine import provider_slot
 from generation.errors import GenerationError, public_error_for
 from generation.models import GenerationItem
@@ -163,7 +164,7 @@ async def _heartbeat(run: state.ItemRun, work: asyncio.Task, fenced: asyncio.Eve
     while True:
         await asyncio.sleep(heartbeat_interval())
         try:
-            alive = await in_worker_thread(state.heartbeat)(run)
+            alive = await in_worker_thread(leases.heartbeat)(run)
         except Exception:
             logger.warning("Heartbeat failed for task %s", run.task_id, exc_info=True)
             continue
@@ -173,11 +174,16 @@ async def _heartbeat(run: state.ItemRun, work: asyncio.Task, fenced: asyncio.Eve
             return
 
 
-def maintain() -> int:
-    """One maintenance round: keep waiting items alive, fail stale ones."""
+def maintain(*, renew_queued_since: datetime | None = None) -> int:
+    """One maintenance round: keep waiting work alive, then fail stale work.
+    Waiting work is what this process holds, plus (Celery, while the broker still
+    has messages) every queued item enqueued since `renew_queued_since`.
+    Returns how many generations were recovered."""
     close_old_connections()
     if waiting_items:
-        state.renew_queued_leases(item_ids=set(waiting_items))
+        leases.renew_queued(item_ids=set(waiting_items))
+    if renew_queued_since is not None:
+        leases.renew_queued(enqueued_since=renew_queued_since)
     return state.recover_stale()
 
 

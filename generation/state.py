@@ -3,26 +3,34 @@
     pending -> generating -> completed
                          \\-> failed
 
+Internal to generation.services and generation.runner (ruff bans other imports);
+docs/generation.md lists every edge, its event, invariant and test.
+
 Every transition is a conditional UPDATE (compare-and-set) in the database (I1),
 fenced by the attempt id (I4), and records its event in the same transaction (I5).
-Every transaction first locks the roadmap row, then the task row, then contents and
-event counters: one order everywhere, so concurrent writers queue and never deadlock.
+Every transaction takes its locks in the one order that generation.ledger
+documents (roadmap, task, contents, event counters), so writers never deadlock.
 """
 
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from django.conf import settings
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
-from generation import events
-from generation.errors import Cancelled, GenerationError, MarkedFailed, Superseded, WorkerLost
+from generation import events, leases, ledger
+from generation.errors import (
+    AlreadyGenerating,
+    Cancelled,
+    GenerationError,
+    MarkedFailed,
+    Superseded,
+    TaskNotRunning,
+    WorkerLost,
+)
 from generation.models import (
     UNFINISHED_ITEM_STATES,
     GenerationItem,
@@ -32,24 +40,13 @@ from generation.models import (
     TaskStatus,
 )
 from generation.schemas import Quiz, ResourceList, TutorialDraft
+from generation.tutorial_files import delete_tutorial, save_tutorial
 from notifications.services import open_stream
 from roadmaps.models import ConceptContent, ContentStatus, ContentType, Roadmap
 
 logger = logging.getLogger(__name__)
 
 STARTABLE = (ContentStatus.PENDING, ContentStatus.FAILED, ContentStatus.COMPLETED)
-
-
-class AlreadyGenerating(Exception):
-    """The pair has a live generation; `task_id` names it."""
-
-    def __init__(self, task_id: str) -> None:
-        super().__init__(task_id)
-        self.task_id = task_id
-
-
-class TaskNotRunning(Exception):
-    """The task already finished, so it cannot be cancelled."""
 
 
 @dataclass(frozen=True)
@@ -77,48 +74,6 @@ class ItemRun:
     content_type: str
 
 
-def lease_deadline(now: datetime | None = None) -> datetime:
-    return (now or timezone.now()) + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
-
-
-def new_task_id(kind: str, content: ConceptContent | None = None) -> str:
-    """128 random bits, and a valid Channels group name (DESIGN §4)."""
-    suffix = uuid.uuid4().hex
-    if kind == TaskKind.RETRY:
-        return f"retry-{content.content_type}-{content.concept.concept_id[:8]}-{suffix}"
-    if kind == TaskKind.BATCH:
-        return f"batch-retry-{suffix}"
-    return f"generate-{suffix}"
-
-
-def _lock_roadmap(roadmap_id) -> None:
-    list(Roadmap.objects.select_for_update().filter(pk=roadmap_id).values_list("pk"))
-
-
-def _locked_task(task_id: str) -> GenerationTask:
-    _lock_roadmap(GenerationTask.objects.values_list("roadmap_id", flat=True).get(pk=task_id))
-    return (
-        GenerationTask.objects.select_for_update(of=("self",))
-        .select_related("roadmap")
-        .get(pk=task_id)
-    )
-
-
-def _item(item_id: int) -> GenerationItem:
-    return GenerationItem.objects.select_related("content__concept", "task").get(pk=item_id)
-
-
-def _live_item(content_id: int, attempt_id) -> GenerationItem | None:
-    """The unfinished item that owns this attempt, if any."""
-    return (
-        GenerationItem.objects.filter(
-            content_id=content_id, attempt_id=attempt_id, state__in=UNFINISHED_ITEM_STATES
-        )
-        .select_related("content__concept", "task")
-        .first()
-    )
-
-
 # --- starting ------------------------------------------------------------------
 
 
@@ -136,7 +91,7 @@ def _claim(content: ConceptContent, *, task_id: str, now: datetime) -> uuid.UUID
         status=ContentStatus.GENERATING,
         attempt_id=attempt_id,
         task_id=task_id,
-        lease_expires_at=lease_deadline(now),
+        lease_expires_at=leases.deadline(now),
         public_error="",
         updated_at=now,
     )
@@ -146,9 +101,11 @@ def _claim(content: ConceptContent, *, task_id: str, now: datetime) -> uuid.UUID
 def _close_taken_over(content: ConceptContent) -> None:
     """A take-over of an expired generation: the dead attempt's item ends failed,
     so its task still finishes and its stream closes (I3)."""
-    item = _live_item(content.pk, content.attempt_id)
+    item = ledger.live_item(content.pk, content.attempt_id)
     if item is not None:
-        _close_item(_locked_task(item.task_id), item, ItemState.FAILED, error=WorkerLost())
+        ledger.close_item(
+            ledger.locked_task(item.task_id), item, ItemState.FAILED, error=WorkerLost()
+        )
 
 
 def start_generation(
@@ -170,9 +127,9 @@ def start_generation(
     now = timezone.now()
     skipped: list[Skipped] = []
     with transaction.atomic():
-        _lock_roadmap(roadmap.pk)
+        ledger.lock_roadmap(roadmap.pk)
         task = GenerationTask(
-            id=new_task_id(kind, contents[0] if contents else None),
+            id=GenerationTask.new_id(kind, contents[0] if contents else None),
             kind=kind,
             owner=user,
             roadmap=roadmap,
@@ -232,23 +189,25 @@ def begin_item(*, item_id: int) -> ItemRun | None:
     None when there is nothing to do (finished, cancelled or superseded)."""
     now = timezone.now()
     with transaction.atomic():
-        task = _locked_task(
+        task = ledger.locked_task(
             GenerationItem.objects.values_list("task_id", flat=True).get(pk=item_id)
         )
-        item = _item(item_id)
+        item = ledger.item(item_id)
         if item.state not in UNFINISHED_ITEM_STATES or task.status != TaskStatus.RUNNING:
             return None
         attempt_id = uuid.uuid4()
-        moved = ConceptContent.objects.filter(
-            pk=item.content_id, status=ContentStatus.GENERATING, attempt_id=item.attempt_id
-        ).update(attempt_id=attempt_id, lease_expires_at=lease_deadline(now), updated_at=now)
+        moved = (
+            ConceptContent.objects.filter(pk=item.content_id)
+            .held_by(item.attempt_id)
+            .update(attempt_id=attempt_id, lease_expires_at=leases.deadline(now), updated_at=now)
+        )
         if not moved:
-            _close_item(task, item, ItemState.CANCELLED, error=Superseded())
+            ledger.close_item(task, item, ItemState.CANCELLED, error=Superseded())
             return None
         item.state = ItemState.RUNNING
         item.attempt_id = attempt_id
         item.save(update_fields=["state", "attempt_id"])
-        renew_queued_leases(task_id=task.pk, deadline=lease_deadline(now))
+        leases.renew_queued(task_id=task.pk, until=leases.deadline(now))
         events.concept_start(task, item)
     return ItemRun(
         item_id=item.pk,
@@ -260,52 +219,7 @@ def begin_item(*, item_id: int) -> ItemRun | None:
     )
 
 
-def heartbeat(run: ItemRun) -> bool:
-    """Renew the lease of a running attempt and of its task's queued items.
-    False means the attempt was fenced out (cancelled, reset, taken over)."""
-    deadline = lease_deadline()
-    with transaction.atomic():
-        _locked_task(run.task_id)
-        alive = ConceptContent.objects.filter(
-            pk=run.content_id, status=ContentStatus.GENERATING, attempt_id=run.attempt_id
-        ).update(lease_expires_at=deadline)
-        if alive:
-            renew_queued_leases(task_id=run.task_id, deadline=deadline)
-    return bool(alive)
-
-
-def renew_queued_leases(
-    *,
-    task_id: str | None = None,
-    item_ids=None,
-    enqueued_since: datetime | None = None,
-    deadline: datetime | None = None,
-) -> int:
-    """Queued work is alive while its task makes progress, its engine holds it, or
-    (Celery) its broker still has messages. Rows another transaction is changing
-    are skipped, not waited for, so renewals never take part in a deadlock."""
-    items = GenerationItem.objects.filter(state=ItemState.QUEUED)
-    if task_id is not None:
-        items = items.filter(task_id=task_id)
-    if item_ids is not None:
-        items = items.filter(pk__in=list(item_ids))
-    if enqueued_since is not None:
-        items = items.filter(task__created_at__gte=enqueued_since)
-    with transaction.atomic():
-        renewable = ConceptContent.objects.select_for_update(skip_locked=True).filter(
-            status=ContentStatus.GENERATING, attempt_id__in=items.values("attempt_id")
-        )
-        return ConceptContent.objects.filter(pk__in=renewable.values("pk")).update(
-            lease_expires_at=deadline or lease_deadline()
-        )
-
-
 # --- ending --------------------------------------------------------------------
-
-
-def _save_tutorial(content: ConceptContent, draft: TutorialDraft, version: int) -> str:
-    name = f"tutorials/{content.roadmap_id}/{content.concept.concept_id}/v{version}.md"
-    return default_storage.save(name, ContentFile(draft.markdown.encode()))
 
 
 def complete_item(
@@ -324,7 +238,7 @@ def complete_item(
         fields |= {
             "title": draft.title,
             "summary": draft.summary,
-            "content_ref": _save_tutorial(content, draft, version),
+            "content_ref": save_tutorial(content, markdown=draft.markdown, version=version),
             "payload": {},
         }
     else:
@@ -332,29 +246,21 @@ def complete_item(
     landed = 0
     try:
         with transaction.atomic():
-            task = _locked_task(run.task_id)
-            landed = ConceptContent.objects.filter(
-                pk=run.content_id,
-                status=ContentStatus.GENERATING,
-                attempt_id=run.attempt_id,
-                version=version - 1,
-            ).update(
-                **fields,
-                status=ContentStatus.COMPLETED,
-                attempt_id=None,
-                lease_expires_at=None,
-                public_error="",
-                updated_at=now,
+            task = ledger.locked_task(run.task_id)
+            landed = (
+                ConceptContent.objects.filter(pk=run.content_id, version=version - 1)
+                .held_by(run.attempt_id)
+                .release(status=ContentStatus.COMPLETED, public_error="", **fields)
             )
-            item = _item(run.item_id)
+            item = ledger.item(run.item_id)
             if landed:
                 content.refresh_from_db()
-                _close_item(task, item, ItemState.COMPLETED, content=content)
+                ledger.close_item(task, item, ItemState.COMPLETED, content=content)
             elif item.state in UNFINISHED_ITEM_STATES and item.attempt_id == run.attempt_id:
-                _close_item(task, item, ItemState.CANCELLED, error=Superseded())
+                ledger.close_item(task, item, ItemState.CANCELLED, error=Superseded())
     finally:
         if not landed and "content_ref" in fields:
-            default_storage.delete(fields["content_ref"])  # dropped or rolled back
+            delete_tutorial(fields["content_ref"])  # dropped or rolled back
     if not landed:
         logger.info("Dropped the late result of attempt %s (task %s)", run.attempt_id, run.task_id)
     return bool(landed)
@@ -363,8 +269,8 @@ def complete_item(
 def fail_item(run: ItemRun, *, error: GenerationError) -> bool:
     """Mark the pair failed with a public message, fenced like complete_item."""
     with transaction.atomic():
-        task = _locked_task(run.task_id)
-        item = _item(run.item_id)
+        task = ledger.locked_task(run.task_id)
+        item = ledger.item(run.item_id)
         if item.state not in UNFINISHED_ITEM_STATES or item.attempt_id != run.attempt_id:
             return False
         return _fail(task, item, error)
@@ -384,121 +290,49 @@ def _fail(
     if not failed and stale_before is not None:
         return False
     if failed:
-        _close_item(task, item, ItemState.FAILED, error=error)
+        ledger.close_item(task, item, ItemState.FAILED, error=error)
     else:
-        _close_item(task, item, ItemState.CANCELLED, error=Superseded())
+        ledger.close_item(task, item, ItemState.CANCELLED, error=Superseded())
     return failed
 
 
 def _fail_content(
     item: GenerationItem, error: GenerationError, *, stale_before: datetime | None = None
 ) -> bool:
-    owned = ConceptContent.objects.filter(
-        pk=item.content_id, status=ContentStatus.GENERATING, attempt_id=item.attempt_id
-    )
+    owned = ConceptContent.objects.filter(pk=item.content_id).held_by(item.attempt_id)
     if stale_before is not None:
         owned = owned.filter(lease_expires_at__lt=stale_before)
     return bool(
-        owned.update(
+        owned.release(
             status=ContentStatus.FAILED,
             public_error=events.public_text(error, item.task.roadmap),
-            attempt_id=None,
-            lease_expires_at=None,
-            updated_at=timezone.now(),
         )
     )
-
-
-ITEM_COUNTERS = {
-    ItemState.COMPLETED: "completed",
-    ItemState.FAILED: "failed",
-    ItemState.CANCELLED: "cancelled",
-}
-
-
-def _close_item(
-    task: GenerationTask,
-    item: GenerationItem,
-    outcome: str,
-    *,
-    error: GenerationError | None = None,
-    content: ConceptContent | None = None,
-    ends_task: bool = True,
-) -> None:
-    """End one item whose pair the caller already moved (or left to its new
-    owner): counters, the item's terminal event, and the task's end if it was the
-    last. `ends_task=False` when the caller ends the task itself (cancel)."""
-    item.state = outcome
-    item.save(update_fields=["state"])
-    counter = ITEM_COUNTERS[outcome]
-    GenerationTask.objects.filter(pk=task.pk).update(**{counter: F(counter) + 1})
-    setattr(task, counter, getattr(task, counter) + 1)
-    # A single retry's stream ends with its concept event, a batch's with task_complete.
-    final = ends_task and task.kind == TaskKind.RETRY
-    if outcome == ItemState.COMPLETED:
-        events.concept_complete(task, item, content, final=final)
-    else:
-        events.concept_failed(task, item, error, final=final)
-    if ends_task:
-        _finish_task_if_done(task)
-
-
-def _finish_task_if_done(task: GenerationTask) -> None:
-    if task.status != TaskStatus.RUNNING:
-        return
-    if task.items.filter(state__in=UNFINISHED_ITEM_STATES).exists():
-        return
-    if task.completed == task.total:
-        status = TaskStatus.COMPLETED
-    elif task.completed == task.failed == 0:
-        status = TaskStatus.CANCELLED
-    elif task.completed == 0:
-        status = TaskStatus.FAILED
-    else:
-        status = TaskStatus.PARTIAL
-    _close_task(task, status)
-    if task.kind != TaskKind.RETRY:
-        events.task_complete(task, final=True)
-
-
-def _close_task(task: GenerationTask, status: str) -> None:
-    task.status = status
-    task.finished_at = timezone.now()
-    task.save(update_fields=["status", "finished_at"])
 
 
 def cancel_task(*, task_id: str) -> GenerationTask:
     """Unstarted pairs go back to their previous status; in-flight ones end
     `failed` with "Cancelled"; the task ends `cancelled` with `task_complete`."""
     with transaction.atomic():
-        task = _locked_task(task_id)
+        task = ledger.locked_task(task_id)
         if task.status != TaskStatus.RUNNING:
             raise TaskNotRunning(task_id)
-        now = timezone.now()
         unfinished = task.items.filter(state__in=UNFINISHED_ITEM_STATES).select_related(
             "content__concept", "content__roadmap", "task__roadmap"
         )
         for item in unfinished:
             if item.state == ItemState.RUNNING:
-                if _fail_content(item, Cancelled()):
-                    _close_item(task, item, ItemState.CANCELLED, error=Cancelled(), ends_task=False)
-                else:
-                    _close_item(
-                        task, item, ItemState.CANCELLED, error=Superseded(), ends_task=False
-                    )
+                error = Cancelled() if _fail_content(item, Cancelled()) else Superseded()
+                ledger.close_item(task, item, ItemState.CANCELLED, error=error, ends_task=False)
                 continue
-            restored = ConceptContent.objects.filter(
-                pk=item.content_id, status=ContentStatus.GENERATING, attempt_id=item.attempt_id
-            ).update(
-                status=item.previous_status,
-                attempt_id=None,
-                lease_expires_at=None,
-                updated_at=now,
+            restored = (
+                ConceptContent.objects.filter(pk=item.content_id)
+                .held_by(item.attempt_id)
+                .release(status=item.previous_status)
             )
             item.state = ItemState.CANCELLED
             item.save(update_fields=["state"])
-            GenerationTask.objects.filter(pk=task.pk).update(cancelled=F("cancelled") + 1)
-            task.cancelled += 1
+            ledger.count(task, ItemState.CANCELLED)
             if restored:
                 events.status_changed(
                     item.content,
@@ -506,7 +340,7 @@ def cancel_task(*, task_id: str) -> GenerationTask:
                     previous_status=ContentStatus.GENERATING,
                     task_id=task.pk,
                 )
-        _close_task(task, TaskStatus.CANCELLED)
+        ledger.close_task(task, TaskStatus.CANCELLED)
         events.task_complete(task, final=True)
     return task
 
@@ -524,48 +358,31 @@ def recover_stale(*, now: datetime | None = None) -> int:
     recovered = 0
     for content_id, roadmap_id, attempt_id in stale:
         with transaction.atomic():
-            _lock_roadmap(roadmap_id)
+            ledger.lock_roadmap(roadmap_id)
             still_stale = ConceptContent.objects.filter(
-                pk=content_id,
-                attempt_id=attempt_id,
-                status=ContentStatus.GENERATING,
-                lease_expires_at__lt=now,
-            ).exists()
-            if not still_stale:
+                pk=content_id, lease_expires_at__lt=now
+            ).held_by(attempt_id)
+            if not still_stale.exists():
                 continue
             logger.warning("Lease expired for content %s (attempt %s)", content_id, attempt_id)
-            item = _live_item(content_id, attempt_id)
-            if item is None:
-                recovered += _fail_orphan(content_id, attempt_id, now)
-            else:
-                task = _locked_task(item.task_id)
-                recovered += _fail(task, item, WorkerLost(), stale_before=now)
+            item = ledger.live_item(content_id, attempt_id)
+            if item is not None:
+                recovered += _fail(
+                    ledger.locked_task(item.task_id), item, WorkerLost(), stale_before=now
+                )
+                continue
+            # A generating row without a live item (should not happen): fail it anyway.
+            content = still_stale.select_related("concept", "roadmap").get()
+            public_error = events.public_text(WorkerLost(), content.roadmap)
+            if still_stale.release(status=ContentStatus.FAILED, public_error=public_error):
+                events.status_changed(
+                    content,
+                    status=ContentStatus.FAILED,
+                    previous_status=ContentStatus.GENERATING,
+                    task_id=content.task_id or None,
+                )
+                recovered += 1
     return recovered
-
-
-def _fail_orphan(content_id: int, attempt_id, now: datetime) -> int:
-    """A generating row without a live item (should not happen): fail it anyway."""
-    content = ConceptContent.objects.select_related("concept", "roadmap").get(pk=content_id)
-    updated = ConceptContent.objects.filter(
-        pk=content_id,
-        attempt_id=attempt_id,
-        status=ContentStatus.GENERATING,
-        lease_expires_at__lt=now,
-    ).update(
-        status=ContentStatus.FAILED,
-        public_error=events.public_text(WorkerLost(), content.roadmap),
-        attempt_id=None,
-        lease_expires_at=None,
-        updated_at=now,
-    )
-    if updated:
-        events.status_changed(
-            content,
-            status=ContentStatus.FAILED,
-            previous_status=ContentStatus.GENERATING,
-            task_id=content.task_id or None,
-        )
-    return updated
 
 
 def set_status_outside_task(*, content: ConceptContent, status: str) -> bool:
@@ -574,25 +391,24 @@ def set_status_outside_task(*, content: ConceptContent, status: str) -> bool:
     if status not in (ContentStatus.PENDING, ContentStatus.FAILED):
         raise ValueError(f"Cannot set status {status!r} by hand")
     with transaction.atomic():
-        _lock_roadmap(content.roadmap_id)
+        ledger.lock_roadmap(content.roadmap_id)
         current = ConceptContent.objects.select_related("concept", "roadmap").get(pk=content.pk)
         if current.status == status:
             return False
         item = None
         if current.status == ContentStatus.GENERATING:
-            item = _live_item(current.pk, current.attempt_id)
+            item = ledger.live_item(current.pk, current.attempt_id)
         ConceptContent.objects.filter(
             pk=current.pk, status=current.status, attempt_id=current.attempt_id
-        ).update(
+        ).release(
             status=status,
-            attempt_id=None,
-            lease_expires_at=None,
-            updated_at=timezone.now(),
             public_error=events.public_text(MarkedFailed(), current.roadmap)
             if status == ContentStatus.FAILED
             else "",
         )
         events.status_changed(current, status=status, previous_status=current.status, task_id=None)
         if item is not None:
-            _close_item(_locked_task(item.task_id), item, ItemState.CANCELLED, error=Cancelled())
+            ledger.close_item(
+                ledger.locked_task(item.task_id), item, ItemState.CANCELLED, error=Cancelled()
+            )
     return True

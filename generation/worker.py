@@ -18,7 +18,7 @@ recoverable by a retry, a pair stuck in `generating` is not.
 import logging
 import threading
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from celery import Celery
 from django.conf import settings
@@ -26,7 +26,7 @@ from django.db import close_old_connections, connections
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
-from generation import runner, state
+from generation import runner
 
 logger = logging.getLogger(__name__)
 
@@ -52,27 +52,26 @@ def waiting_messages(app: Celery, queues: Iterable[str]) -> int:
     return total
 
 
-def renew_leases_of_queued_work(app: Celery) -> int:
-    """Renew every queued item's lease while the broker still holds messages."""
+def queued_work_cutoff(app: Celery) -> datetime | None:
+    """While the broker still holds messages, queued items enqueued after the
+    returned time are alive; None when the queues are empty (or cannot be asked)."""
     try:
         backlog = waiting_messages(app, consumed_queues(app))
     except Exception:
         logger.warning("Could not count the broker's waiting messages", exc_info=True)
-        return 0
+        return None
     if not backlog:
-        return 0
+        return None
     # Bounded: a message lost while other traffic keeps the queue busy still
     # expires once its task is older than GENERATION_MAX_QUEUE_SECONDS (I3).
-    since = timezone.now() - timedelta(seconds=settings.GENERATION_MAX_QUEUE_SECONDS)
-    return state.renew_queued_leases(enqueued_since=since)
+    return timezone.now() - timedelta(seconds=settings.GENERATION_MAX_QUEUE_SECONDS)
 
 
 def maintain_worker(app: Celery) -> int:
     """One round: keep queued work alive while it is queued, then fail stale work.
     Returns how many generations were recovered."""
     close_old_connections()
-    renew_leases_of_queued_work(app)
-    return runner.maintain()
+    return runner.maintain(renew_queued_since=queued_work_cutoff(app))
 
 
 class Sweeper:

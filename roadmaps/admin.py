@@ -1,9 +1,9 @@
 """Admin for roadmaps and their content statuses (DESIGN §7).
 
-This app only *shows* data: statuses are written by generation.state alone, so
-nothing here is editable. The ConceptContent actions (reset, mark failed, retry)
-are added by generation/admin.py, which subclasses ConceptContentAdmin, because
-generation depends on roadmaps and never the reverse."""
+This app only *shows* data: statuses are written by generation's state machine
+alone, so nothing here is editable. ConceptContentAdmin is defined here but
+registered by generation/admin.py, once, with the actions that change statuses
+(reset, mark failed, retry): generation depends on roadmaps, never the reverse."""
 
 from django.contrib import admin
 from django.db.models import Count, Q, QuerySet
@@ -166,7 +166,8 @@ class RoadmapAdmin(admin.ModelAdmin):
 
 class ConceptContentAdmin(admin.ModelAdmin):
     """Every (concept, content type) pair with its status. Read-only: statuses
-    change only through generation.state (actions are added in generation/admin.py)."""
+    change only through generation's services (the actions of the subclass that
+    generation/admin.py registers)."""
 
     list_display = [
         "concept_name",
@@ -206,6 +207,3 @@ class ConceptContentAdmin(admin.ModelAdmin):
     @admin.display(description="Status", ordering="status")
     def status_badge(self, content: ConceptContent) -> SafeString:
         return status_badge(content.status)
-
-
-admin.site.register(ConceptContent, ConceptContentAdmin)

@@ -5,6 +5,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 
@@ -93,6 +94,27 @@ class Concept(models.Model):
         return self.name
 
 
+class ConceptContentQuerySet(models.QuerySet):
+    """The fence every generation transition writes through (I1, I4)."""
+
+    def held_by(self, attempt_id) -> "ConceptContentQuerySet":
+        """Rows still `generating` under this attempt. A row another attempt took
+        over, or that an operator reset, no longer matches, so a superseded
+        attempt's write changes nothing."""
+        return self.filter(status=ContentStatus.GENERATING, attempt_id=attempt_id)
+
+    def release(self, *, status: str, **fields) -> int:
+        """End the attempt holding these rows: set `status` (and `fields`) and clear
+        the attempt and its lease, in one conditional UPDATE. Returns the row count."""
+        return self.update(
+            status=status,
+            attempt_id=None,
+            lease_expires_at=None,
+            updated_at=timezone.now(),
+            **fields,
+        )
+
+
 class ConceptContent(models.Model):
     """One (concept, content type) pair. The last completed version's fields
     (version, content_ref, summary, payload) change only on completion, so they
@@ -121,6 +143,8 @@ class ConceptContent(models.Model):
     attempt_id = models.UUIDField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ConceptContentQuerySet.as_manager()
 
     class Meta:
         ordering = ["concept__order", "content_type"]

@@ -1,8 +1,11 @@
-"""Writes of roadmap structure (never of generation status: see generation.state)."""
+"""Writes of roadmap structure (never of generation status: see generation.services)."""
 
 import uuid
+from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
+from django.utils.module_loading import import_string
 
 from roadmaps.models import Concept, ConceptContent, ContentType, Module, Roadmap, Stage
 from roadmaps.selectors import has_generation_in_flight
@@ -12,12 +15,26 @@ class GenerationInFlight(Exception):
     """The roadmap has content being generated; cancel its tasks first."""
 
 
+@dataclass(frozen=True)
+class CreatedRoadmap:
+    roadmap: Roadmap
+    task_id: str | None = None  # the generation started by `generate=True`, if any
+
+
 @transaction.atomic
 def create_roadmap(
-    *, owner, title: str, goal: str = "", preferences: dict | None = None, framework: dict
-) -> Roadmap:
-    """Create the whole tree in one transaction, every content `pending`. The
-    framework is already validated (roadmaps.serializers)."""
+    *,
+    owner,
+    title: str,
+    goal: str = "",
+    preferences: dict | None = None,
+    framework: dict,
+    generate: bool = False,
+) -> CreatedRoadmap:
+    """Create the whole tree in one transaction, every content `pending`; with
+    `generate`, also start generating all of it in the same transaction, so the
+    roadmap is never seen without its task. The framework is already validated
+    (roadmaps.serializers)."""
     roadmap = Roadmap.objects.create(
         owner=owner, title=title, goal=goal, preferences=preferences or {}
     )
@@ -52,7 +69,16 @@ def create_roadmap(
                     for content_type in ContentType.values
                 ]
     ConceptContent.objects.bulk_create(contents)
-    return roadmap
+    task_id = start_generation_of(roadmap, user=owner) if generate else None
+    return CreatedRoadmap(roadmap=roadmap, task_id=task_id)
+
+
+def start_generation_of(roadmap: Roadmap, *, user) -> str | None:
+    """Start generating every pending pair through the hook the generation app
+    provides (ROADMAP_GENERATION_STARTER), so roadmaps never imports generation.
+    Returns the task id, or None when nothing is pending."""
+    start = import_string(settings.ROADMAP_GENERATION_STARTER)
+    return start(roadmap=roadmap, user=user)
 
 
 @transaction.atomic

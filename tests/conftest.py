@@ -8,7 +8,7 @@ import pytest
 
 from generation.providers import reset_provider
 
-pytest_plugins = ["tests.fake_openai"]
+pytest_plugins = ["tests.support.fake_openai"]
 
 DEMO_FRAMEWORK = {
     "stages": [
@@ -113,6 +113,12 @@ def use_task_backend(settings):
 
 
 @pytest.fixture
+def no_runner(use_task_backend):
+    """Enqueued work is stored but never run: a message the broker lost."""
+    use_task_backend("django.tasks.backends.dummy.DummyBackend")
+
+
+@pytest.fixture
 def make_user(django_user_model):
     from rest_framework.authtoken.models import Token
 
@@ -147,7 +153,7 @@ def make_roadmap():
             goal=fields.get("goal", "Ship production apps"),
             preferences=fields.get("preferences", {"language": "en"}),
             framework=framework or framework_with(concepts),
-        )
+        ).roadmap
 
     return make
 

@@ -9,7 +9,7 @@ import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.test import Client
 
-from generation import engine, state
+from generation import engine, services
 from generation.events import roadmap_topic
 from generation.models import GenerationTask, ItemState, TaskKind, TaskStatus
 from notifications.models import Event
@@ -61,7 +61,7 @@ def post_action(client: Client, action: str, contents, *, confirm: bool = False,
 
 
 def fail(content: ConceptContent) -> None:
-    state.set_status_outside_task(content=content, status=ContentStatus.FAILED)
+    services.reset_status(content=content, status=ContentStatus.FAILED)
 
 
 # --- reset_to_pending / mark_failed -------------------------------------------
@@ -141,7 +141,7 @@ def test_mark_failed_fences_out_a_running_generation_and_closes_its_task(
 ):
     roadmap = make_roadmap(alice)
     content = content_of(roadmap, "c001", "tutorial")
-    task = state.start_generation(
+    task = services.start_generation(
         roadmap=roadmap, user=alice, kind=TaskKind.RETRY, contents=[content]
     ).task
     assert content_of(roadmap, "c001", "tutorial").status == ContentStatus.GENERATING
@@ -223,7 +223,7 @@ def test_retry_now_skips_content_already_generating_and_warns(
 ):
     roadmap = make_roadmap(alice)
     content = content_of(roadmap, "c001", "quiz")
-    running = state.start_generation(
+    running = services.start_generation(
         roadmap=roadmap, user=alice, kind=TaskKind.RETRY, contents=[content]
     ).task
 
@@ -303,7 +303,7 @@ def test_changelist_searches_concept_name_roadmap_title_and_task_id(
     roadmap = make_roadmap(alice, framework=framework, title="Learn React")
     other = make_roadmap(alice, title="Learn Rust")
     quiz = content_of(roadmap, "jsx", "quiz")
-    task = state.start_generation(
+    task = services.start_generation(
         roadmap=roadmap, user=alice, kind=TaskKind.RETRY, contents=[quiz]
     ).task
 
@@ -373,7 +373,7 @@ def test_roadmap_page_shows_structure_and_counts_read_only(staff_client, alice, 
 def test_generation_task_page_shows_items_and_events_read_only(staff_client, alice, make_roadmap):
     roadmap = make_roadmap(alice)
     content = content_of(roadmap, "c001", "tutorial")
-    task = state.start_generation(
+    task = services.start_generation(
         roadmap=roadmap, user=alice, kind=TaskKind.RETRY, contents=[content]
     ).task
     assert engine.wait_until_idle(timeout=30)

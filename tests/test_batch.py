@@ -3,7 +3,7 @@
 import pytest
 from asgiref.sync import sync_to_async
 
-from generation import state
+from generation import services
 from generation.models import GenerationTask
 from notifications.models import Event
 from roadmaps.models import ConceptContent
@@ -19,7 +19,7 @@ def fail_contents(roadmap, count: int, content_types=("tutorial", "resources", "
         roadmap=roadmap, content_type__in=content_types
     ).order_by("concept__order", "content_type")[:count]
     for content in contents:
-        state.set_status_outside_task(content=content, status="failed")
+        services.reset_status(content=content, status="failed")
 
 
 @sync_to_async

@@ -18,14 +18,14 @@ import websockets
 from asgiref.sync import sync_to_async
 from django.db import connections
 
-from generation import state
+from generation import services
 from generation.errors import WorkerLost
 from generation.models import GenerationItem, GenerationTask
 from notifications.models import Event
 from roadmaps.models import ConceptContent
-from tests import processes
-from tests.celery_workers import Stack, running_stack
 from tests.conftest import auth
+from tests.support import processes
+from tests.support.celery_workers import Stack, running_stack
 
 pytestmark = [
     pytest.mark.celery,
@@ -255,7 +255,7 @@ def test_work_queued_behind_another_task_outlives_the_lease_but_a_lost_message_d
     lost = ConceptContent.objects.get(
         roadmap=roadmap, concept__concept_id="c002", content_type="quiz"
     )
-    lost_id = state.start_generation(
+    lost_id = services.start_generation(
         roadmap=roadmap, user=alice, kind="retry", contents=[lost]
     ).task.pk
 

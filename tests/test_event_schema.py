@@ -10,7 +10,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from generation import engine, state
+from generation import engine, services
 from generation.providers import reset_provider
 from notifications.models import Event
 from roadmaps.models import ConceptContent
@@ -64,7 +64,9 @@ def test_schema_rejects_what_the_contract_forbids():
 
 def _retry(roadmap, user, content_type: str):
     content = ConceptContent.objects.filter(roadmap=roadmap, content_type=content_type).first()
-    return state.start_generation(roadmap=roadmap, user=user, kind="retry", contents=[content]).task
+    return services.start_generation(
+        roadmap=roadmap, user=user, kind="retry", contents=[content]
+    ).task
 
 
 def _run_every_kind_of_event(alice, make_roadmap, settings):
@@ -75,7 +77,7 @@ def _run_every_kind_of_event(alice, make_roadmap, settings):
         _retry(roadmap, alice, content_type)
     engine.wait_until_idle(30)
     contents = list(ConceptContent.objects.filter(roadmap=roadmap, content_type="tutorial"))
-    state.start_generation(roadmap=roadmap, user=alice, kind="batch", contents=contents)
+    services.start_generation(roadmap=roadmap, user=alice, kind="batch", contents=contents)
     engine.wait_until_idle(30)
     # A provider that cannot even be built: the runner fails the item (internal error).
     settings.GENERATION_PROVIDER = "misconfigured"
@@ -83,7 +85,7 @@ def _run_every_kind_of_event(alice, make_roadmap, settings):
     _retry(roadmap, alice, "quiz")
     engine.wait_until_idle(30)
     content = ConceptContent.objects.filter(roadmap=roadmap, content_type="quiz").first()
-    state.set_status_outside_task(content=content, status="pending")
+    services.reset_status(content=content, status="pending")
     return roadmap
 
 

@@ -4,7 +4,7 @@ LANGUAGE_CODE (English by default). The catalogue is locale/zh_Hans."""
 
 import pytest
 
-from generation import engine, state
+from generation import engine, services
 from generation.providers import reset_provider
 from notifications.models import Event
 from roadmaps.models import ConceptContent
@@ -20,13 +20,13 @@ def run_retries(roadmap, user, settings) -> dict[str, dict]:
         ConceptContent.objects.get(roadmap=roadmap, content_type=content_type)
         for content_type in ("tutorial", "quiz")
     )
-    state.start_generation(roadmap=roadmap, user=user, kind="retry", contents=[tutorial])
+    services.start_generation(roadmap=roadmap, user=user, kind="retry", contents=[tutorial])
     assert engine.wait_until_idle(30)
     settings.GENERATION_PROVIDER = "misconfigured"
     reset_provider()
-    state.start_generation(roadmap=roadmap, user=user, kind="retry", contents=[quiz])
+    services.start_generation(roadmap=roadmap, user=user, kind="retry", contents=[quiz])
     assert engine.wait_until_idle(30)
-    state.set_status_outside_task(content=tutorial, status="pending")
+    services.reset_status(content=tutorial, status="pending")
     events = {}
     for event in Event.objects.filter(topic=f"roadmap-{roadmap.pk}").order_by("id"):
         assert_valid_event(event.as_message())

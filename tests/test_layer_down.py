@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 from asgiref.sync import sync_to_async
 
-from generation import state
+from generation import services
 from generation.models import GenerationTask
 from notifications.models import Event
 from notifications.services import PUBLISH_TIMEOUT_SECONDS
@@ -84,7 +84,7 @@ async def test_a_client_connecting_while_the_layer_is_down_is_served_from_the_st
     content = await ConceptContent.objects.aget(
         roadmap=roadmap, concept__concept_id="c001", content_type="tutorial"
     )
-    assert await asyncio.to_thread(state.set_status_outside_task, content=content, status="pending")
+    assert await asyncio.to_thread(services.reset_status, content=content, status="pending")
     committed = time.monotonic()
     [changed] = await read_events(communicator, 1, within=10)
     waited = time.monotonic() - committed
@@ -165,9 +165,7 @@ async def test_live_delivery_resumes_when_the_layer_comes_back(
         # From here on the store is read once a minute: what arrives came live.
         settings.NOTIFICATIONS_CATCH_UP_SECONDS = 60
         await asyncio.sleep(1)
-        assert await asyncio.to_thread(
-            state.set_status_outside_task, content=content, status="failed"
-        )
+        assert await asyncio.to_thread(services.reset_status, content=content, status="failed")
         [changed] = await read_events(communicator, 1, within=3)
         await communicator.disconnect()
 

@@ -21,11 +21,11 @@ from generation.errors import (
 )
 from generation.providers import GenerationRequest, get_provider
 from generation.schemas import Quiz, ResourceList
-from generation.state import start_generation
+from generation.services import start_generation
 from notifications.models import Event
 from notifications.services import stream_group
 from roadmaps.models import ConceptContent
-from tests.fake_openai import (
+from tests.support.fake_openai import (
     FAKE_API_KEY,
     FAKE_MODEL,
     VALID_QUIZ,

@@ -12,8 +12,8 @@ from generation.models import GenerationTask
 from notifications.models import Event
 from roadmaps.models import ConceptContent
 from tests.conftest import auth
-from tests.fake_openai import FAKE_API_KEY, error
-from tests.processes import manage, process_env
+from tests.support.fake_openai import FAKE_API_KEY, error
+from tests.support.processes import manage, process_env
 from tests.test_batch import fail_contents, stream, task_finished
 from tests.test_retry import wait_for
 

@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.utils import timezone
 
-from generation import engine, state
+from generation import engine, services
 from notifications.models import Event
 from notifications.services import record_event
 from roadmaps.models import ConceptContent
@@ -31,15 +31,15 @@ def prune(*args: str) -> str:
 def test_prune_deletes_old_events_but_never_part_of_an_open_or_recent_stream(alice, make_roadmap):
     roadmap = make_roadmap(alice, concepts=2)
     first, second = ConceptContent.objects.filter(roadmap=roadmap, content_type="tutorial")
-    old_task = state.start_generation(
+    old_task = services.start_generation(
         roadmap=roadmap, user=alice, kind="retry", contents=[first]
     ).task
-    recent_task = state.start_generation(
+    recent_task = services.start_generation(
         roadmap=roadmap, user=alice, kind="retry", contents=[second]
     ).task
     assert engine.wait_until_idle(30)
-    state.set_status_outside_task(content=first, status="failed")  # a topic-only event
-    state.set_status_outside_task(content=first, status="pending")
+    services.reset_status(content=first, status="failed")  # a topic-only event
+    services.reset_status(content=first, status="pending")
     with transaction.atomic():  # a stream that has not ended (no final event yet)
         record_event(topic="elsewhere", stream="open-stream", type="concept_start", body={})
 
@@ -64,7 +64,7 @@ def test_prune_deletes_old_events_but_never_part_of_an_open_or_recent_stream(ali
 def test_prune_rejects_bad_days_and_deletes_nothing(alice, make_roadmap, days):
     roadmap = make_roadmap(alice)
     content = ConceptContent.objects.filter(roadmap=roadmap).first()
-    state.set_status_outside_task(content=content, status="failed")
+    services.reset_status(content=content, status="failed")
     age(400)
 
     with pytest.raises(CommandError):
@@ -86,7 +86,7 @@ async def test_a_pruned_finished_stream_still_closes_1000(alice, make_roadmap):
     )
 
     def finished_task():
-        task = state.start_generation(
+        task = services.start_generation(
             roadmap=roadmap, user=alice, kind="retry", contents=[content]
         ).task
         assert engine.wait_until_idle(30)

@@ -12,14 +12,14 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from generation import engine, state
+from generation import engine, services
 from notifications import consumers
 from notifications.models import Event
 from notifications.selectors import events_after
 from roadmap_project.asgi import application
 from roadmaps.models import ConceptContent
 from tests.conftest import auth
-from tests.processes import manage, process_env
+from tests.support.processes import manage, process_env
 from tests.test_event_schema import assert_valid_event
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -85,7 +85,7 @@ def start_retry(roadmap, user, *, content_type="tutorial", concepts=1):
         )[:concepts]
     )
     kind = "retry" if concepts == 1 else "batch"
-    return state.start_generation(roadmap=roadmap, user=user, kind=kind, contents=contents).task
+    return services.start_generation(roadmap=roadmap, user=user, kind=kind, contents=contents).task
 
 
 async def finished_task(roadmap, user, **kwargs) -> str:
@@ -226,7 +226,7 @@ def toggle_statuses(contents: list[ConceptContent], rounds: int) -> None:
     for round_ in range(rounds):
         status = "failed" if round_ % 2 == 0 else "pending"
         for content in contents:
-            assert state.set_status_outside_task(content=content, status=status)
+            assert services.reset_status(content=content, status=status)
 
 
 async def test_roadmap_events_committed_during_the_replay_arrive_once_in_order(alice, make_roadmap):
@@ -252,8 +252,8 @@ async def test_events_of_another_process_arrive_by_store_catch_up(alice, make_ro
     content = await ConceptContent.objects.filter(roadmap=roadmap).afirst()
     communicator, _ = await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice)
     script = (
-        "from generation import state; from roadmaps.models import ConceptContent as C;"
-        f"state.set_status_outside_task(content=C.objects.get(pk={content.pk}), status='failed')"
+        "from generation import services; from roadmaps.models import ConceptContent as C;"
+        f"services.reset_status(content=C.objects.get(pk={content.pk}), status='failed')"
     )
     other = await asyncio.to_thread(
         manage, "shell", "-c", script, env=process_env(), stderr=subprocess.DEVNULL
@@ -285,7 +285,7 @@ async def test_roadmap_stream_carries_a_retry_and_an_operator_reset(
     content = await ConceptContent.objects.aget(
         roadmap=roadmap, concept__concept_id="c001", content_type="tutorial"
     )
-    assert await asyncio.to_thread(state.set_status_outside_task, content=content, status="pending")
+    assert await asyncio.to_thread(services.reset_status, content=content, status="pending")
     [changed] = await read_events(communicator, 1)
     assert await communicator.receive_nothing(timeout=0.3)  # no concept_progress here
     await communicator.disconnect()

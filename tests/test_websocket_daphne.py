@@ -1,4 +1,4 @@
-"""The event streams over a real socket: a daphne process (tests/daphne_server.py)
+"""The event streams over a real socket: a daphne process (tests/support/daphne_server.py)
 and the `websockets` client library. The server uses this test's database, so
 what the test commits the server reads, and the other way round."""
 
@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed
 
 from notifications.models import Event
 from tests.conftest import auth
-from tests.daphne_server import daphne_server
+from tests.support.daphne_server import daphne_server
 from tests.test_event_schema import assert_valid_event
 from tests.test_websocket import finished_task, retry_url
 

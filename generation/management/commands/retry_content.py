@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from generation import actions, selectors
+from generation import selectors, services
 from generation.models import GenerationTask, TaskStatus
 from roadmaps.models import ConceptContent, ContentStatus, ContentType
 
@@ -51,7 +51,7 @@ class Command(BaseCommand):
         self.stdout.write(f"{len(contents)} pair(s) selected.")
         if options["dry_run"] or not contents:
             return
-        results = actions.retry_contents(
+        results = services.retry_contents(
             contents=ConceptContent.objects.filter(pk__in=[c.pk for c in contents])
         )
         tasks = [result.task for result in results if result.task is not None]

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.test.utils import override_settings
 from rest_framework.authtoken.models import Token
 
-from generation import engine, state
+from generation import engine, services
 from generation.models import GenerationTask, TaskKind, TaskStatus
 from generation.providers import reset_provider
 from roadmaps.models import ConceptContent, ContentStatus, ContentType, Roadmap
@@ -123,7 +123,7 @@ class Command(BaseCommand):
         roadmap = self.ensure_roadmap(demo)
         self.generate(roadmap, demo)
         for content in pairs(roadmap, FAILED):
-            state.set_status_outside_task(content=content, status=ContentStatus.FAILED)
+            services.reset_status(content=content, status=ContentStatus.FAILED)
         self.print_instructions(roadmap, token, options["base_url"].rstrip("/"))
 
     def ensure_demo_user(self):
@@ -154,7 +154,7 @@ class Command(BaseCommand):
                     goal="Build and ship a production React app · 能独立开发上线 React 应用",
                     preferences={"language": "zh-CN", "level": "beginner"},
                     framework=DEMO_FRAMEWORK,
-                )
+                ).roadmap
         return roadmap
 
     def generate(self, roadmap: Roadmap, demo) -> None:
@@ -167,7 +167,7 @@ class Command(BaseCommand):
         with override_settings(GENERATION_PROVIDER="offline"):
             reset_provider()
             try:
-                result = state.start_generation(
+                result = services.start_generation(
                     roadmap=roadmap, user=demo, kind=TaskKind.GENERATE, contents=contents
                 )
                 if result.task is not None:

@@ -6,7 +6,7 @@ stream, from a per-test script of behaviours; when the script is empty it answer
 with valid content for the requested content type. It records every request and
 the most requests it ever had in flight at once.
 
-Register as a plugin (`pytest_plugins = ["tests.fake_openai"]`), then:
+Register as a plugin (`pytest_plugins = ["tests.support.fake_openai"]`), then:
 
     def test_something(fake_openai):
         fake_openai.script(error(429), ok(VALID_QUIZ))

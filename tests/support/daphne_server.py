@@ -1,6 +1,6 @@
 """A real daphne process serving roadmap_project.asgi on a free port.
 
-It uses the database the test writes to (tests.processes.test_database_url: the
+It uses the database the test writes to (tests.support.processes.test_database_url: the
 pytest-django test database, SQLite file or PostgreSQL), so rows committed by a
 `transaction=True` test are visible to the server and the other way round. No
 separate migrate or user creation is needed."""
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.processes import ROOT, process_env
+from tests.support.processes import ROOT, process_env
 
 
 def free_port() -> int:

@@ -1,0 +1,114 @@
+"""The record of a task: its items' outcomes, counters, terminal events and end,
+and the row locks every transition takes, always in one order:
+
+    roadmap row -> task row -> content rows -> event counter rows
+
+so concurrent writers queue and never deadlock (PostgreSQL). Internal to
+generation.state, which calls it inside its transactions; it never writes a
+content's status (the state machine does, then tells the ledger the outcome)."""
+
+from django.db.models import F
+from django.utils import timezone
+
+from generation import events
+from generation.errors import GenerationError
+from generation.models import (
+    UNFINISHED_ITEM_STATES,
+    GenerationItem,
+    GenerationTask,
+    ItemState,
+    TaskKind,
+    TaskStatus,
+)
+from roadmaps.models import ConceptContent, Roadmap
+
+ITEM_COUNTERS = {
+    ItemState.COMPLETED: "completed",
+    ItemState.FAILED: "failed",
+    ItemState.CANCELLED: "cancelled",
+}
+
+
+def lock_roadmap(roadmap_id) -> None:
+    list(Roadmap.objects.select_for_update().filter(pk=roadmap_id).values_list("pk"))
+
+
+def locked_task(task_id: str) -> GenerationTask:
+    """The task, with its roadmap row and then its own row locked."""
+    lock_roadmap(GenerationTask.objects.values_list("roadmap_id", flat=True).get(pk=task_id))
+    return (
+        GenerationTask.objects.select_for_update(of=("self",))
+        .select_related("roadmap")
+        .get(pk=task_id)
+    )
+
+
+def item(item_id: int) -> GenerationItem:
+    return GenerationItem.objects.select_related("content__concept", "task").get(pk=item_id)
+
+
+def live_item(content_id: int, attempt_id) -> GenerationItem | None:
+    """The unfinished item that owns this attempt, if any."""
+    return (
+        GenerationItem.objects.filter(
+            content_id=content_id, attempt_id=attempt_id, state__in=UNFINISHED_ITEM_STATES
+        )
+        .select_related("content__concept", "task")
+        .first()
+    )
+
+
+def count(task: GenerationTask, outcome: str) -> None:
+    """One more item ended with `outcome`, in the row and in the caller's copy."""
+    counter = ITEM_COUNTERS[outcome]
+    GenerationTask.objects.filter(pk=task.pk).update(**{counter: F(counter) + 1})
+    setattr(task, counter, getattr(task, counter) + 1)
+
+
+def close_item(
+    task: GenerationTask,
+    item: GenerationItem,
+    outcome: str,
+    *,
+    error: GenerationError | None = None,
+    content: ConceptContent | None = None,
+    ends_task: bool = True,
+) -> None:
+    """End one item whose pair the caller already moved (or left to its new
+    owner): counters, the item's terminal event, and the task's end if it was the
+    last. `ends_task=False` when the caller ends the task itself (cancel)."""
+    item.state = outcome
+    item.save(update_fields=["state"])
+    count(task, outcome)
+    # A single retry's stream ends with its concept event, a batch's with task_complete.
+    final = ends_task and task.kind == TaskKind.RETRY
+    if outcome == ItemState.COMPLETED:
+        events.concept_complete(task, item, content, final=final)
+    else:
+        events.concept_failed(task, item, error, final=final)
+    if ends_task:
+        finish_task_if_done(task)
+
+
+def finish_task_if_done(task: GenerationTask) -> None:
+    if task.status != TaskStatus.RUNNING:
+        return
+    if task.items.filter(state__in=UNFINISHED_ITEM_STATES).exists():
+        return
+    if task.completed == task.total:
+        status = TaskStatus.COMPLETED
+    elif task.completed == task.failed == 0:
+        status = TaskStatus.CANCELLED
+    elif task.completed == 0:
+        status = TaskStatus.FAILED
+    else:
+        status = TaskStatus.PARTIAL
+    close_task(task, status)
+    if task.kind != TaskKind.RETRY:
+        events.task_complete(task, final=True)
+
+
+def close_task(task: GenerationTask, status: str) -> None:
+    task.status = status
+    task.finished_at = timezone.now()
+    task.save(update_fields=["status", "finished_at"])

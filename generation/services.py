@@ -1,0 +1,135 @@
+"""The one write entry point of generation: what views, admin actions, management
+commands and tests call to start, stop, reset and recover work, so every entry
+point behaves the same and emits the same events.
+
+Services take keyword arguments, own their transactions (in generation.state,
+which only they and the runner may import) and raise generation.errors'
+ServiceError subclasses for requests they refuse."""
+
+from itertools import groupby
+
+from django.conf import settings
+from django.db.models import QuerySet
+
+from generation import selectors, state
+from generation.errors import SelectionTooLarge
+from generation.models import GenerationTask, TaskKind
+from generation.state import Skipped, StartResult
+from roadmaps.models import ConceptContent, ContentStatus, Roadmap
+
+__all__ = [
+    "Skipped",
+    "StartResult",
+    "cancel_task",
+    "generate_new_roadmap",
+    "generate_roadmap",
+    "recover_stale",
+    "reset_status",
+    "retry_batch",
+    "retry_content",
+    "retry_contents",
+    "start_generation",
+]
+
+
+def start_generation(
+    *,
+    roadmap: Roadmap,
+    user,
+    kind: str,
+    contents: list[ConceptContent],
+    preferences: dict | None = None,
+) -> StartResult:
+    """Start a task of `kind` over exactly these pairs (in this order). A single
+    retry of a live pair raises AlreadyGenerating; other kinds skip it."""
+    return state.start_generation(
+        roadmap=roadmap, user=user, kind=kind, contents=contents, preferences=preferences
+    )
+
+
+def retry_content(*, content: ConceptContent, user, preferences: dict | None = None) -> StartResult:
+    """Regenerate one pair; raises AlreadyGenerating if it is live."""
+    return start_generation(
+        roadmap=content.roadmap,
+        user=user,
+        kind=TaskKind.RETRY,
+        contents=[content],
+        preferences=preferences,
+    )
+
+
+def retry_batch(
+    *,
+    roadmap: Roadmap,
+    user,
+    concept_ids: list[str] | None = None,
+    content_types: list[str] | None = None,
+    statuses: list[str] | None = None,
+    preferences: dict | None = None,
+) -> StartResult:
+    """Retry a selection of one roadmap, at most BATCH_MAX_PAIRS pairs; raises
+    SelectionTooLarge above that."""
+    statuses = statuses or [ContentStatus.FAILED]
+    contents = selectors.select_contents(
+        roadmap=roadmap, concept_ids=concept_ids, content_types=content_types, statuses=statuses
+    )
+    selection = list(contents[: settings.BATCH_MAX_PAIRS + 1])
+    if len(selection) > settings.BATCH_MAX_PAIRS:
+        raise SelectionTooLarge(contents.count(), settings.BATCH_MAX_PAIRS)
+    return state.start_generation(
+        roadmap=roadmap, user=user, kind=TaskKind.BATCH, contents=selection,
+        preferences=preferences, statuses=statuses,
+    )  # fmt: skip
+
+
+def generate_roadmap(*, roadmap: Roadmap, user) -> StartResult:
+    """Generate every pending pair of a roadmap. Not capped like a batch selection:
+    a roadmap's size is already bounded by ROADMAP_MAX_CONCEPTS."""
+    pending = [ContentStatus.PENDING]
+    contents = selectors.select_contents(roadmap=roadmap, statuses=pending)
+    return state.start_generation(
+        roadmap=roadmap, user=user, kind=TaskKind.GENERATE, contents=list(contents),
+        statuses=pending,
+    )  # fmt: skip
+
+
+def generate_new_roadmap(*, roadmap: Roadmap, user) -> str | None:
+    """The roadmaps app's hook (ROADMAP_GENERATION_STARTER) for a roadmap created
+    with `"generate": true`: the task id, or None when nothing is pending."""
+    task = generate_roadmap(roadmap=roadmap, user=user).task
+    return task.pk if task else None
+
+
+def retry_contents(*, contents: QuerySet[ConceptContent], user=None) -> list[StartResult]:
+    """Retry a selection that may span roadmaps (admin, retry_content command):
+    one batch task per roadmap, in batch order, owned by `user` or else by the
+    roadmap's owner."""
+    ordered = selectors.contents_in_batch_order(contents.select_related("roadmap__owner"))
+    results = []
+    for _, group in groupby(ordered, key=lambda content: content.roadmap_id):
+        group = list(group)
+        roadmap = group[0].roadmap
+        results.append(
+            start_generation(
+                roadmap=roadmap, user=user or roadmap.owner, kind=TaskKind.BATCH, contents=group
+            )
+        )
+    return results
+
+
+def cancel_task(*, task_id: str, user) -> GenerationTask:
+    """Cancel a task the user may see (404 otherwise); raises TaskNotRunning when
+    it already ended."""
+    task = selectors.task_for(task_id=task_id, user=user)
+    return state.cancel_task(task_id=task.pk)
+
+
+def reset_status(*, content: ConceptContent, status: str) -> bool:
+    """An operator's reset to `pending` or `failed`, outside any task: a live
+    generation of the pair is fenced out. False when it already had that status."""
+    return state.set_status_outside_task(content=content, status=status)
+
+
+def recover_stale() -> int:
+    """Fail every generation whose lease expired (I3); how many were failed."""
+    return state.recover_stale()

@@ -1,0 +1,1 @@
+"""Test support: servers, processes and fakes the tests talk to for real."""
