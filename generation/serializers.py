@@ -1,9 +1,14 @@
-"""Input and output shapes of the generation API (DESIGN §4)."""
+"""Input and output shapes of the generation API (DESIGN §4). Every answer a
+generation endpoint gives is declared here, so the OpenAPI schema types it."""
 
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
+from pydantic import RootModel
 from rest_framework import serializers
 
 from generation import events
-from generation.models import GenerationItem, GenerationTask
+from generation.models import GenerationItem, GenerationTask, ItemState, TaskStatus
+from generation.schemas import Question, Resource
+from generation.tutorial_files import read_tutorial
 from roadmaps.models import ConceptContent, ContentStatus, ContentType
 from roadmaps.selectors import content_url
 from roadmaps.serializers import PreferencesSerializer
@@ -41,17 +46,121 @@ def ws_url(task_id: str) -> str:
     return f"/api/v1/ws/{task_id}"
 
 
+# --- Starting work ------------------------------------------------------------
+
+
+class StartedTaskSerializer(serializers.Serializer):
+    """The task now generating a pair (or the one already generating it)."""
+
+    task_id = serializers.CharField()
+    status = serializers.ChoiceField(ContentStatus.choices, default=ContentStatus.GENERATING)
+    ws_url = serializers.SerializerMethodField()
+
+    def get_ws_url(self, task) -> str:
+        return ws_url(task["task_id"])
+
+
+class RetryAnswerSerializer(serializers.Serializer):
+    """202 when the retry started, 409 (`success: false`) when the pair was
+    already generating: `data.task_id` then names the task in flight."""
+
+    success = serializers.BooleanField()
+    concept_id = serializers.CharField()
+    content_type = serializers.ChoiceField(ContentType.choices)
+    message = serializers.CharField()
+    data = StartedTaskSerializer()
+
+
+class SkippedSerializer(serializers.Serializer):
+    concept_id = serializers.CharField()
+    content_type = serializers.ChoiceField(ContentType.choices)
+    reason = serializers.CharField()
+
+
+class StartedBatchSerializer(StartedTaskSerializer):
+    total = serializers.IntegerField(help_text="Pairs the task generates.")
+    skipped = SkippedSerializer(many=True)
+
+
+class BatchStartedSerializer(serializers.Serializer):
+    """202: a batch or whole-roadmap task started."""
+
+    success = serializers.BooleanField()
+    message = serializers.CharField()
+    data = StartedBatchSerializer()
+
+
+class NothingStartedSerializer(serializers.Serializer):
+    task_id = serializers.CharField(allow_null=True, help_text="Always null: no task started.")
+    total = serializers.IntegerField(help_text="Always 0.")
+    skipped = SkippedSerializer(many=True)
+
+
+class NothingToDoSerializer(serializers.Serializer):
+    """200: the selection was empty, or every pair in it was already generating."""
+
+    success = serializers.BooleanField()
+    message = serializers.CharField()
+    data = NothingStartedSerializer()
+
+
+# --- Tasks ----------------------------------------------------------------------
+
+
+class TaskStateSerializer(serializers.Serializer):
+    task_id = serializers.CharField()
+    status = serializers.ChoiceField(TaskStatus.choices)
+
+
+class CancelledSerializer(serializers.Serializer):
+    """202: the task is cancelled."""
+
+    success = serializers.BooleanField()
+    data = TaskStateSerializer()
+
+
+class TaskRefSerializer(serializers.Serializer):
+    task_id = serializers.CharField()
+
+
+class CancelConflictSerializer(serializers.Serializer):
+    """409: the task had already finished; nothing changed."""
+
+    success = serializers.BooleanField()
+    detail = serializers.CharField()
+    data = TaskRefSerializer()
+
+
 class TaskItemSerializer(serializers.ModelSerializer):
     concept_id = serializers.CharField(source="content.concept.concept_id")
     content_type = serializers.CharField(source="content.content_type")
-    status = serializers.CharField(source="state")
+    status = serializers.ChoiceField(ItemState.choices, source="state")
 
     class Meta:
         model = GenerationItem
         fields = ["concept_id", "content_type", "status"]
 
 
+class EventSerializer(serializers.Serializer):
+    """A stored event (DESIGN §5, docs/event.schema.json). Every event has these
+    fields; each type adds its own (concept_id, progress, data, error, summary …)."""
+
+    type = serializers.CharField()
+    id = serializers.IntegerField()
+    seq = serializers.IntegerField(allow_null=True)
+    task_id = serializers.CharField(allow_null=True)
+    roadmap_id = serializers.UUIDField()
+    timestamp = serializers.DateTimeField()
+    message = serializers.CharField()
+
+    def to_representation(self, event) -> dict:
+        return event.as_message()
+
+
 class TaskSerializer(serializers.ModelSerializer):
+    """The polling fallback: the task, its items and its events after `?after=`.
+    `events` comes from the context (a page of notifications.selectors.stream_events)."""
+
     task_id = serializers.CharField(source="id")
     roadmap_id = serializers.UUIDField()
     items = TaskItemSerializer(many=True)
@@ -76,73 +185,87 @@ class TaskSerializer(serializers.ModelSerializer):
             "events",
         ]
 
+    @extend_schema_field(EventSerializer(many=True))
     def get_events(self, task) -> list[dict]:
-        return [event.as_message() for event in self.context["events"]]
+        return EventSerializer(self.context["events"], many=True).data
 
     def get_ws_url(self, task) -> str:
         return ws_url(task.id)
 
 
-class TutorialSerializer(serializers.ModelSerializer):
-    tutorial_id = serializers.SerializerMethodField()
-    content_url = serializers.SerializerMethodField()
+# --- Content ----------------------------------------------------------------------
+
+
+class Resources(RootModel[list[Resource]]):
+    """The schema of `items`: the provider's validated output, as stored."""
+
+
+class Questions(RootModel[list[Question]]):
+    """The schema of `questions`: the provider's validated output, as stored."""
+
+
+class ContentPublicIdField(serializers.CharField):
+    """`tutorial_id`, `resources_id` or `quiz_id`: names one completed version."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(source="*", read_only=True, **kwargs)
+
+    def to_representation(self, content: ConceptContent) -> str:
+        return events.content_public_id(content)
+
+
+class ContentVersionSerializer(serializers.ModelSerializer):
+    """The fields every content type's last completed version shares."""
+
     content_version = serializers.IntegerField(source="version")
-    markdown = serializers.SerializerMethodField()
 
     class Meta:
         model = ConceptContent
+        fields = ["content_version", "generated_at", "model"]
+
+
+class TutorialSerializer(ContentVersionSerializer):
+    tutorial_id = ContentPublicIdField()
+    content_url = serializers.SerializerMethodField()
+    markdown = serializers.SerializerMethodField()
+
+    class Meta(ContentVersionSerializer.Meta):
         fields = [
             "tutorial_id",
             "title",
             "summary",
             "content_url",
-            "content_version",
             "markdown",
-            "generated_at",
-            "model",
+            *ContentVersionSerializer.Meta.fields,
         ]
-
-    def get_tutorial_id(self, content) -> str:
-        return events.content_public_id(content)
 
     def get_content_url(self, content) -> str | None:
         return content_url(content)
 
     def get_markdown(self, content) -> str:
-        from django.core.files.storage import default_storage
-
-        with default_storage.open(content.content_ref) as file:
-            return file.read().decode()
+        return read_tutorial(content)
 
 
-class ResourcesSerializer(serializers.ModelSerializer):
-    resources_id = serializers.SerializerMethodField()
-    content_version = serializers.IntegerField(source="version")
+class ResourcesSerializer(ContentVersionSerializer):
+    resources_id = ContentPublicIdField()
     items = serializers.SerializerMethodField()
 
-    class Meta:
-        model = ConceptContent
-        fields = ["resources_id", "content_version", "items", "generated_at", "model"]
+    class Meta(ContentVersionSerializer.Meta):
+        fields = ["resources_id", "items", *ContentVersionSerializer.Meta.fields]
 
-    def get_resources_id(self, content) -> str:
-        return events.content_public_id(content)
-
+    @extend_schema_field(Resources)
     def get_items(self, content) -> list[dict]:
         return content.payload.get("items", [])
 
 
-class QuizSerializer(serializers.ModelSerializer):
-    quiz_id = serializers.SerializerMethodField()
-    content_version = serializers.IntegerField(source="version")
+class QuizSerializer(ContentVersionSerializer):
+    quiz_id = ContentPublicIdField()
     questions = serializers.SerializerMethodField()
 
-    class Meta:
-        model = ConceptContent
-        fields = ["quiz_id", "content_version", "questions", "generated_at", "model"]
+    class Meta(ContentVersionSerializer.Meta):
+        fields = ["quiz_id", "questions", *ContentVersionSerializer.Meta.fields]
 
-    def get_quiz_id(self, content) -> str:
-        return events.content_public_id(content)
-
+    @extend_schema_field(Questions)
     def get_questions(self, content) -> list[dict]:
         return content.payload.get("questions", [])
 
@@ -152,3 +275,16 @@ CONTENT_SERIALIZERS = {
     ContentType.RESOURCES: ResourcesSerializer,
     ContentType.QUIZ: QuizSerializer,
 }
+
+CONTENT_SCHEMA = PolymorphicProxySerializer(
+    component_name="Content",
+    serializers=list(CONTENT_SERIALIZERS.values()),
+    resource_type_field_name=None,
+)
+
+
+class ContentMissingSerializer(serializers.Serializer):
+    """404 of a pair that never completed: its current status says why."""
+
+    detail = serializers.CharField()
+    status = serializers.ChoiceField(ContentStatus.choices)

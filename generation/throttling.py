@@ -1,16 +1,16 @@
 import logging
 
 from django.conf import settings
-from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.throttling import UserRateThrottle
 
 logger = logging.getLogger(__name__)
 
 
-class GenerationRateThrottle(ScopedRateThrottle):
+class GenerationRateThrottle(UserRateThrottle):
     """Per-user rate for starting and stopping work, read from RETRY_THROTTLE_RATE
     when a request arrives (DRF's class attribute would freeze it at import)."""
 
-    scope_attr = "throttle_scope"
+    scope = "generation"
 
     def get_rate(self) -> str:
         return settings.RETRY_THROTTLE_RATE

@@ -1,27 +1,13 @@
-from django.urls import re_path
+"""Generation's routes. The roadmap-level actions register under the same
+`roadmaps` prefix as roadmaps.urls' RoadmapViewSet: the two routers meet in the
+project URLconf, and roadmaps never imports generation."""
 
 from generation import views
+from roadmap_project.routers import OptionalSlashRouter
 
-UUID = r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
-ROADMAP = r"^roadmaps/(?P<roadmap_id>" + UUID + ")"
-CONCEPT = ROADMAP + r"/concepts/(?P<concept_id>[A-Za-z0-9_-]{1,64})"
-CONTENT_TYPE = r"(?P<content_type>tutorial|resources|quiz)"
+router = OptionalSlashRouter()
+router.register("roadmaps", views.RoadmapGenerationViewSet, basename="roadmap-generation")
+router.register(views.CONCEPT_PREFIX, views.ContentViewSet, basename="content")
+router.register("tasks", views.TaskViewSet, basename="task")
 
-urlpatterns = [
-    re_path(
-        CONCEPT + "/" + CONTENT_TYPE + r"/retry/?$",
-        views.RetryContentView.as_view(),
-        name="content-retry",
-    ),
-    re_path(CONCEPT + "/" + CONTENT_TYPE + r"/?$", views.ContentView.as_view(), name="content"),
-    re_path(
-        ROADMAP + r"/concepts/retry-batch/?$", views.RetryBatchView.as_view(), name="retry-batch"
-    ),
-    re_path(ROADMAP + r"/generate/?$", views.GenerateRoadmapView.as_view(), name="generate"),
-    re_path(
-        r"^tasks/(?P<task_id>[A-Za-z0-9_-]{1,64})/cancel/?$",
-        views.CancelTaskView.as_view(),
-        name="task-cancel",
-    ),
-    re_path(r"^tasks/(?P<task_id>[A-Za-z0-9_-]{1,64})/?$", views.TaskView.as_view(), name="task"),
-]
+urlpatterns = router.urls

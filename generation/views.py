@@ -1,156 +1,242 @@
-"""Generation endpoints (DESIGN §4): thin views over generation.actions."""
+"""Generation endpoints (DESIGN §4): DRF viewsets whose actions call
+generation.services and answer with generation.serializers."""
 
 from django.utils.translation import gettext as _
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import status
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from generation import actions, selectors, state
+from generation import selectors, services
+from generation.errors import AlreadyGenerating, SelectionTooLarge, TaskNotRunning
+from generation.models import GenerationTask
 from generation.serializers import (
+    CONTENT_SCHEMA,
     CONTENT_SERIALIZERS,
     BatchInputSerializer,
+    BatchStartedSerializer,
+    CancelConflictSerializer,
+    CancelledSerializer,
+    ContentMissingSerializer,
+    NothingToDoSerializer,
+    RetryAnswerSerializer,
     RetryInputSerializer,
     TaskSerializer,
-    ws_url,
 )
 from generation.throttling import GenerationRateThrottle
 from notifications.selectors import stream_events
-from roadmaps.models import ContentStatus
+from roadmap_project.errors import (
+    NOT_FOUND,
+    RETRY_AFTER,
+    THROTTLED,
+    UNAUTHENTICATED,
+    validation_error_response,
+)
+from roadmaps.models import ConceptContent, ContentType, Roadmap
 
+UUID_PATTERN = r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
+CONCEPT_PREFIX = (
+    rf"roadmaps/(?P<roadmap_id>{UUID_PATTERN})/concepts/(?P<concept_id>[A-Za-z0-9_-]{{1,64}})"
+)
 # Events per task poll; a client pages on with ?after=<last seq>.
 TASK_EVENTS_PAGE = 1000
 
+ROADMAP_ID = OpenApiParameter("roadmap_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+CONCEPT_ID = OpenApiParameter(
+    "concept_id", str, OpenApiParameter.PATH, pattern=r"^[A-Za-z0-9_-]{1,64}$"
+)
+CONTENT_TYPE = OpenApiParameter("content_type", str, OpenApiParameter.PATH, enum=ContentType.values)
+TASK_ID = OpenApiParameter("task_id", str, OpenApiParameter.PATH, pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
-class ThrottledGenerationView(APIView):
-    """Starting and stopping work is throttled per user (RETRY_THROTTLE_RATE)."""
-
-    throttle_classes = [GenerationRateThrottle]
-    throttle_scope = "generation"
-
-
-def _task_data(task_id: str, **extra) -> dict:
-    return {
-        "task_id": task_id,
-        "status": ContentStatus.GENERATING,
-        "ws_url": ws_url(task_id),
-        **extra,
-    }
+# What every endpoint that starts or stops work may also answer.
+COMMON_ERRORS = {401: UNAUTHENTICATED, 404: NOT_FOUND, 429: THROTTLED}
 
 
-class RetryContentView(ThrottledGenerationView):
-    """One action for tutorial, resources and quiz: regenerate one pair."""
-
-    @extend_schema(request=RetryInputSerializer, responses={202: dict, 409: dict})
-    def post(self, request, roadmap_id, concept_id, content_type):
-        roadmap = selectors.roadmap_for(roadmap_id=roadmap_id, user=request.user)
-        content = selectors.content_for(
-            roadmap=roadmap, concept_id=concept_id, content_type=content_type
-        )
-        payload = RetryInputSerializer(data=request.data or {})
-        payload.is_valid(raise_exception=True)
-        identity = {"concept_id": concept_id, "content_type": content_type}
-        try:
-            result = actions.retry_content(
-                content=content,
-                user=request.user,
-                preferences=payload.validated_data.get("preferences"),
-            )
-        except state.AlreadyGenerating as busy:
-            return Response(
-                {
-                    "success": False,
-                    **identity,
-                    "message": _("This content is already being generated."),
-                    "data": _task_data(busy.task_id),
-                },
-                status=status.HTTP_409_CONFLICT,
-            )
-        return Response(
-            {
-                "success": True,
-                **identity,
-                "message": _("%(type)s regeneration started") % {"type": content_type.capitalize()},
-                "data": _task_data(result.task.pk),
-            },
-            status=status.HTTP_202_ACCEPTED,
-        )
-
-
-def _batch_response(result: state.StartResult, *, message: str) -> Response:
+def started_batch(result: services.StartResult, *, message: str) -> Response:
+    """202 with the new task, or 200 when the selection left nothing to start."""
     skipped = [vars(skip) for skip in result.skipped]
     if result.task is None:
+        body = {"task_id": None, "total": 0, "skipped": skipped}
         return Response(
-            {
-                "success": True,
-                "message": _("Nothing to generate."),
-                "data": {"task_id": None, "total": 0, "skipped": skipped},
-            },
-            status=status.HTTP_200_OK,
+            NothingToDoSerializer(
+                {"success": True, "message": _("Nothing to generate."), "data": body}
+            ).data
         )
+    body = {"task_id": result.task.pk, "total": result.task.total, "skipped": skipped}
     return Response(
-        {
-            "success": True,
-            "message": message,
-            "data": _task_data(result.task.pk, total=result.task.total, skipped=skipped),
-        },
+        BatchStartedSerializer({"success": True, "message": message, "data": body}).data,
         status=status.HTTP_202_ACCEPTED,
     )
 
 
-class RetryBatchView(ThrottledGenerationView):
-    @extend_schema(request=BatchInputSerializer, responses={202: dict, 200: dict})
-    def post(self, request, roadmap_id):
-        roadmap = selectors.roadmap_for(roadmap_id=roadmap_id, user=request.user)
+@extend_schema(parameters=[ROADMAP_ID, CONCEPT_ID, CONTENT_TYPE])
+class ContentViewSet(viewsets.GenericViewSet):
+    """One (concept, content type) pair: its last completed version, and its
+    retry. The content type is the lookup, so one action serves all three."""
+
+    lookup_url_kwarg = "content_type"
+    lookup_value_regex = "|".join(ContentType.values)
+    queryset = ConceptContent.objects.none()  # for the schema; requests use get_object()
+
+    def get_object(self) -> ConceptContent:
+        roadmap = selectors.roadmap_for(
+            roadmap_id=self.kwargs["roadmap_id"], user=self.request.user
+        )
+        return selectors.content_for(
+            roadmap=roadmap,
+            concept_id=self.kwargs["concept_id"],
+            content_type=self.kwargs["content_type"],
+        )
+
+    @extend_schema(
+        summary="The last completed version of one content",
+        responses={
+            200: CONTENT_SCHEMA,
+            401: UNAUTHENTICATED,
+            404: OpenApiResponse(
+                ContentMissingSerializer,
+                description="Unknown or not yours, or no version was completed yet (then "
+                "`status` is the content's current status).",
+            ),
+        },
+    )
+    def retrieve(self, request: Request, **kwargs) -> Response:
+        content = self.get_object()
+        if content.version == 0:
+            missing = {
+                "detail": _("No version of this content has been generated yet."),
+                "status": content.status,
+            }
+            return Response(
+                ContentMissingSerializer(missing).data, status=status.HTTP_404_NOT_FOUND
+            )
+        return Response(CONTENT_SERIALIZERS[content.content_type](content).data)
+
+    @extend_schema(
+        summary="Regenerate one content (tutorial, resources or quiz)",
+        request=RetryInputSerializer,
+        parameters=[RETRY_AFTER],
+        responses={
+            202: OpenApiResponse(
+                RetryAnswerSerializer, description="Started: the status is `generating`."
+            ),
+            409: OpenApiResponse(
+                RetryAnswerSerializer,
+                description="Already generating: `data.task_id` is the task in flight.",
+            ),
+            400: validation_error_response(),
+            **COMMON_ERRORS,
+        },
+    )
+    @action(detail=True, methods=["post"], throttle_classes=[GenerationRateThrottle])
+    def retry(self, request: Request, **kwargs) -> Response:
+        content = self.get_object()
+        payload = RetryInputSerializer(data=request.data or {})
+        payload.is_valid(raise_exception=True)
+        answer = {"concept_id": content.concept.concept_id, "content_type": content.content_type}
+        try:
+            result = services.retry_content(
+                content=content,
+                user=request.user,
+                preferences=payload.validated_data.get("preferences"),
+            )
+        except AlreadyGenerating as busy:
+            answer |= {
+                "success": False,
+                "message": _("This content is already being generated."),
+                "data": {"task_id": busy.task_id},
+            }
+            return Response(RetryAnswerSerializer(answer).data, status=status.HTTP_409_CONFLICT)
+        answer |= {
+            "success": True,
+            "message": _("%(type)s regeneration started")
+            % {"type": content.content_type.capitalize()},
+            "data": {"task_id": result.task.pk},
+        }
+        return Response(RetryAnswerSerializer(answer).data, status=status.HTTP_202_ACCEPTED)
+
+
+def batch_responses(*, errors: dict) -> dict:
+    return {
+        202: BatchStartedSerializer,
+        200: OpenApiResponse(
+            NothingToDoSerializer,
+            description="Nothing to start: `task_id` is null (pairs already generating are "
+            "listed in `skipped`).",
+        ),
+        **errors,
+    }
+
+
+@extend_schema(parameters=[ROADMAP_ID, RETRY_AFTER])
+class RoadmapGenerationViewSet(viewsets.GenericViewSet):
+    """Work on a whole roadmap. Routed under the same prefix as roadmaps'
+    RoadmapViewSet, which never imports generation."""
+
+    lookup_url_kwarg = "roadmap_id"
+    lookup_value_regex = UUID_PATTERN
+    throttle_classes = [GenerationRateThrottle]
+    queryset = Roadmap.objects.none()  # for the schema; requests use get_object()
+
+    def get_object(self) -> Roadmap:
+        return selectors.roadmap_for(roadmap_id=self.kwargs["roadmap_id"], user=self.request.user)
+
+    @extend_schema(
+        summary="Retry a selection of a roadmap's contents (default: every failed one)",
+        request=BatchInputSerializer,
+        responses=batch_responses(errors={400: validation_error_response(), **COMMON_ERRORS}),
+    )
+    @action(detail=True, methods=["post"], url_path="concepts/retry-batch")
+    def retry_batch(self, request: Request, **kwargs) -> Response:
+        roadmap = self.get_object()
         payload = BatchInputSerializer(data=request.data or {})
         payload.is_valid(raise_exception=True)
         try:
-            result = actions.retry_batch(
+            result = services.retry_batch(
                 roadmap=roadmap, user=request.user, **payload.validated_data
             )
-        except actions.SelectionTooLarge as too_large:
+        except SelectionTooLarge as too_large:
             raise ValidationError({"detail": str(too_large)}) from too_large
-        return _batch_response(result, message=_("Batch regeneration started"))
-
-
-class GenerateRoadmapView(ThrottledGenerationView):
-    @extend_schema(request=None, responses={202: dict, 200: dict})
-    def post(self, request, roadmap_id):
-        roadmap = selectors.roadmap_for(roadmap_id=roadmap_id, user=request.user)
-        result = actions.start_roadmap_generation(roadmap=roadmap, user=request.user)
-        return _batch_response(result, message=_("Roadmap generation started"))
-
-
-class ContentView(APIView):
-    """The last completed version of one pair; 404 with the current status if none."""
-
-    @extend_schema(responses={200: dict, 404: dict})
-    def get(self, request, roadmap_id, concept_id, content_type):
-        roadmap = selectors.roadmap_for(roadmap_id=roadmap_id, user=request.user)
-        content = selectors.content_for(
-            roadmap=roadmap, concept_id=concept_id, content_type=content_type
-        )
-        if content.version == 0:
-            return Response(
-                {
-                    "detail": _("No version of this content has been generated yet."),
-                    "status": content.status,
-                },
-                status=status.HTTP_404_NOT_FOUND,
-            )
-        return Response(CONTENT_SERIALIZERS[content_type](content).data)
-
-
-class TaskView(APIView):
-    """Polling fallback for the event stream."""
+        return started_batch(result, message=_("Batch regeneration started"))
 
     @extend_schema(
-        parameters=[OpenApiParameter("after", int, description="Only events with seq above")],
-        responses=TaskSerializer,
+        summary="Generate every pending content of a roadmap",
+        request=None,
+        responses=batch_responses(errors=COMMON_ERRORS),
     )
-    def get(self, request, task_id):
-        task = selectors.task_for(task_id=task_id, user=request.user)
+    @action(detail=True, methods=["post"])
+    def generate(self, request: Request, **kwargs) -> Response:
+        result = services.generate_roadmap(roadmap=self.get_object(), user=request.user)
+        return started_batch(result, message=_("Roadmap generation started"))
+
+
+@extend_schema(parameters=[TASK_ID])
+class TaskViewSet(viewsets.GenericViewSet):
+    """A task: the polling fallback for its event stream, and its cancel."""
+
+    lookup_url_kwarg = "task_id"
+    lookup_value_regex = "[A-Za-z0-9_-]{1,64}"
+    queryset = GenerationTask.objects.none()  # for the schema; requests use selectors
+
+    @extend_schema(
+        summary="A task with its items and events (the polling fallback)",
+        parameters=[
+            OpenApiParameter(
+                "after", int, description="Only events with seq above (pages of 1,000)"
+            )
+        ],
+        responses={
+            200: TaskSerializer,
+            400: validation_error_response(),
+            401: UNAUTHENTICATED,
+            404: NOT_FOUND,
+        },
+    )
+    def retrieve(self, request: Request, **kwargs) -> Response:
+        task = selectors.task_for(task_id=self.kwargs["task_id"], user=request.user)
         after = request.query_params.get("after", "0")
         if not (after.isascii() and after.isdigit()):
             raise ValidationError({"after": ["Must be a non-negative integer."]})
@@ -158,22 +244,27 @@ class TaskView(APIView):
         task = type(task).objects.prefetch_related("items__content__concept").get(pk=task.pk)
         return Response(TaskSerializer(task, context={"events": events}).data)
 
-
-class CancelTaskView(ThrottledGenerationView):
-    @extend_schema(request=None, responses={202: dict, 409: dict})
-    def post(self, request, task_id):
+    @extend_schema(
+        summary="Cancel a running task",
+        request=None,
+        parameters=[RETRY_AFTER],
+        responses={
+            202: CancelledSerializer,
+            409: OpenApiResponse(CancelConflictSerializer, description="Already finished."),
+            **COMMON_ERRORS,
+        },
+    )
+    @action(detail=True, methods=["post"], throttle_classes=[GenerationRateThrottle])
+    def cancel(self, request: Request, **kwargs) -> Response:
+        task_id = self.kwargs["task_id"]
         try:
-            task = actions.cancel(task_id=task_id, user=request.user)
-        except state.TaskNotRunning:
-            return Response(
-                {
-                    "success": False,
-                    "detail": _("The task has already finished."),
-                    "data": {"task_id": task_id},
-                },
-                status=status.HTTP_409_CONFLICT,
-            )
-        return Response(
-            {"success": True, "data": {"task_id": task.pk, "status": task.status}},
-            status=status.HTTP_202_ACCEPTED,
-        )
+            task = services.cancel_task(task_id=task_id, user=request.user)
+        except TaskNotRunning:
+            refused = {
+                "success": False,
+                "detail": _("The task has already finished."),
+                "data": {"task_id": task_id},
+            }
+            return Response(CancelConflictSerializer(refused).data, status=status.HTTP_409_CONFLICT)
+        cancelled = {"success": True, "data": {"task_id": task.pk, "status": task.status}}
+        return Response(CancelledSerializer(cancelled).data, status=status.HTTP_202_ACCEPTED)

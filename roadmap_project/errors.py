@@ -1,11 +1,13 @@
-"""API errors: 413 for oversized bodies (Django would answer 400), and no
-traceback in any answer, whatever DEBUG says (I7)."""
+"""API errors: 413 for oversized bodies (Django would answer 400), no traceback
+in any answer, whatever DEBUG says (I7), and the shapes of those answers for the
+OpenAPI schema."""
 
 import logging
 
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import status
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -28,3 +30,55 @@ def exception_handler(exc, context):
             {"detail": "Internal server error."}, status=status.HTTP_500_INTERNAL_SERVER_ERROR
         )
     return response
+
+
+# --- The shapes of error answers, for the OpenAPI schema ---------------------
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error answer that is not a field validation error (401, 404, 409,
+    413, 429, 500)."""
+
+    detail = serializers.CharField()
+
+
+def error_response(description: str) -> OpenApiResponse:
+    return OpenApiResponse(response=ErrorSerializer, description=description)
+
+
+# A 400 names the fields at fault; a nested field's messages one level down.
+VALIDATION_ERROR_SCHEMA = {
+    "type": "object",
+    "description": "Messages keyed by the field at fault (`detail` when no single field "
+    "is); a nested field's messages are keyed the same way one level down.",
+    "additionalProperties": {
+        "oneOf": [
+            {"type": "array", "items": {"type": "string"}},
+            {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}},
+            },
+        ]
+    },
+    "example": {"statuses": {"0": ['"done" is not a valid choice.']}},
+}
+
+
+def validation_error_response(
+    description: str = "Invalid input; nothing changed.",
+) -> OpenApiResponse:
+    return OpenApiResponse(response=VALIDATION_ERROR_SCHEMA, description=description)
+
+
+UNAUTHENTICATED = error_response("No valid token or session.")
+NOT_FOUND = error_response("Unknown, or not yours (existence is never revealed).")
+THROTTLED = error_response(
+    "Throttled (RETRY_THROTTLE_RATE); the `Retry-After` header says when to try again."
+)
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After",
+    int,
+    location=OpenApiParameter.HEADER,
+    response=[429],
+    description="Seconds to wait before trying again.",
+)

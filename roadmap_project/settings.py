@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "roadmaps",
     "notifications",
@@ -64,7 +65,7 @@ ASGI_APPLICATION = "roadmap_project.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "roadmap_project" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -176,7 +177,7 @@ ROADMAP_MAX_NAME_LENGTH = 200
 ROADMAP_MAX_DESCRIPTION_LENGTH = 2000
 # Hooks through which the lower apps reach generation without importing it.
 NOTIFICATIONS_STREAM_AUTHORIZER = "generation.streams.authorize_stream"
-ROADMAP_GENERATION_STARTER = "generation.actions.generate_new_roadmap"
+ROADMAP_GENERATION_STARTER = "generation.services.generate_new_roadmap"
 # How often a connected consumer re-reads the event store (DESIGN §5: at least every 2 s).
 NOTIFICATIONS_CATCH_UP_SECONDS = float(os.environ.get("NOTIFICATIONS_CATCH_UP_SECONDS", "2.0"))
 
@@ -201,10 +202,18 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "AI learning roadmaps: generation lifecycle, retries and event streams.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc from our own static files (drf-spectacular-sidecar,
+    # pinned in requirements.txt): the docs work offline and never load a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # One schema name per choice set, whichever field uses it.
     "ENUM_NAME_OVERRIDES": {
         "ContentStatusEnum": "roadmaps.models.ContentStatus",
         "ContentTypeEnum": "roadmaps.models.ContentType",
+        "TaskStatusEnum": "generation.models.TaskStatus",
+        "TaskKindEnum": "generation.models.TaskKind",
+        "ItemStateEnum": "generation.models.ItemState",
     },
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024

@@ -1,21 +1,19 @@
 """The roadmap API (DESIGN §4): thin views over roadmaps.services and
 roadmaps.selectors."""
 
-from django.conf import settings
-from django.db import transaction
-from django.utils.module_loading import import_string
-from drf_spectacular.utils import (
-    OpenApiResponse,
-    extend_schema,
-    extend_schema_view,
-    inline_serializer,
-)
+from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import APIException, NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from roadmap_project.errors import (
+    NOT_FOUND,
+    UNAUTHENTICATED,
+    error_response,
+    validation_error_response,
+)
 from roadmaps import selectors, services
 from roadmaps.models import Roadmap
 from roadmaps.serializers import (
@@ -34,7 +32,7 @@ class TokenView(ObtainAuthToken):
         auth=[],
         responses={
             200: inline_serializer("Token", {"token": serializers.CharField()}),
-            400: OpenApiResponse(description="Wrong credentials."),
+            400: validation_error_response("Wrong credentials (`non_field_errors`)."),
         },
     )
     def post(self, request: Request, *args, **kwargs) -> Response:
@@ -48,11 +46,22 @@ class Conflict(APIException):
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List your roadmaps (staff: all)"),
-    retrieve=extend_schema(summary="A roadmap with every concept's statuses"),
+    list=extend_schema(
+        summary="List your roadmaps (staff: all)",
+        responses={200: RoadmapSummarySerializer(many=True), 401: UNAUTHENTICATED},
+    ),
+    retrieve=extend_schema(
+        summary="A roadmap with every concept's statuses",
+        responses={200: RoadmapDetailSerializer, 401: UNAUTHENTICATED, 404: NOT_FOUND},
+    ),
     destroy=extend_schema(
         summary="Delete a roadmap",
-        responses={204: None, 409: OpenApiResponse(description=Conflict.default_detail)},
+        responses={
+            204: None,
+            401: UNAUTHENTICATED,
+            404: NOT_FOUND,
+            409: error_response(Conflict.default_detail),
+        },
     ),
 )
 class RoadmapViewSet(
@@ -94,21 +103,18 @@ class RoadmapViewSet(
         request=RoadmapCreateSerializer,
         responses={
             201: RoadmapCreatedSerializer,
-            400: OpenApiResponse(description="Invalid framework; errors keyed by field."),
-            413: OpenApiResponse(description="Body larger than 1 MB."),
+            400: validation_error_response("Invalid framework; nothing was created."),
+            401: UNAUTHENTICATED,
+            413: error_response("Body larger than 1 MB."),
         },
     )
     def create(self, request: Request) -> Response:
         serializer = RoadmapCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        fields = dict(serializer.validated_data)
-        generate = fields.pop("generate")
-        with transaction.atomic():
-            roadmap = services.create_roadmap(owner=request.user, **fields)
-            task_id = start_generation_of(roadmap, user=request.user) if generate else None
-        body = self.detail_body(roadmap.pk)
-        if generate:
-            body["task_id"] = task_id
+        created = services.create_roadmap(owner=request.user, **serializer.validated_data)
+        body = self.detail_body(created.roadmap.pk)
+        if serializer.validated_data["generate"]:
+            body["task_id"] = created.task_id
         return Response(body, status=status.HTTP_201_CREATED)
 
     def list(self, request: Request) -> Response:
@@ -119,11 +125,3 @@ class RoadmapViewSet(
 
     def retrieve(self, request: Request, roadmap_id: str) -> Response:
         return Response(self.detail_body(roadmap_id))
-
-
-def start_generation_of(roadmap: Roadmap, *, user) -> str | None:
-    """Start generating every pending pair (`"generate": true`) through the hook
-    the generation app provides (ROADMAP_GENERATION_STARTER), so roadmaps never
-    imports generation. Returns the task id, or None when nothing is pending."""
-    start = import_string(settings.ROADMAP_GENERATION_STARTER)
-    return start(roadmap=roadmap, user=user)
