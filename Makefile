@@ -44,6 +44,7 @@ test: demo
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python manage.py spectacular --validate --fail-on-warn --file /dev/null
 
 bench: migrate
 	$(BIN)/python -m bench

@@ -124,10 +124,7 @@ class GenerationTaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "roadmap",
         "owner",
         "status_badge",
-        "total",
-        "completed",
-        "failed",
-        "cancelled",
+        "outcome",
         "created_at",
         "finished_at",
     ]
@@ -152,6 +149,13 @@ class GenerationTaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="Status", ordering="status")
     def status_badge(self, task: GenerationTask) -> SafeString:
         return status_badge(task.status)
+
+    @admin.display(description="Items")
+    def outcome(self, task: GenerationTask) -> str:
+        return (
+            f"{task.completed} completed, {task.failed} failed, {task.cancelled} cancelled "
+            f"of {task.total}"
+        )
 
     @admin.display(description="Events (the task's stream, in seq order)")
     def events(self, task: GenerationTask) -> SafeString:

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from generation.errors import GenerationError
 from generation.models import GenerationItem, GenerationTask
@@ -32,18 +33,38 @@ def _base(type_: str, *, task_id: str | None, roadmap: Roadmap) -> dict[str, Any
     }
 
 
-def _concept_fields(task: GenerationTask, item: GenerationItem) -> dict[str, Any]:
+def _concept_event(
+    type_: str,
+    task: GenerationTask,
+    item: GenerationItem,
+    message: str,
+    *,
+    final: bool = False,
+    **fields: Any,
+) -> None:
+    """Record one of the three concept events: the common fields, the message
+    (a translatable template with %(name)s) in the roadmap's language, and the
+    event's own `fields`."""
     concept = item.content.concept
-    return {
-        "concept_id": concept.concept_id,
-        "concept_name": concept.name,
-        "content_type": item.content.content_type,
-        "progress": {
-            "current": item.position,
-            "total": task.total,
-            "percentage": round(item.position / task.total * 100, 1),
+    with translation.override(task.roadmap.language):
+        text = _(message) % {"name": concept.name}
+    _record(
+        task,
+        {
+            **_base(type_, task_id=task.pk, roadmap=task.roadmap),
+            "concept_id": concept.concept_id,
+            "concept_name": concept.name,
+            "content_type": item.content.content_type,
+            "progress": _progress(item.position, task.total),
+            "message": text,
+            **fields,
         },
-    }
+        final=final,
+    )
+
+
+def _progress(current: int, total: int) -> dict[str, Any]:
+    return {"current": current, "total": total, "percentage": round(current / total * 100, 1)}
 
 
 def _record(task: GenerationTask, body: dict[str, Any], *, final: bool = False) -> None:
@@ -56,35 +77,26 @@ def _record(task: GenerationTask, body: dict[str, Any], *, final: bool = False) 
     )
 
 
+# Marked for translation here, translated into the roadmap's language when recorded.
+STARTED = gettext_noop("Started generating: %(name)s")
+FINISHED = gettext_noop("Finished generating: %(name)s")
+FAILED = gettext_noop("Generation failed: %(name)s")
+
+
 def concept_start(task: GenerationTask, item: GenerationItem) -> None:
-    fields = _concept_fields(task, item)
-    with translation.override(task.roadmap.language):
-        message = _("Started generating: %(name)s") % {"name": fields["concept_name"]}
-    _record(
-        task,
-        {
-            **_base("concept_start", task_id=task.pk, roadmap=task.roadmap),
-            **fields,
-            "message": message,
-        },
-    )
+    _concept_event("concept_start", task, item, STARTED)
 
 
 def concept_complete(
     task: GenerationTask, item: GenerationItem, content: ConceptContent, *, final: bool
 ) -> None:
-    fields = _concept_fields(task, item)
-    with translation.override(task.roadmap.language):
-        message = _("Finished generating: %(name)s") % {"name": fields["concept_name"]}
-    _record(
+    _concept_event(
+        "concept_complete",
         task,
-        {
-            **_base("concept_complete", task_id=task.pk, roadmap=task.roadmap),
-            **fields,
-            "message": message,
-            "data": completed_data(content),
-        },
+        item,
+        FINISHED,
         final=final,
+        data=completed_data(content),
     )
 
 
@@ -114,20 +126,14 @@ def content_public_id(content: ConceptContent) -> str:
 def concept_failed(
     task: GenerationTask, item: GenerationItem, error: GenerationError, *, final: bool
 ) -> None:
-    fields = _concept_fields(task, item)
-    with translation.override(task.roadmap.language):
-        message = _("Generation failed: %(name)s") % {"name": fields["concept_name"]}
-        text = str(error.public_message)
-    _record(
+    _concept_event(
+        "concept_failed",
         task,
-        {
-            **_base("concept_failed", task_id=task.pk, roadmap=task.roadmap),
-            **fields,
-            "message": message,
-            "error": text,
-            "retryable": error.retryable,
-        },
+        item,
+        FAILED,
         final=final,
+        error=public_text(error, task.roadmap),
+        retryable=error.retryable,
     )
 
 
@@ -197,11 +203,7 @@ async def concept_progress(
         "concept_id": concept_id,
         "concept_name": concept_name,
         "content_type": content_type,
-        "progress": {
-            "current": position,
-            "total": total,
-            "percentage": round(position / total * 100, 1),
-        },
+        "progress": _progress(position, total),
         "step": "content_generation",
         "status": "processing",
         "progress_percentage": percentage,

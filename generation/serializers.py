@@ -60,14 +60,20 @@ class StartedTaskSerializer(serializers.Serializer):
         return ws_url(task["task_id"])
 
 
-class RetryAnswerSerializer(serializers.Serializer):
+class AnswerSerializer(serializers.Serializer):
+    """The envelope of every answer that starts work: whether it started, a
+    human message in the request's language, and `data`."""
+
+    success = serializers.BooleanField()
+    message = serializers.CharField()
+
+
+class RetryAnswerSerializer(AnswerSerializer):
     """202 when the retry started, 409 (`success: false`) when the pair was
     already generating: `data.task_id` then names the task in flight."""
 
-    success = serializers.BooleanField()
     concept_id = serializers.CharField()
     content_type = serializers.ChoiceField(ContentType.choices)
-    message = serializers.CharField()
     data = StartedTaskSerializer()
 
 
@@ -82,11 +88,9 @@ class StartedBatchSerializer(StartedTaskSerializer):
     skipped = SkippedSerializer(many=True)
 
 
-class BatchStartedSerializer(serializers.Serializer):
+class BatchStartedSerializer(AnswerSerializer):
     """202: a batch or whole-roadmap task started."""
 
-    success = serializers.BooleanField()
-    message = serializers.CharField()
     data = StartedBatchSerializer()
 
 
@@ -96,11 +100,9 @@ class NothingStartedSerializer(serializers.Serializer):
     skipped = SkippedSerializer(many=True)
 
 
-class NothingToDoSerializer(serializers.Serializer):
+class NothingToDoSerializer(AnswerSerializer):
     """200: the selection was empty, or every pair in it was already generating."""
 
-    success = serializers.BooleanField()
-    message = serializers.CharField()
     data = NothingStartedSerializer()
 
 

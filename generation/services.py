@@ -32,24 +32,14 @@ __all__ = [
 ]
 
 
-def start_generation(
-    *,
-    roadmap: Roadmap,
-    user,
-    kind: str,
-    contents: list[ConceptContent],
-    preferences: dict | None = None,
-) -> StartResult:
-    """Start a task of `kind` over exactly these pairs (in this order). A single
-    retry of a live pair raises AlreadyGenerating; other kinds skip it."""
-    return state.start_generation(
-        roadmap=roadmap, user=user, kind=kind, contents=contents, preferences=preferences
-    )
+# Start a task of any kind over exactly the given pairs, in their order (seed_demo,
+# tests): a single retry of a live pair raises AlreadyGenerating, other kinds skip it.
+start_generation = state.start_generation
 
 
 def retry_content(*, content: ConceptContent, user, preferences: dict | None = None) -> StartResult:
     """Regenerate one pair; raises AlreadyGenerating if it is live."""
-    return start_generation(
+    return state.start_generation(
         roadmap=content.roadmap,
         user=user,
         kind=TaskKind.RETRY,
@@ -110,7 +100,7 @@ def retry_contents(*, contents: QuerySet[ConceptContent], user=None) -> list[Sta
         group = list(group)
         roadmap = group[0].roadmap
         results.append(
-            start_generation(
+            state.start_generation(
                 roadmap=roadmap, user=user or roadmap.owner, kind=TaskKind.BATCH, contents=group
             )
         )

@@ -141,9 +141,7 @@ def test_mark_failed_fences_out_a_running_generation_and_closes_its_task(
 ):
     roadmap = make_roadmap(alice)
     content = content_of(roadmap, "c001", "tutorial")
-    task = services.start_generation(
-        roadmap=roadmap, user=alice, kind=TaskKind.RETRY, contents=[content]
-    ).task
+    task = services.retry_content(content=content, user=alice).task
     assert content_of(roadmap, "c001", "tutorial").status == ContentStatus.GENERATING
     before = last_event_id()
 
@@ -223,9 +221,7 @@ def test_retry_now_skips_content_already_generating_and_warns(
 ):
     roadmap = make_roadmap(alice)
     content = content_of(roadmap, "c001", "quiz")
-    running = services.start_generation(
-        roadmap=roadmap, user=alice, kind=TaskKind.RETRY, contents=[content]
-    ).task
+    running = services.retry_content(content=content, user=alice).task
 
     response = post_action(staff_client, "retry_now", [content])
 
@@ -303,9 +299,7 @@ def test_changelist_searches_concept_name_roadmap_title_and_task_id(
     roadmap = make_roadmap(alice, framework=framework, title="Learn React")
     other = make_roadmap(alice, title="Learn Rust")
     quiz = content_of(roadmap, "jsx", "quiz")
-    task = services.start_generation(
-        roadmap=roadmap, user=alice, kind=TaskKind.RETRY, contents=[quiz]
-    ).task
+    task = services.retry_content(content=quiz, user=alice).task
 
     def listed(term: str) -> set[int]:
         response = staff_client.get(CHANGELIST, {"q": term})
@@ -373,9 +367,7 @@ def test_roadmap_page_shows_structure_and_counts_read_only(staff_client, alice, 
 def test_generation_task_page_shows_items_and_events_read_only(staff_client, alice, make_roadmap):
     roadmap = make_roadmap(alice)
     content = content_of(roadmap, "c001", "tutorial")
-    task = services.start_generation(
-        roadmap=roadmap, user=alice, kind=TaskKind.RETRY, contents=[content]
-    ).task
+    task = services.retry_content(content=content, user=alice).task
     assert engine.wait_until_idle(timeout=30)
     page_url = f"/admin/generation/generationtask/{task.pk}/change/"
 

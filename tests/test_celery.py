@@ -255,9 +255,7 @@ def test_work_queued_behind_another_task_outlives_the_lease_but_a_lost_message_d
     lost = ConceptContent.objects.get(
         roadmap=roadmap, concept__concept_id="c002", content_type="quiz"
     )
-    lost_id = services.start_generation(
-        roadmap=roadmap, user=alice, kind="retry", contents=[lost]
-    ).task.pk
+    lost_id = services.retry_content(content=lost, user=alice).task.pk
 
     assert wait_until_finished(backlog_id, timeout=60).status == "completed"
     queue_empty_at = datetime.now(UTC)

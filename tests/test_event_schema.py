@@ -64,9 +64,7 @@ def test_schema_rejects_what_the_contract_forbids():
 
 def _retry(roadmap, user, content_type: str):
     content = ConceptContent.objects.filter(roadmap=roadmap, content_type=content_type).first()
-    return services.start_generation(
-        roadmap=roadmap, user=user, kind="retry", contents=[content]
-    ).task
+    return services.retry_content(content=content, user=user).task
 
 
 def _run_every_kind_of_event(alice, make_roadmap, settings):

@@ -20,11 +20,11 @@ def run_retries(roadmap, user, settings) -> dict[str, dict]:
         ConceptContent.objects.get(roadmap=roadmap, content_type=content_type)
         for content_type in ("tutorial", "quiz")
     )
-    services.start_generation(roadmap=roadmap, user=user, kind="retry", contents=[tutorial])
+    services.retry_content(content=tutorial, user=user)
     assert engine.wait_until_idle(30)
     settings.GENERATION_PROVIDER = "misconfigured"
     reset_provider()
-    services.start_generation(roadmap=roadmap, user=user, kind="retry", contents=[quiz])
+    services.retry_content(content=quiz, user=user)
     assert engine.wait_until_idle(30)
     services.reset_status(content=tutorial, status="pending")
     events = {}

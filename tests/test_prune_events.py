@@ -31,12 +31,8 @@ def prune(*args: str) -> str:
 def test_prune_deletes_old_events_but_never_part_of_an_open_or_recent_stream(alice, make_roadmap):
     roadmap = make_roadmap(alice, concepts=2)
     first, second = ConceptContent.objects.filter(roadmap=roadmap, content_type="tutorial")
-    old_task = services.start_generation(
-        roadmap=roadmap, user=alice, kind="retry", contents=[first]
-    ).task
-    recent_task = services.start_generation(
-        roadmap=roadmap, user=alice, kind="retry", contents=[second]
-    ).task
+    old_task = services.retry_content(content=first, user=alice).task
+    recent_task = services.retry_content(content=second, user=alice).task
     assert engine.wait_until_idle(30)
     services.reset_status(content=first, status="failed")  # a topic-only event
     services.reset_status(content=first, status="pending")
@@ -86,9 +82,7 @@ async def test_a_pruned_finished_stream_still_closes_1000(alice, make_roadmap):
     )
 
     def finished_task():
-        task = services.start_generation(
-            roadmap=roadmap, user=alice, kind="retry", contents=[content]
-        ).task
+        task = services.retry_content(content=content, user=alice).task
         assert engine.wait_until_idle(30)
         age(40, stream=task.pk)
         prune("--older-than", "30")

@@ -110,6 +110,9 @@ async def test_create_accepts_exactly_the_limits(api, alice):
     assert response.json()["status_counts"]["quiz"]["pending"] == limit
 
 
+# Where a field of the first concept is reported in DRF's field-keyed errors.
+FIRST_CONCEPT = ("framework", "stages", 0, "modules", 0, "concepts", 0)
+
 BAD_INPUT = {
     "missing_title": (without("title"), ("title",)),
     "null_title": (payload(title=None), ("title",)),
@@ -135,51 +138,51 @@ BAD_INPUT = {
     ),
     "concept_without_name": (
         with_concepts({"concept_id": "c1"}),
-        ("framework", "stages", 0, "modules", 0, "concepts", 0, "name"),
+        (*FIRST_CONCEPT, "name"),
     ),
     "empty_concept_name": (
         with_concepts(concept(name="")),
-        ("framework", "stages", 0, "modules", 0, "concepts", 0, "name"),
+        (*FIRST_CONCEPT, "name"),
     ),
     "whitespace_concept_name": (
         with_concepts(concept(name="   ")),
-        ("framework", "stages", 0, "modules", 0, "concepts", 0, "name"),
+        (*FIRST_CONCEPT, "name"),
     ),
     "concept_name_too_long": (
         with_concepts(concept(name="n" * 201)),
-        ("framework", "stages", 0, "modules", 0, "concepts", 0, "name"),
+        (*FIRST_CONCEPT, "name"),
     ),
     "concept_name_not_a_string": (
         with_concepts(concept(name=["a"])),
-        ("framework", "stages", 0, "modules", 0, "concepts", 0, "name"),
+        (*FIRST_CONCEPT, "name"),
     ),
     "description_too_long": (
         with_concepts(concept(description="d" * 2001)),
-        ("framework", "stages", 0, "modules", 0, "concepts", 0, "description"),
+        (*FIRST_CONCEPT, "description"),
     ),
     "concept_not_an_object": (
         with_concepts("c1"),
-        ("framework", "stages", 0, "modules", 0, "concepts", 0),
+        FIRST_CONCEPT,
     ),
     "concept_id_with_space": (
         with_concepts(concept(concept_id="has space")),
-        ("framework", "stages", 0, "modules", 0, "concepts", 0, "concept_id"),
+        (*FIRST_CONCEPT, "concept_id"),
     ),
     "concept_id_with_slash": (
         with_concepts(concept(concept_id="a/b")),
-        ("framework", "stages", 0, "modules", 0, "concepts", 0, "concept_id"),
+        (*FIRST_CONCEPT, "concept_id"),
     ),
     "concept_id_too_long": (
         with_concepts(concept(concept_id="x" * 65)),
-        ("framework", "stages", 0, "modules", 0, "concepts", 0, "concept_id"),
+        (*FIRST_CONCEPT, "concept_id"),
     ),
     "concept_id_empty": (
         with_concepts(concept(concept_id="")),
-        ("framework", "stages", 0, "modules", 0, "concepts", 0, "concept_id"),
+        (*FIRST_CONCEPT, "concept_id"),
     ),
     "concept_id_not_a_string": (
         with_concepts(concept(concept_id=7)),
-        ("framework", "stages", 0, "modules", 0, "concepts", 0, "concept_id"),
+        (*FIRST_CONCEPT, "concept_id"),
     ),
     "duplicate_concept_ids": (
         with_concepts(concept(concept_id="dup"), concept(concept_id="dup", name="Other")),

@@ -65,6 +65,18 @@ async def read_events(communicator, count: int, *, within: float = 15.0) -> list
     return events
 
 
+async def replay_of_finished_retry(task_id: str, user) -> list[dict]:
+    """Connect after a single retry finished: its two events, once, then 1000."""
+    communicator, accepted = await connect(f"/api/v1/ws/{task_id}", user=user)
+    events, code = await read_until_close(communicator)
+    assert accepted and code == 1000
+    assert [(e["seq"], e["type"]) for e in events] == [
+        (1, "concept_start"),
+        (2, "concept_complete"),
+    ]
+    return events
+
+
 async def close_code(path: str, **kwargs) -> int:
     communicator, accepted = await connect(path, **kwargs)
     assert accepted, "the handshake is accepted, then closed with a code"
@@ -103,14 +115,8 @@ async def test_late_subscriber_gets_every_event_once_then_close_1000(alice, make
     roadmap = await sync_to_async(make_roadmap)(alice)
     task_id = await finished_task(roadmap, alice)
 
-    communicator, accepted = await connect(f"/api/v1/ws/{task_id}", user=alice)
-    events, code = await read_until_close(communicator)
+    events = await replay_of_finished_retry(task_id, alice)
 
-    assert accepted and code == 1000
-    assert [(e["seq"], e["type"]) for e in events] == [
-        (1, "concept_start"),
-        (2, "concept_complete"),
-    ]
     assert events == await sync_to_async(stored)(stream=task_id)
 
 

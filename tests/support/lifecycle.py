@@ -3,7 +3,7 @@
 import time
 
 from generation import services
-from generation.models import GenerationTask, TaskKind
+from generation.models import GenerationTask
 from notifications.models import Event
 from roadmaps.models import ConceptContent
 
@@ -16,9 +16,7 @@ def tutorial_of(roadmap, concept_id="c001") -> ConceptContent:
 
 def retry(roadmap, content=None) -> GenerationTask:
     content = content or tutorial_of(roadmap)
-    return services.start_generation(
-        roadmap=roadmap, user=roadmap.owner, kind=TaskKind.RETRY, contents=[content]
-    ).task
+    return services.retry_content(content=content, user=roadmap.owner).task
 
 
 def wait_until(predicate, timeout: float = 10.0):
