@@ -2,13 +2,20 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "roadmap_project.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
+
+from django.conf import settings  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+
+from roadmap_project.handlers import LaneASGIHandler  # noqa: E402
+
+# REQUEST_THREADS=0 keeps Django's own handler (a thread per request), for comparison.
+django_asgi_app = LaneASGIHandler() if settings.REQUEST_THREADS else ASGIHandler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from generation.engine import capture_server_loop  # noqa: E402

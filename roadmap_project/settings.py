@@ -85,6 +85,11 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's backend, with this process's writers queued on a lock rather than
+    # on SQLite's sleeping busy handler (roadmap_project/db/sqlite3/base.py).
+    # SQLITE_QUEUE_WRITERS=0 keeps Django's own, for comparison in `make bench`.
+    if env_bool("SQLITE_QUEUE_WRITERS", True):
+        DATABASES["default"]["ENGINE"] = "roadmap_project.db.sqlite3"
     DATABASES["default"]["OPTIONS"] = {
         # IMMEDIATE takes the write lock at BEGIN, so conditional UPDATEs never
         # deadlock on lock upgrades; WAL lets readers run beside the writer.
@@ -97,6 +102,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 else:
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
+
+# Threads that run requests' synchronous code (views, ORM); each keeps its connection.
+# Few, on purpose: the work is short and holds the GIL (4 measured best on 2 cores;
+# docs/performance.md). 0: Django's own handler, a new thread per request.
+REQUEST_THREADS = int(os.environ.get("REQUEST_THREADS", "4"))
+# Connections live as long as the thread that opened them: the handler's lanes
+# (roadmap_project/handlers.py) and the engine's worker threads are long-lived, so
+# each keeps one, checked before reuse after an error. With a thread per request
+# (REQUEST_THREADS=0) a kept connection would leak with its thread: close each time.
+DATABASES["default"]["CONN_MAX_AGE"] = None if REQUEST_THREADS else 0
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
