@@ -1,9 +1,28 @@
 import logging
+from functools import cache
 
 from django.conf import settings
+from django.core.cache import BaseCache, caches
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from rest_framework.throttling import UserRateThrottle
 
 logger = logging.getLogger(__name__)
+
+
+@cache
+def throttle_cache() -> BaseCache:
+    """One cache client for the whole process. Django's `caches` hands out one per
+    request context, and a Redis cache builds a new client and connection pool each
+    time: under load that cost more than the throttle check itself. Both cache
+    backends used here (Redis, local memory) are safe to share across threads."""
+    return caches.create_connection("default")
+
+
+@receiver(setting_changed)
+def forget_throttle_cache(*, setting: str, **kwargs) -> None:
+    if setting == "CACHES":
+        throttle_cache.cache_clear()
 
 
 class GenerationRateThrottle(UserRateThrottle):
@@ -11,6 +30,10 @@ class GenerationRateThrottle(UserRateThrottle):
     when a request arrives (DRF's class attribute would freeze it at import)."""
 
     scope = "generation"
+
+    def __init__(self) -> None:
+        self.cache = throttle_cache()
+        super().__init__()
 
     def get_rate(self) -> str:
         return settings.RETRY_THROTTLE_RATE
