@@ -47,6 +47,8 @@ lint: install
 	$(BIN)/python manage.py spectacular --validate --fail-on-warn --file /dev/null
 
 bench: migrate
+	@command -v wrk >/dev/null || { echo "Installing wrk (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python -m bench
 
 run-distributed: install

@@ -16,7 +16,7 @@ def main() -> None:
     django.setup()
     wanted = set(sys.argv[1:])
     names = [m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])]
-    for name in sorted(n for n in names if not n.startswith("_")):
+    for name in sorted(n for n in names if not n.startswith("_") and n != "report"):
         if wanted and name not in wanted:
             continue
         module = importlib.import_module(f"bench.{name}")
@@ -26,6 +26,9 @@ def main() -> None:
         started = time.perf_counter()
         module.main()
         print(f"(bench.{name} took {time.perf_counter() - started:.1f} s)", flush=True)
+    from bench import report
+
+    report.write()
 
 
 if __name__ == "__main__":

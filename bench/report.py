@@ -1,0 +1,70 @@
+"""docs/performance.md from bench/results/*.json (written at the end of `python -m bench`)."""
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+REPORT = ROOT / "docs" / "performance.md"
+
+LABELS = {"sqlite": "SQLite + in-memory", "postgres_redis": "PostgreSQL + Redis"}
+
+
+def retry_table(current: dict, stock: dict | None) -> list[str]:
+    lines = [
+        "| setup | scenario | load | req/s | × trivial | p50 ms | p99 ms | stock req/s | "
+        "stock p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for setup, label in LABELS.items():
+        if setup not in current:
+            continue
+        trivial = current[setup]["trivial"]["requests_per_second"]
+        trivial_row = f"| {label} | trivial view | saturated c10 | {trivial:.0f} | 1.00 |"
+        lines.append(trivial_row + " | | | |")
+        for scenario in ("one_roadmap", "fifty_users"):
+            for name, run in current[setup].get(scenario, {}).items():
+                base = (stock or {}).get(setup, {}).get(scenario, {}).get(name)
+                base_cells = (
+                    f"{base['requests_per_second']:.1f} | {base['p99_ms']:.0f}" if base else " | "
+                )
+                lines.append(
+                    f"| {label} | {scenario.replace('_', ' ')} | {name.replace('_', ' ')} | "
+                    f"{run['requests_per_second']:.1f} | {run['ratio_to_trivial']:.2f} | "
+                    f"{run['p50_ms']:.0f} | {run['p99_ms']:.0f} | {base_cells} |"
+                )
+    return lines
+
+
+def write() -> None:
+    current_path = RESULTS / "retry_load.json"
+    if not current_path.exists():
+        return
+    current = json.loads(current_path.read_text())
+    stock_path = RESULTS / "retry_load_stock.json"
+    stock = json.loads(stock_path.read_text()) if stock_path.exists() else None
+    lines = [
+        "# Performance",
+        "",
+        "Written by `make bench` (`python -m bench`) from `bench/results/*.json`; the",
+        "figures vary with the machine, the ratios measured in one run are what to compare.",
+        f"Machine: {current['machine']}; each load run lasts {current['seconds']} s.",
+        "",
+        "## The retry endpoint under wrk (`bench/retry_load.py`)",
+        "",
+        "One daphne, `DEBUG=0`; every request retries a different pair (202); the work",
+        "of each start is recorded, not run (the request path alone). *Paced*: 50",
+        "connections, each pausing an exponentially distributed 667 ms on average",
+        "between requests (75 req/s at zero latency). *Stock*: the same server with",
+        "Django's own request handling (`REQUEST_THREADS=0`: a new thread and database",
+        "connection per request; `SQLITE_QUEUE_WRITERS=0`: SQLite's sleeping busy",
+        "handler), measured in the same run (`bench/retry_load_stock.py`).",
+        "",
+        *retry_table(current, stock),
+        "",
+    ]
+    notes = ROOT / "bench" / "performance_notes.md"
+    if notes.exists():
+        lines += [notes.read_text().rstrip(), ""]
+    REPORT.write_text("\n".join(lines))
+    print(f"wrote {REPORT.relative_to(ROOT)}")
