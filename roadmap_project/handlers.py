@@ -1,32 +1,40 @@
-"""Django's ASGI handler, with each request's synchronous code run on one of a
-fixed set of long-lived threads instead of a new thread per request.
+"""Django's ASGI handler, serving each request the way WSGI would: the whole
+middleware chain and the view in one hop onto one of a few long-lived threads.
 
 Django's ASGIHandler enters a fresh `ThreadSensitiveContext` per request, so
-asgiref starts (and later joins) one thread per request, and everything a thread
-keeps — its database connection, Redis clients — is built and torn down with it.
-Under load that churn, not the views, took most of the server's time (profile in
-docs/performance.md). asgiref's ThreadSensitiveContext accepts an executor the
-caller owns: here that is one of `REQUEST_THREADS` single-thread lanes, chosen least
-busy first, so a request's sync code still runs on one thread (what Django's
-thread-sensitive code needs) and connections persist per lane (CONN_MAX_AGE)."""
+asgiref starts (and later joins) a thread per request, and everything a thread
+keeps — its database connection, cache clients — is built and torn down with it.
+It also runs Django's middleware in async mode, where every `process_request` and
+`process_response` of a sync-first middleware is its own `sync_to_async` hop:
+about a dozen thread hand-offs per request. Under load that churn, not the views,
+set the cost (profile in docs/performance.md).
+
+Here the middleware is loaded in sync mode and `get_response` runs in one hop on
+one of `REQUEST_THREADS` single-thread lanes (asgiref's
+`ThreadSensitiveContext(executor=…)`), least busy first. Connections persist per
+lane (CONN_MAX_AGE). Async views still work: Django calls them from the sync
+chain through async_to_sync, back on the event loop."""
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import ThreadSensitiveContext
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.base import BaseHandler
+from django.http import HttpRequest, HttpResponseBase
 
 
 class Lane:
     def __init__(self, index: int) -> None:
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"asgi-lane-{index}")
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"request-{index}")
         self.busy = 0
 
 
 class LaneASGIHandler(ASGIHandler):
     def __init__(self) -> None:
-        super().__init__()
+        BaseHandler.__init__(self)
+        self.load_middleware(is_async=False)
         self.lanes = [Lane(index) for index in range(settings.REQUEST_THREADS)]
         self.lock = threading.Lock()
 
@@ -42,3 +50,6 @@ class LaneASGIHandler(ASGIHandler):
         finally:
             with self.lock:
                 lane.busy -= 1
+
+    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
+        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
