@@ -7,6 +7,7 @@ so concurrent writers queue and never deadlock (PostgreSQL). Internal to
 generation.state, which calls it inside its transactions; it never writes a
 content's status (the state machine does, then tells the ledger the outcome)."""
 
+from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
@@ -30,17 +31,19 @@ ITEM_COUNTERS = {
 
 
 def lock_roadmap(roadmap_id) -> None:
-    list(Roadmap.objects.select_for_update().filter(pk=roadmap_id).values_list("pk"))
+    """SQLite has no row locks (its writers are serialised at BEGIN IMMEDIATE), so
+    there the query would only cost a round trip."""
+    if connection.features.has_select_for_update:
+        list(Roadmap.objects.select_for_update().filter(pk=roadmap_id).values_list("pk"))
 
 
 def locked_task(task_id: str) -> GenerationTask:
     """The task, with its roadmap row and then its own row locked."""
-    lock_roadmap(GenerationTask.objects.values_list("roadmap_id", flat=True).get(pk=task_id))
-    return (
-        GenerationTask.objects.select_for_update(of=("self",))
-        .select_related("roadmap")
-        .get(pk=task_id)
-    )
+    tasks = GenerationTask.objects.select_related("roadmap")
+    if connection.features.has_select_for_update:
+        lock_roadmap(GenerationTask.objects.values_list("roadmap_id", flat=True).get(pk=task_id))
+        tasks = tasks.select_for_update(of=("self",))
+    return tasks.get(pk=task_id)
 
 
 def item(item_id: int) -> GenerationItem:

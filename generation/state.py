@@ -137,15 +137,18 @@ def start_generation(
         )
         claimed: list[GenerationItem] = []
         for content in contents:
-            # Fresh under the roadmap lock: the caller's copy may be stale.
-            content.refresh_from_db(fields=["status", "attempt_id", "task_id"])
-            moved_on = statuses is not None and content.status not in statuses
-            if moved_on and content.status != ContentStatus.GENERATING:
-                skipped.append(
-                    Skipped(content.concept.concept_id, content.content_type, "status changed")
-                )
-                continue
+            # The caller's copy decides when it is still current (the claim compares
+            # it); otherwise read the row under the roadmap lock and try once more.
             attempt_id = _claim(content, task_id=task.id, now=now)
+            if attempt_id is None:
+                content.refresh_from_db(fields=["status", "attempt_id", "task_id"])
+                moved_on = statuses is not None and content.status not in statuses
+                if moved_on and content.status != ContentStatus.GENERATING:
+                    skipped.append(
+                        Skipped(content.concept.concept_id, content.content_type, "status changed")
+                    )
+                    continue
+                attempt_id = _claim(content, task_id=task.id, now=now)
             if attempt_id is None:
                 if kind == TaskKind.RETRY:
                     raise AlreadyGenerating(content.task_id)
