@@ -9,6 +9,7 @@ process-wide lock, which wakes the next writer the moment the previous one commi
 SQLite's own lock (and busy timeout) still arbitrates between processes."""
 
 import threading
+from collections.abc import Callable
 
 from django.db import OperationalError
 from django.db.backends.sqlite3 import base
@@ -37,20 +38,18 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self._holds_writer_lock = False
             _writer.release()
 
-    def _commit(self) -> None:
+    def _end(self, end: Callable[[], None]) -> None:
+        """Commit, rollback or close, then let the next writer in, whatever happened."""
         try:
-            super()._commit()
+            end()
         finally:
             self._release_writer_lock()
+
+    def _commit(self) -> None:
+        self._end(super()._commit)
 
     def _rollback(self) -> None:
-        try:
-            super()._rollback()
-        finally:
-            self._release_writer_lock()
+        self._end(super()._rollback)
 
     def _close(self) -> None:
-        try:
-            super()._close()
-        finally:
-            self._release_writer_lock()
+        self._end(super()._close)
