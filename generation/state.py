@@ -77,17 +77,21 @@ class ItemRun:
 # --- starting ------------------------------------------------------------------
 
 
-def _claim(content: ConceptContent, *, task_id: str, now: datetime) -> uuid.UUID | None:
-    """Compare-and-set one pair to `generating` (I1). The condition includes the
-    status and attempt we read, so what we supersede is exactly known; a live
-    generation (lease not expired) never matches."""
+def _claim_all(
+    contents: list[ConceptContent], *, task_id: str, now: datetime
+) -> tuple[uuid.UUID, set[int]]:
+    """Compare-and-set every pair to `generating` in one UPDATE (I1): the condition
+    admits only a startable status or an expired lease, so a live generation never
+    matches. Returns the attempt id and the pks that did not match (a lease renewed
+    since the caller read it). All pairs of one start share the attempt id: the
+    fence is always the (row, attempt) pair, and each item gets its own attempt
+    when it begins."""
     attempt_id = uuid.uuid4()
     startable = Q(status__in=STARTABLE) | Q(
         status=ContentStatus.GENERATING, lease_expires_at__lt=now
     )
-    claimed = ConceptContent.objects.filter(
-        startable, pk=content.pk, status=content.status, attempt_id=content.attempt_id
-    ).update(
+    pks = [content.pk for content in contents]
+    claimed = ConceptContent.objects.filter(startable, pk__in=pks).update(
         status=ContentStatus.GENERATING,
         attempt_id=attempt_id,
         task_id=task_id,
@@ -95,7 +99,23 @@ def _claim(content: ConceptContent, *, task_id: str, now: datetime) -> uuid.UUID
         public_error="",
         updated_at=now,
     )
-    return attempt_id if claimed else None
+    if claimed == len(pks):
+        return attempt_id, set()
+    lost = ConceptContent.objects.filter(pk__in=pks).exclude(attempt_id=attempt_id)
+    return attempt_id, set(lost.values_list("pk", flat=True))
+
+
+def _already_generating(content: ConceptContent, kind: str) -> Skipped:
+    """A single retry of a live pair is refused; a batch skips the pair."""
+    if kind == TaskKind.RETRY:
+        raise AlreadyGenerating(content.task_id)
+    return Skipped(content.concept.concept_id, content.content_type, "already generating")
+
+
+def _startable(content: ConceptContent, now: datetime) -> bool:
+    if content.status in STARTABLE:
+        return True
+    return content.lease_expires_at is not None and content.lease_expires_at < now
 
 
 def _close_taken_over(content: ConceptContent) -> None:
@@ -135,26 +155,27 @@ def start_generation(
             roadmap=roadmap,
             preferences=preferences or {},
         )
-        claimed: list[GenerationItem] = []
+        # One read and one UPDATE, whatever the size: the callers' copies may be
+        # stale, so statuses are read again under the roadmap lock.
+        current = ConceptContent.objects.in_bulk([content.pk for content in contents])
+        startable: list[ConceptContent] = []
         for content in contents:
-            # The caller's copy decides when it is still current (the claim compares
-            # it); otherwise read the row under the roadmap lock and try once more.
-            attempt_id = _claim(content, task_id=task.id, now=now)
-            if attempt_id is None:
-                content.refresh_from_db(fields=["status", "attempt_id", "task_id"])
-                moved_on = statuses is not None and content.status not in statuses
-                if moved_on and content.status != ContentStatus.GENERATING:
-                    skipped.append(
-                        Skipped(content.concept.concept_id, content.content_type, "status changed")
-                    )
-                    continue
-                attempt_id = _claim(content, task_id=task.id, now=now)
-            if attempt_id is None:
-                if kind == TaskKind.RETRY:
-                    raise AlreadyGenerating(content.task_id)
+            for field in ("status", "attempt_id", "task_id", "lease_expires_at"):
+                setattr(content, field, getattr(current[content.pk], field))
+            moved_on = statuses is not None and content.status not in statuses
+            if moved_on and content.status != ContentStatus.GENERATING:
                 skipped.append(
-                    Skipped(content.concept.concept_id, content.content_type, "already generating")
+                    Skipped(content.concept.concept_id, content.content_type, "status changed")
                 )
+            elif _startable(content, now):
+                startable.append(content)
+            else:
+                skipped.append(_already_generating(content, kind))
+        attempt_id, lost = _claim_all(startable, task_id=task.id, now=now)
+        claimed: list[GenerationItem] = []
+        for content in startable:
+            if content.pk in lost:
+                skipped.append(_already_generating(content, kind))
                 continue
             previous_status = content.status
             if previous_status == ContentStatus.GENERATING:
