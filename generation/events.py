@@ -11,7 +11,7 @@ from django.utils.translation import gettext_noop
 
 from generation.errors import GenerationError
 from generation.models import GenerationItem, GenerationTask
-from notifications.services import publish_live, record_event
+from notifications.services import publish_live, record_event, record_topic_events
 from roadmaps.models import ConceptContent, ContentStatus, ContentType, Roadmap
 
 
@@ -159,24 +159,45 @@ def status_changed(
     content: ConceptContent, *, status: str, previous_status: str, task_id: str | None
 ) -> None:
     """A change made outside a task's own flow (admin, cancel, sweep): roadmap stream only."""
-    roadmap = content.roadmap
-    concept = content.concept
+    statuses_changed(
+        content.roadmap,
+        [(content, status)],
+        previous_status=previous_status,
+        task_id=task_id,
+    )
+
+
+def statuses_changed(
+    roadmap: Roadmap,
+    changes: list[tuple[ConceptContent, str]],
+    *,
+    previous_status: str,
+    task_id: str | None,
+) -> None:
+    """`status_changed` for each (content, new status) of one roadmap, stored with
+    one counter lock and one insert however many there are (a cancel restores
+    up to a whole roadmap's pairs)."""
+    bodies = []
     with translation.override(roadmap.language):
-        message = _("%(name)s (%(type)s) is now %(status)s") % {
-            "name": concept.name,
-            "type": ContentType(content.content_type).label,
-            "status": ContentStatus(status).label,
-        }
-    body = {
-        **_base("status_changed", task_id=task_id, roadmap=roadmap),
-        "concept_id": concept.concept_id,
-        "concept_name": concept.name,
-        "content_type": content.content_type,
-        "status": status,
-        "previous_status": previous_status,
-        "message": message,
-    }
-    record_event(topic=roadmap_topic(roadmap.pk), type="status_changed", body=body)
+        for content, status in changes:
+            concept = content.concept
+            message = _("%(name)s (%(type)s) is now %(status)s") % {
+                "name": concept.name,
+                "type": ContentType(content.content_type).label,
+                "status": ContentStatus(status).label,
+            }
+            bodies.append(
+                {
+                    **_base("status_changed", task_id=task_id, roadmap=roadmap),
+                    "concept_id": concept.concept_id,
+                    "concept_name": concept.name,
+                    "content_type": content.content_type,
+                    "status": status,
+                    "previous_status": previous_status,
+                    "message": message,
+                }
+            )
+    record_topic_events(topic=roadmap_topic(roadmap.pk), type="status_changed", bodies=bodies)
 
 
 async def concept_progress(

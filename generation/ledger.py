@@ -61,11 +61,11 @@ def live_item(content_id: int, attempt_id) -> GenerationItem | None:
     )
 
 
-def count(task: GenerationTask, outcome: str) -> None:
-    """One more item ended with `outcome`, in the row and in the caller's copy."""
+def count(task: GenerationTask, outcome: str, items: int = 1) -> None:
+    """`items` more items ended with `outcome`, in the row and in the caller's copy."""
     counter = ITEM_COUNTERS[outcome]
-    GenerationTask.objects.filter(pk=task.pk).update(**{counter: F(counter) + 1})
-    setattr(task, counter, getattr(task, counter) + 1)
+    GenerationTask.objects.filter(pk=task.pk).update(**{counter: F(counter) + items})
+    setattr(task, counter, getattr(task, counter) + items)
 
 
 def close_item(

@@ -62,6 +62,28 @@ def record_event(
     return event
 
 
+def record_topic_events(*, topic: str, type: str, bodies: list[dict[str, Any]]) -> list[Event]:
+    """Store events of one topic, outside any stream, in the current transaction:
+    one lock of the topic's counter and one bulk insert (ids in list order), then
+    publish them in that order once the transaction commits."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("record_topic_events must run inside the transaction of its change")
+    if not bodies:
+        return []
+    _next_seq(topic)
+    events = Event.objects.bulk_create(
+        [Event(topic=topic, type=type, body=body) for body in bodies]
+    )
+    messages = [event.as_message() for event in events]
+
+    def publish_all() -> None:
+        for message in messages:
+            publish(topic=topic, stream=None, message=message)
+
+    transaction.on_commit(publish_all)
+    return events
+
+
 def publish(
     *, topic: str, stream: str | None, message: dict[str, Any], final: bool = False
 ) -> None:
