@@ -36,6 +36,55 @@ def retry_table(current: dict, stock: dict | None) -> list[str]:
     return lines
 
 
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def queries_section() -> list[str]:
+    results = load("queries_per_generation")
+    if not results:
+        return []
+    lines = [
+        "## Queries and transactions per generation (`bench/queries_per_generation.py`)",
+        "",
+        "Every statement of every thread of one process, for a generation run for",
+        f"real by the in-process engine (`{results['vendor']}`). The seed's design",
+        "stated 2–3 writes per generation; a transaction here is a BEGIN or a write",
+        "in autocommit.",
+        "",
+        "| generation | queries | transactions | writes |",
+        "|---|---|---|---|",
+    ]
+    for name, counts in results.items():
+        if name == "vendor":
+            continue
+        lines.append(
+            f"| {name.replace('_', ' ')} | {counts.get('queries', 0)} | "
+            f"{counts.get('transactions', 0)} | {counts.get('writes', 0)} |"
+        )
+    return [*lines, ""]
+
+
+def lost_updates_section() -> list[str]:
+    results = load("lost_updates")
+    if not results:
+        return []
+    return [
+        "## Lost updates on PostgreSQL (`bench/lost_updates.py`, I8)",
+        "",
+        f"{results['writers']} concurrent writers, {results['changes']} status changes on",
+        "one roadmap, each writer owning its own concepts:",
+        "",
+        "| storage | updates lost |",
+        "|---|---|",
+        f"| seed-style: one JSON document per roadmap, read-modify-write | "
+        f"{results['seed_style_lost']} |",
+        f"| this design: one row per pair, one UPDATE per change | {results['this_design_lost']} |",
+        "",
+    ]
+
+
 def write() -> None:
     current_path = RESULTS / "retry_load.json"
     if not current_path.exists():
@@ -63,6 +112,7 @@ def write() -> None:
         *retry_table(current, stock),
         "",
     ]
+    lines += queries_section() + lost_updates_section()
     notes = ROOT / "bench" / "performance_notes.md"
     if notes.exists():
         lines += [notes.read_text().rstrip(), ""]
