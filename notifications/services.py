@@ -75,13 +75,27 @@ def record_topic_events(*, topic: str, type: str, bodies: list[dict[str, Any]]) 
         [Event(topic=topic, type=type, body=body) for body in bodies]
     )
     messages = [event.as_message() for event in events]
-
-    def publish_all() -> None:
-        for message in messages:
-            publish(topic=topic, stream=None, message=message)
-
-    transaction.on_commit(publish_all)
+    transaction.on_commit(lambda: publish_to_topic(topic=topic, messages=messages))
     return events
+
+
+def publish_to_topic(*, topic: str, messages: list[dict[str, Any]]) -> None:
+    """Publish many events of one topic, in order, in one hop to the event loop."""
+
+    async def publish_each() -> None:
+        for message in messages:
+            await apublish(topic=topic, stream=None, message=message)
+
+    try:
+        async_to_sync(publish_each)()
+    except Exception:
+        logger.warning(
+            "Could not publish %d events of %s to the channel layer; subscribers will "
+            "catch up from the store",
+            len(messages),
+            topic,
+            exc_info=True,
+        )
 
 
 def publish(
