@@ -17,11 +17,14 @@ run. Bounded: a few events per N, every wait has a timeout.
 
 import asyncio
 import contextlib
+import json
 import os
 import statistics
 import time
 import uuid
+from pathlib import Path
 
+RESULTS = Path(__file__).resolve().parent / "results" / "event_latency.json"
 EVENTS_PER_RUN = 10
 SPACING_SECONDS = 0.05
 RECEIVE_TIMEOUT_SECONDS = 60.0
@@ -133,7 +136,7 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def _run_layer(label: str, token: str, roadmap, task) -> None:
+async def _run_layer(label: str, token: str, roadmap, task, results: dict) -> None:
     from django.conf import settings
 
     streams = {
@@ -149,6 +152,12 @@ async def _run_layer(label: str, token: str, roadmap, task) -> None:
                 continue
             p50 = statistics.median(latencies)
             baseline = baseline or p50
+            results[f"{label} / {stream_label} / N={subscribers}"] = {
+                "p50_ms": round(p50 * 1000, 1),
+                "p95_ms": round(_percentile(latencies, 0.95) * 1000, 1),
+                "max_ms": round(max(latencies) * 1000, 1),
+                "p50_ratio_to_n1": round(p50 / baseline, 1),
+            }
             print(
                 f"{label:9} {stream_label:14} N={subscribers:<5} "
                 f"p50={p50 * 1000:8.1f} ms  p95={_percentile(latencies, 0.95) * 1000:8.1f} ms  "
@@ -192,9 +201,12 @@ def main() -> None:
             }
         else:
             print(f"redis: skipped (no Redis answers at {redis_url}; set REDIS_URL)")
+        results: dict = {}
         for label, layer in layers.items():
             with override_settings(CHANNEL_LAYERS=layer):
-                async_to_sync(_run_layer)(label, token, roadmap, task)
+                async_to_sync(_run_layer)(label, token, roadmap, task, results)
+        RESULTS.parent.mkdir(exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     finally:
         teardown_databases(databases, verbosity=0)
 

@@ -85,6 +85,43 @@ def lost_updates_section() -> list[str]:
     ]
 
 
+def latency_section() -> list[str]:
+    results = load("event_latency")
+    if not results:
+        return []
+    lines = [
+        "## Event latency by subscribers (`bench/event_latency.py`)",
+        "",
+        "Commit → receipt, subscribers as Channels consumers in the bench process",
+        "(issue 12 replaces this with real clients in another process).",
+        "",
+        "| layer / stream / subscribers | p50 ms | p95 ms | max ms | p50 × N=1 |",
+        "|---|---|---|---|---|",
+    ]
+    for name, run in results.items():
+        lines.append(
+            f"| {name} | {run['p50_ms']} | {run['p95_ms']} | {run['max_ms']} | "
+            f"{run['p50_ratio_to_n1']} |"
+        )
+    return [*lines, ""]
+
+
+def scaling_section() -> list[str]:
+    results = load("worker_scaling")
+    if not results:
+        return []
+    seconds = results["seconds_by_workers"]
+    return [
+        "## Celery worker scaling (`bench/worker_scaling.py`)",
+        "",
+        f"{results['generations']} generations of {results['provider_latency_s']} s, "
+        f"concurrency {results['concurrency_per_worker']} per worker: one worker "
+        f"{seconds['1']} s, two workers {seconds['2']} s, throughput ratio "
+        f"{results['throughput_ratio']}× (ideal 2.0×).",
+        "",
+    ]
+
+
 def write() -> None:
     current_path = RESULTS / "retry_load.json"
     if not current_path.exists():
@@ -112,7 +149,7 @@ def write() -> None:
         *retry_table(current, stock),
         "",
     ]
-    lines += queries_section() + lost_updates_section()
+    lines += queries_section() + lost_updates_section() + latency_section() + scaling_section()
     notes = ROOT / "bench" / "performance_notes.md"
     if notes.exists():
         lines += [notes.read_text().rstrip(), ""]

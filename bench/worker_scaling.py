@@ -13,6 +13,7 @@ Ideal: one worker needs N / concurrency * delay seconds, two workers half that
 reachable.
 """
 
+import json
 import logging
 import os
 import tempfile
@@ -32,6 +33,7 @@ from roadmap_project.distributed import (
 )
 from tests.support.celery_workers import running_stack
 
+RESULTS = Path(__file__).resolve().parent / "results" / "worker_scaling.json"
 GENERATIONS = 60  # tutorials: the offline provider waits the full delay for those
 DELAY_SECONDS = 1.0
 CONCURRENCY = 4  # GENERATION_CONCURRENCY of each worker
@@ -125,7 +127,19 @@ def main() -> None:
                 f"status {task['status']} ({task['completed']}/{task['total']} completed), "
                 f"per worker {done_by}"
             )
-    print(
-        f"  scaling: two workers / one worker throughput = {results[1] / results[2]:.2f}x "
-        "(ideal 2.00x)"
+    ratio = results[1] / results[2]
+    print(f"  scaling: two workers / one worker throughput = {ratio:.2f}x (ideal 2.00x)")
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "generations": GENERATIONS,
+                "provider_latency_s": DELAY_SECONDS,
+                "concurrency_per_worker": CONCURRENCY,
+                "seconds_by_workers": {str(k): round(v, 2) for k, v in results.items()},
+                "throughput_ratio": round(ratio, 2),
+            },
+            indent=2,
+        )
+        + "\n"
     )
