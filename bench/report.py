@@ -36,6 +36,18 @@ def retry_table(current: dict, stock: dict | None) -> list[str]:
     return lines
 
 
+def table(first: str, columns: list[str], rows: dict[str, dict]) -> list[str]:
+    """A Markdown table: one row per entry of `rows`, one column per key."""
+    lines = [
+        "| " + " | ".join([first, *(c.replace("_", " ") for c in columns)]) + " |",
+        "|" + "---|" * (len(columns) + 1),
+    ]
+    for name, values in rows.items():
+        cells = [str(values.get(column, "")) for column in columns]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return lines
+
+
 def load(name: str) -> dict | None:
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -53,17 +65,9 @@ def queries_section() -> list[str]:
         "stated 2–3 writes per generation; a transaction here is a BEGIN or a write",
         "in autocommit.",
         "",
-        "| generation | queries | transactions | writes |",
-        "|---|---|---|---|",
     ]
-    for name, counts in results.items():
-        if name == "vendor":
-            continue
-        lines.append(
-            f"| {name.replace('_', ' ')} | {counts.get('queries', 0)} | "
-            f"{counts.get('transactions', 0)} | {counts.get('writes', 0)} |"
-        )
-    return [*lines, ""]
+    rows = {name.replace("_", " "): counts for name, counts in results.items() if name != "vendor"}
+    return [*lines, *table("generation", ["queries", "transactions", "writes"], rows), ""]
 
 
 def lost_updates_section() -> list[str]:
@@ -95,15 +99,9 @@ def latency_section() -> list[str]:
         "Commit → receipt, subscribers as Channels consumers in the bench process",
         "(issue 12 replaces this with real clients in another process).",
         "",
-        "| layer / stream / subscribers | p50 ms | p95 ms | max ms | p50 × N=1 |",
-        "|---|---|---|---|---|",
     ]
-    for name, run in results.items():
-        lines.append(
-            f"| {name} | {run['p50_ms']} | {run['p95_ms']} | {run['max_ms']} | "
-            f"{run['p50_ratio_to_n1']} |"
-        )
-    return [*lines, ""]
+    columns = ["p50_ms", "p95_ms", "max_ms", "p50_ratio_to_n1"]
+    return [*lines, *table("layer / stream / subscribers", columns, results), ""]
 
 
 def scaling_section() -> list[str]:
