@@ -6,11 +6,8 @@ makes progress, its engine holds it, or its broker still has messages). A row
 whose lease runs out is failed by the sweeper (generation.state.recover_stale).
 Renewals never change a status, so they are not transitions of the state machine."""
 
-from __future__ import annotations
-
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
@@ -18,10 +15,8 @@ from django.utils import timezone
 
 from generation import ledger
 from generation.models import GenerationItem, ItemState
+from generation.results import ItemRun
 from roadmaps.models import ConceptContent, ContentStatus
-
-if TYPE_CHECKING:
-    from generation.state import ItemRun
 
 
 def deadline(now: datetime | None = None) -> datetime:

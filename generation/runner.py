@@ -16,6 +16,7 @@ from generation.engine import provider_slot
 from generation.errors import GenerationError, public_error_for
 from generation.models import GenerationItem
 from generation.providers import GenerationRequest, get_provider
+from generation.results import ItemRun
 from roadmaps.models import ContentType, Roadmap
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class ItemContext:
     total: int
 
 
-def _load_context(run: state.ItemRun) -> ItemContext:
+def _load_context(run: ItemRun) -> ItemContext:
     item = GenerationItem.objects.select_related("task__roadmap", "content__concept").get(
         pk=run.item_id
     )
@@ -89,7 +90,7 @@ async def run_item(item_id: int) -> None:
         waiting_items.discard(item_id)
 
 
-async def _execute(run: state.ItemRun) -> None:
+async def _execute(run: ItemRun) -> None:
     context = await in_worker_thread(_load_context)(run)
     work = asyncio.current_task()
     fenced = asyncio.Event()
@@ -131,7 +132,7 @@ async def _execute(run: state.ItemRun) -> None:
         await in_worker_thread(state.fail_item)(run, error=public_error_for(exc))
 
 
-async def _generate(run: state.ItemRun, context: ItemContext):
+async def _generate(run: ItemRun, context: ItemContext):
     provider = get_provider()
     if run.content_type == ContentType.TUTORIAL:
         last_sent = 0.0
@@ -159,7 +160,7 @@ async def _generate(run: state.ItemRun, context: ItemContext):
     return await provider.quiz(context.request)
 
 
-async def _heartbeat(run: state.ItemRun, work: asyncio.Task, fenced: asyncio.Event) -> None:
+async def _heartbeat(run: ItemRun, work: asyncio.Task, fenced: asyncio.Event) -> None:
     """Renew the lease while the work runs; stop the work if it was fenced out."""
     while True:
         await asyncio.sleep(heartbeat_interval())

@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 from generation import selectors, state
 from generation.errors import SelectionTooLarge
 from generation.models import GenerationTask, TaskKind
-from generation.state import Skipped, StartResult
+from generation.results import Skipped, StartResult
 from roadmaps.models import ConceptContent, ContentStatus, Roadmap
 
 __all__ = [

@@ -14,7 +14,6 @@ documents (roadmap, task, contents, event counters), so writers never deadlock.
 
 import logging
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
@@ -39,6 +38,7 @@ from generation.models import (
     TaskKind,
     TaskStatus,
 )
+from generation.results import ItemRun, Skipped, StartResult
 from generation.schemas import Quiz, ResourceList, TutorialDraft
 from generation.tutorial_files import delete_tutorial, save_tutorial
 from notifications.services import open_stream
@@ -47,31 +47,6 @@ from roadmaps.models import ConceptContent, ContentStatus, ContentType, Roadmap
 logger = logging.getLogger(__name__)
 
 STARTABLE = (ContentStatus.PENDING, ContentStatus.FAILED, ContentStatus.COMPLETED)
-
-
-@dataclass(frozen=True)
-class Skipped:
-    concept_id: str
-    content_type: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class StartResult:
-    task: GenerationTask | None
-    skipped: list[Skipped]
-
-
-@dataclass(frozen=True)
-class ItemRun:
-    """What a runner needs to generate one item, and the attempt that fences it."""
-
-    item_id: int
-    task_id: str
-    task_kind: str
-    content_id: int
-    attempt_id: uuid.UUID
-    content_type: str
 
 
 # --- starting ------------------------------------------------------------------
