@@ -211,11 +211,10 @@ def test_killed_worker_mid_batch_ends_every_pair_within_the_lease(start_stack, a
     # At most the doomed worker's in-flight work is lost, and some was.
     assert 1 <= task.failed <= concurrency
     assert task.status == "partial"
-    # Every completion is logged by its worker, except that the doomed worker may
-    # have committed a result and been killed before logging it: such a pair is one
-    # of its in-flight ones, which did not fail.
-    unlogged = task.completed - finished_by_doomed - survivor.succeeded_tasks()
-    assert 0 <= unlogged <= concurrency - task.failed
+    # Every success a worker logged is a completed pair. The converse holds only
+    # for the survivor: a SIGKILL takes the doomed worker's unflushed log lines (and
+    # any result committed just before it) with it, so it may have completed more.
+    assert task.completed >= finished_by_doomed + survivor.succeeded_tasks()
     failed = contents.filter(status="failed")
     assert set(failed.values_list("public_error", flat=True)) == {str(WorkerLost.public_message)}
     last_renewal = max(killed_at, queue_empty_at or killed_at)
