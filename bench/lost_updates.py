@@ -120,8 +120,7 @@ def main() -> None:
     try:
         ensure_database(url, fresh=True)
     except SetupError as error:
-        print(f"skipped: {error}")
-        return
+        raise SystemExit(str(error)) from error
     env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": "", "TASK_BACKEND": "inprocess"}
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],

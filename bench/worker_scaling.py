@@ -97,8 +97,7 @@ def main() -> None:
             env={**env, "DJANGO_SUPERUSER_PASSWORD": PASSWORD},
         )  # fmt: skip
     except SetupError as error:
-        print(f"skipped: {error}")
-        return
+        raise SystemExit(str(error)) from error
 
     print(
         f"{GENERATIONS} generations, provider latency {DELAY_SECONDS} s, "
