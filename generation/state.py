@@ -132,10 +132,11 @@ def start_generation(
         )
         # One read and one UPDATE, whatever the size: the callers' copies may be
         # stale, so statuses are read again under the roadmap lock.
-        current = ConceptContent.objects.in_bulk([content.pk for content in contents])
+        fields = ("status", "attempt_id", "task_id", "lease_expires_at")
+        current = ConceptContent.objects.only(*fields).in_bulk([c.pk for c in contents])
         startable: list[ConceptContent] = []
         for content in contents:
-            for field in ("status", "attempt_id", "task_id", "lease_expires_at"):
+            for field in fields:
                 setattr(content, field, getattr(current[content.pk], field))
             moved_on = statuses is not None and content.status not in statuses
             if moved_on and content.status != ContentStatus.GENERATING:

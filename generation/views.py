@@ -36,20 +36,19 @@ from roadmap_project.errors import (
     validation_error_response,
 )
 from roadmaps.models import ConceptContent, ContentType, Roadmap
+from roadmaps.serializers import CONCEPT_ID_PATTERN
 
 UUID_PATTERN = r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
-CONCEPT_PREFIX = (
-    rf"roadmaps/(?P<roadmap_id>{UUID_PATTERN})/concepts/(?P<concept_id>[A-Za-z0-9_-]{{1,64}})"
-)
+# Concept ids and task ids share one grammar (DESIGN §4).
+ID_PATTERN = CONCEPT_ID_PATTERN.strip("^$")
+CONCEPT_PREFIX = rf"roadmaps/(?P<roadmap_id>{UUID_PATTERN})/concepts/(?P<concept_id>{ID_PATTERN})"
 # Events per task poll; a client pages on with ?after=<last seq>.
 TASK_EVENTS_PAGE = 1000
 
 ROADMAP_ID = OpenApiParameter("roadmap_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
-CONCEPT_ID = OpenApiParameter(
-    "concept_id", str, OpenApiParameter.PATH, pattern=r"^[A-Za-z0-9_-]{1,64}$"
-)
+CONCEPT_ID = OpenApiParameter("concept_id", str, OpenApiParameter.PATH, pattern=CONCEPT_ID_PATTERN)
 CONTENT_TYPE = OpenApiParameter("content_type", str, OpenApiParameter.PATH, enum=ContentType.values)
-TASK_ID = OpenApiParameter("task_id", str, OpenApiParameter.PATH, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+TASK_ID = OpenApiParameter("task_id", str, OpenApiParameter.PATH, pattern=CONCEPT_ID_PATTERN)
 
 # What every endpoint that starts or stops work may also answer.
 COMMON_ERRORS = {401: UNAUTHENTICATED, 404: NOT_FOUND, 429: THROTTLED}
@@ -218,7 +217,7 @@ class TaskViewSet(viewsets.GenericViewSet):
     """A task: the polling fallback for its event stream, and its cancel."""
 
     lookup_url_kwarg = "task_id"
-    lookup_value_regex = "[A-Za-z0-9_-]{1,64}"
+    lookup_value_regex = ID_PATTERN
     queryset = GenerationTask.objects.none()  # for the schema; requests use selectors
 
     @extend_schema(

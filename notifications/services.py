@@ -75,41 +75,41 @@ def record_topic_events(*, topic: str, type: str, bodies: list[dict[str, Any]]) 
         [Event(topic=topic, type=type, body=body) for body in bodies]
     )
     messages = [event.as_message() for event in events]
-    transaction.on_commit(lambda: publish_to_topic(topic=topic, messages=messages))
+    transaction.on_commit(lambda: publish_many(topic=topic, messages=messages))
     return events
-
-
-def publish_to_topic(*, topic: str, messages: list[dict[str, Any]]) -> None:
-    """Publish many events of one topic, in order, in one hop to the event loop."""
-
-    async def publish_each() -> None:
-        for message in messages:
-            await apublish(topic=topic, stream=None, message=message)
-
-    try:
-        async_to_sync(publish_each)()
-    except Exception:
-        logger.warning(
-            "Could not publish %d events of %s to the channel layer; subscribers will "
-            "catch up from the store",
-            len(messages),
-            topic,
-            exc_info=True,
-        )
 
 
 def publish(
     *, topic: str, stream: str | None, message: dict[str, Any], final: bool = False
 ) -> None:
     """Best effort: the channel layer is only the fast path, the store is the truth (I6)."""
+    publish_many(topic=topic, stream=stream, messages=[message], final=final)
+
+
+def publish_many(
+    *,
+    topic: str,
+    stream: str | None = None,
+    messages: list[dict[str, Any]],
+    final: bool = False,
+) -> None:
+    """Publish events in order, in one hop to the event loop; best effort, as above.
+    `final` marks the last message of a stream."""
+
+    async def publish_each() -> None:
+        for index, message in enumerate(messages, start=1):
+            last = final and index == len(messages)
+            await apublish(topic=topic, stream=stream, message=message, final=last)
+
     try:
-        async_to_sync(apublish)(topic=topic, stream=stream, message=message, final=final)
+        async_to_sync(publish_each)()
     except Exception:
         logger.warning(
-            "Could not publish event %s of %s to the channel layer; subscribers will "
-            "catch up from the store",
-            message.get("id"),
+            "Could not publish %d event(s) of %s to the channel layer (first id %s); "
+            "subscribers will catch up from the store",
+            len(messages),
             stream or topic,
+            messages[0].get("id"),
             exc_info=True,
         )
 
