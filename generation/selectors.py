@@ -18,10 +18,12 @@ def roadmap_for(*, roadmap_id, user) -> Roadmap:
     return get_object_or_404(visible_roadmaps(user=user), pk=roadmap_id)
 
 
-def content_for(*, roadmap: Roadmap, concept_id: str, content_type: str) -> ConceptContent:
+def content_for(*, roadmap_id, concept_id: str, content_type: str, user) -> ConceptContent:
+    """One pair of a roadmap the user may see, or 404 (never 403): one query, the
+    ownership check joined in (the retry endpoint's hot path)."""
     return get_object_or_404(
         ConceptContent.objects.select_related("concept", "roadmap"),
-        roadmap=roadmap,
+        roadmap__in=visible_roadmaps(user=user).filter(pk=roadmap_id),
         concept__concept_id=concept_id,
         content_type=content_type,
     )

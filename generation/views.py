@@ -81,13 +81,11 @@ class ContentViewSet(viewsets.GenericViewSet):
     queryset = ConceptContent.objects.none()  # for the schema; requests use get_object()
 
     def get_object(self) -> ConceptContent:
-        roadmap = selectors.roadmap_for(
-            roadmap_id=self.kwargs["roadmap_id"], user=self.request.user
-        )
         return selectors.content_for(
-            roadmap=roadmap,
+            roadmap_id=self.kwargs["roadmap_id"],
             concept_id=self.kwargs["concept_id"],
             content_type=self.kwargs["content_type"],
+            user=self.request.user,
         )
 
     @extend_schema(
