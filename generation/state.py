@@ -41,7 +41,6 @@ from generation.models import (
 from generation.results import ItemRun, Skipped, StartResult
 from generation.schemas import Quiz, ResourceList, TutorialDraft
 from generation.tutorial_files import delete_tutorial, save_tutorial
-from notifications.services import open_stream
 from roadmaps.models import ConceptContent, ContentStatus, ContentType, Roadmap
 
 logger = logging.getLogger(__name__)
@@ -172,7 +171,6 @@ def start_generation(
         task.total = len(claimed)
         task.save(force_insert=True)
         items = GenerationItem.objects.bulk_create(claimed)
-        open_stream(task.id)
         item_ids = [item.pk for item in items]
         transaction.on_commit(lambda: enqueue_items(item_ids))
     return StartResult(task=task, skipped=skipped)

@@ -7,8 +7,8 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.db import transaction
-from django.db.models import F, Q
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from notifications.models import Event, EventCounter
@@ -28,13 +28,21 @@ def stream_group(stream: str) -> str:
 
 def _next_seq(key: str) -> int:
     """Take the counter row's lock and the next number; must run in a transaction.
-    A missing row is created with INSERT .. ON CONFLICT DO NOTHING, so two first
-    events of one key never race into an IntegrityError."""
-    counter = EventCounter.objects.filter(key=key)
-    if not counter.update(last_seq=F("last_seq") + 1):
-        open_stream(key)
-        counter.update(last_seq=F("last_seq") + 1)
-    return counter.values_list("last_seq", flat=True).get()
+    One statement that both SQLite and PostgreSQL speak, where the ORM needs an
+    UPDATE, a SELECT and, on a stream's first event, an INSERT: the row is created
+    by the upsert, so two first events of one key never race into an
+    IntegrityError, and starting a task needs no counter row of its own."""
+    quote = connection.ops.quote_name
+    table = quote(EventCounter._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({quote('key')}, {quote('last_seq')}, {quote('closed')}) "
+            f"VALUES (%s, 1, %s) ON CONFLICT ({quote('key')}) "
+            f"DO UPDATE SET {quote('last_seq')} = {table}.{quote('last_seq')} + 1 "
+            f"RETURNING {quote('last_seq')}",
+            [key, False],
+        )
+        return cursor.fetchone()[0]
 
 
 def open_stream(key: str) -> None:
