@@ -92,6 +92,15 @@ class GenerationItem(models.Model):
             models.UniqueConstraint(fields=["task", "position"], name="unique_item_position"),
             models.UniqueConstraint(fields=["task", "content"], name="unique_item_content"),
         ]
+        indexes = [
+            # The scheduler's and the admission check's reads: only unfinished
+            # items, however long the history grows.
+            models.Index(
+                fields=["state", "task"],
+                condition=models.Q(state__in=UNFINISHED_ITEM_STATES),
+                name="unfinished_items",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.task_id} #{self.position}"

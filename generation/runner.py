@@ -1,17 +1,20 @@
-"""Running one item: provider call under the concurrency cap, lease heartbeat,
-throttled progress, and a guaranteed terminal state (I3)."""
+"""Running work: each enqueued unit takes a provider slot, claims the item the
+scheduler finds fairest then (generation.scheduling), and runs it with a lease
+heartbeat, throttled progress and a guaranteed terminal state (I3)."""
 
 import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
+from django.utils import timezone
 
-from generation import events, leases, state
+from generation import events, leases, scheduling, state
 from generation.engine import provider_slot
 from generation.errors import GenerationError, public_error_for
 from generation.models import GenerationItem
@@ -32,9 +35,30 @@ def in_worker_thread(function):
     return sync_to_async(function, thread_sensitive=False)
 
 
-# Items this process holds while they wait for a provider slot: their leases are
-# renewed by maintenance, so waiting in line is never mistaken for a dead worker.
-waiting_items: set[int] = set()
+class WaitingWork:
+    """How many enqueued units this process holds that wait for a provider slot.
+    While any wait, queued items are alive (maintenance renews their leases), as
+    they are while a broker still has messages."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return self._count > 0
+
+    def add(self, delta: int) -> None:
+        with self._lock:
+            self._count += delta
+
+
+waiting_work = WaitingWork()
+
+
+def queue_cutoff() -> datetime:
+    """Queued items of tasks started before this are not renewed: a lost unit of
+    work still ends once GENERATION_MAX_QUEUE_SECONDS have passed (I3)."""
+    return timezone.now() - timedelta(seconds=settings.GENERATION_MAX_QUEUE_SECONDS)
 
 
 def heartbeat_interval() -> float:
@@ -78,16 +102,33 @@ def _load_context(run: ItemRun) -> ItemContext:
     )
 
 
-async def run_item(item_id: int) -> None:
-    waiting_items.add(item_id)
+def claim_next() -> ItemRun | None:
+    """Begin the fairest queued item; None when nothing waits. An item another
+    slot claimed first is passed over."""
+    taken: set[int] = set()
+    while (item_id := scheduling.next_item_id(exclude=taken)) is not None:
+        run = state.begin_item(item_id=item_id)
+        if run is not None:
+            return run
+        taken.add(item_id)
+    return None
+
+
+async def run_next() -> None:
+    """One unit of work: wait for a provider slot, then run whichever item is
+    fairest at that moment, not necessarily one of the start that enqueued it."""
+    waiting_work.add(1)
+    waited = True
     try:
         async with provider_slot():
-            waiting_items.discard(item_id)
-            run = await in_worker_thread(state.begin_item)(item_id=item_id)
+            waiting_work.add(-1)
+            waited = False
+            run = await in_worker_thread(claim_next)()
             if run is not None:
                 await _execute(run)
     finally:
-        waiting_items.discard(item_id)
+        if waited:
+            waiting_work.add(-1)
 
 
 async def _execute(run: ItemRun) -> None:
@@ -177,12 +218,12 @@ async def _heartbeat(run: ItemRun, work: asyncio.Task, fenced: asyncio.Event) ->
 
 def maintain(*, renew_queued_since: datetime | None = None) -> int:
     """One maintenance round: keep waiting work alive, then fail stale work.
-    Waiting work is what this process holds, plus (Celery, while the broker still
-    has messages) every queued item enqueued since `renew_queued_since`.
-    Returns how many generations were recovered."""
+    Queued items are alive while this process holds work waiting for a slot, or
+    (Celery) while the broker still has messages: then those of tasks started
+    since `renew_queued_since` are renewed. Returns how many were recovered."""
     close_old_connections()
-    if waiting_items:
-        leases.renew_queued(item_ids=set(waiting_items))
+    if renew_queued_since is None and waiting_work:
+        renew_queued_since = queue_cutoff()
     if renew_queued_since is not None:
         leases.renew_queued(enqueued_since=renew_queued_since)
     return state.recover_stale()

@@ -116,7 +116,7 @@ def start_generation(
 
     A single retry of a live pair raises AlreadyGenerating; a batch skips it, and
     skips a pair whose status left the selection's `statuses` since it was read."""
-    from generation.tasks import enqueue_items
+    from generation.tasks import enqueue_work
 
     now = timezone.now()
     skipped: list[Skipped] = []
@@ -171,8 +171,7 @@ def start_generation(
         task.total = len(claimed)
         task.save(force_insert=True)
         items = GenerationItem.objects.bulk_create(claimed)
-        item_ids = [item.pk for item in items]
-        transaction.on_commit(lambda: enqueue_items(item_ids))
+        transaction.on_commit(lambda: enqueue_work(len(items)))
     return StartResult(task=task, skipped=skipped)
 
 
@@ -180,18 +179,16 @@ def start_generation(
 
 
 def begin_item(*, item_id: int) -> ItemRun | None:
-    """Mark a queued item running, renew its lease and emit `concept_start`.
-
-    An item found `running` was redelivered after its worker died: it is taken
-    over with a new attempt id, which fences the old attempt out (I4). Returns
-    None when there is nothing to do (finished, cancelled or superseded)."""
+    """Claim a queued item: mark it running with a new attempt id (which fences out
+    anything older, I4), renew its lease and emit `concept_start`. Returns None
+    when the item is no longer queued (another slot claimed it, or it ended)."""
     now = timezone.now()
     with transaction.atomic():
         task = ledger.locked_task(
             GenerationItem.objects.values_list("task_id", flat=True).get(pk=item_id)
         )
         item = ledger.item(item_id)
-        if item.state not in UNFINISHED_ITEM_STATES or task.status != TaskStatus.RUNNING:
+        if item.state != ItemState.QUEUED or task.status != TaskStatus.RUNNING:
             return None
         attempt_id = uuid.uuid4()
         moved = (
@@ -205,7 +202,6 @@ def begin_item(*, item_id: int) -> ItemRun | None:
         item.state = ItemState.RUNNING
         item.attempt_id = attempt_id
         item.save(update_fields=["state", "attempt_id"])
-        leases.renew_queued(task_id=task.pk, until=leases.deadline(now))
         events.concept_start(task, item)
     return ItemRun(
         item_id=item.pk,

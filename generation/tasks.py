@@ -4,22 +4,23 @@ import logging
 
 from django.tasks import task
 
-from generation.runner import run_item
+from generation.runner import run_next
 
 logger = logging.getLogger(__name__)
 
 
 @task()
-async def generate_content(item_id: int) -> None:
-    """Generate one (concept, content type) item of a GenerationTask."""
-    await run_item(item_id)
+async def generate_content() -> None:
+    """Generate the next (concept, content type) item, in fair order
+    (generation.scheduling): one unit of work per item a start queued."""
+    await run_next()
 
 
-def enqueue_items(item_ids: list[int]) -> None:
+def enqueue_work(items: int) -> None:
     """Runs after the start committed: a broker that refuses the message must not
     turn the already-sent 202 into an error; the lease fails the item instead (I3)."""
-    for item_id in item_ids:
+    for _ in range(items):
         try:
-            generate_content.enqueue(item_id)
+            generate_content.enqueue()
         except Exception:
-            logger.exception("Could not enqueue item %s; its lease will expire", item_id)
+            logger.exception("Could not enqueue work; a queued item's lease will expire")

@@ -1,15 +1,15 @@
 """Maintenance inside a Celery worker process (the distributed engine).
 
 A worker sweeps stale generations when it starts and then every `sweep_interval()`,
-like the embedded engine does (DESIGN §7, I3). One thing differs: an item waiting
-in the broker queue is held by no process, so no heartbeat renews its lease. With a
-long backlog (another task's items ahead of it) the lease would run out while the
-message is still safely queued, and the sweep would fail live work. So each round
-first asks the broker how many messages wait in the queues this worker consumes:
-while there are any, the leases of all queued items are renewed. Once the queues
-are empty an item still `queued` has lost its message, and its lease is left to
-expire, which fails it (a lost message, I3). A redelivered message of an item that
-was failed meanwhile does nothing: `begin_item` ignores finished items (I4).
+like the embedded engine does (DESIGN §7, I3). One thing differs: work waiting in
+the broker queue is held by no process, so no process can vouch for it. With a
+long backlog the lease would run out while the messages are still safely queued,
+and the sweep would fail live work. So each round first asks the broker how many
+messages wait in the queues this worker consumes: while there are any, the leases
+of all queued items are renewed. Once the queues are empty an item still `queued`
+has no unit of work left to run it (a lost message), and its lease is left to
+expire, which fails it (I3). A redelivered message is a spare unit of work: it runs
+whatever is fairest, or nothing (docs/decisions/0006-fair-scheduling.md).
 
 If the broker cannot be asked, nothing is renewed: being wrongly failed is
 recoverable by a retry, a pair stuck in `generating` is not.
@@ -18,12 +18,10 @@ recoverable by a retry, a pair stuck in `generating` is not.
 import logging
 import threading
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from celery import Celery
-from django.conf import settings
 from django.db import close_old_connections, connections
-from django.utils import timezone
 from kombu.exceptions import ChannelError
 
 from generation import runner
@@ -62,9 +60,7 @@ def queued_work_cutoff(app: Celery) -> datetime | None:
         return None
     if not backlog:
         return None
-    # Bounded: a message lost while other traffic keeps the queue busy still
-    # expires once its task is older than GENERATION_MAX_QUEUE_SECONDS (I3).
-    return timezone.now() - timedelta(seconds=settings.GENERATION_MAX_QUEUE_SECONDS)
+    return runner.queue_cutoff()
 
 
 def maintain_worker(app: Celery) -> int:

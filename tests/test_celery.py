@@ -271,3 +271,36 @@ def test_work_queued_behind_another_task_outlives_the_lease_but_a_lost_message_d
     assert lost.public_error == str(WorkerLost.public_message)
     assert lost.updated_at <= queue_empty_at + timedelta(seconds=lease + sweep + 2.0)
     assert [e.type for e in stored_stream(lost_id)] == ["concept_failed"]
+
+
+def test_a_single_retry_runs_next_while_another_users_backlog_waits_in_the_broker(
+    start_stack, alice, bob, make_roadmap
+):
+    """Fair scheduling across Celery workers (docs/decisions/0006-fair-scheduling.md):
+    the broker holds units of work, the database decides which item each one runs."""
+    stack = start_stack(servers=1, OFFLINE_PROVIDER_DELAY_SECONDS=0.3, GENERATION_CONCURRENCY=2)
+    server = stack.servers[0]
+    backlog_id = start_batch(server.url, alice, make_roadmap(alice, concepts=40), 40)
+    deadline = time.monotonic() + 30
+    while not Event.objects.filter(stream=backlog_id, type="concept_start").exists():
+        assert time.monotonic() < deadline, "the backlog never started"
+        time.sleep(0.05)
+
+    response = httpx.post(
+        f"{server.url}/api/v1/roadmaps/{make_roadmap(bob, concepts=1).pk}/concepts/c001/quiz/retry",
+        headers=auth(bob),
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    accepted_after = Event.objects.order_by("-id").values_list("id", flat=True).first()
+    retry = wait_until_finished(response.json()["data"]["task_id"], timeout=30)
+
+    assert (retry.status, retry.completed) == ("completed", 1)
+    bobs_start = Event.objects.get(stream=retry.pk, type="concept_start").pk
+    # Two workers of two slots: at most the claims in flight when Bob's start
+    # committed went to Alice first (first come, first served: ~36).
+    overtaken = Event.objects.filter(
+        stream=backlog_id, type="concept_start", id__gt=accepted_after, id__lt=bobs_start
+    )
+    assert overtaken.count() <= 4
+    assert GenerationTask.objects.get(pk=backlog_id).status == "running"

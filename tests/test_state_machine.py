@@ -106,7 +106,7 @@ def test_sweep_never_fails_a_lease_renewed_while_it_waited(roadmap, no_runner):
 
     def renew() -> None:
         with transaction.atomic():
-            results["renewed"] = leases.renew_queued(item_ids=[item.pk])
+            results["renewed"] = leases.renew_queued(enqueued_since=task.created_at)
             renewed.set()
             go.wait(5)  # hold the row while the sweep starts
         connection.close()
