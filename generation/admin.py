@@ -6,6 +6,8 @@ with the actions, so roadmaps never imports generation. Every action calls the
 same services as the API (generation.services), so it emits the same events and
 respects the same invariants."""
 
+from collections import Counter
+
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import flatten
@@ -66,7 +68,7 @@ class ConceptContentOperationsAdmin(ConceptContentAdmin):
         """One batch task per roadmap; pairs already generating are skipped."""
         results = services.retry_contents(user=request.user, contents=queryset)
         task_ids = [result.task.pk for result in results if result.task is not None]
-        skipped = sum(len(result.skipped) for result in results)
+        skipped = Counter(skip.reason for result in results for skip in result.skipped)
         if task_ids:
             total = sum(result.task.total for result in results if result.task is not None)
             self.message_user(
@@ -74,10 +76,8 @@ class ConceptContentOperationsAdmin(ConceptContentAdmin):
                 f"Started {total} generation(s) in task(s): {', '.join(task_ids)}.",
                 messages.SUCCESS,
             )
-        if skipped:
-            self.message_user(
-                request, f"{skipped} content(s) skipped: already generating.", messages.WARNING
-            )
+        for reason, count in skipped.items():
+            self.message_user(request, f"{count} content(s) skipped: {reason}.", messages.WARNING)
 
 
 class ReadOnlyAdminMixin:

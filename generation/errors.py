@@ -7,7 +7,11 @@ Generation failures (`GenerationError`) end a pair `failed`: each carries a fixe
 translatable public message (I7); the raw cause goes to the log with the task id
 only."""
 
+from django.utils.translation import gettext as gettext_now
 from django.utils.translation import gettext_lazy as _
+from rest_framework import status
+
+from roadmap_project.errors import Refusal
 
 
 class ServiceError(Exception):
@@ -37,6 +41,24 @@ class SelectionTooLarge(ServiceError):
             "with concept_ids, content_types or statuses."
         )
         self.size, self.cap = size, cap
+
+
+class TooManyActive(ServiceError, Refusal):
+    """Admission control: the start would take the user past
+    GENERATION_MAX_ACTIVE_PER_USER pairs queued or generating (429)."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+
+    def __init__(self, *, active: int, starting: int, limit: int) -> None:
+        super().__init__(
+            gettext_now(
+                "You have %(active)d contents queued or generating and this would start "
+                "%(starting)d more; the limit is %(limit)d. Wait for some to finish or "
+                "cancel a task, then try again."
+            )
+            % {"active": active, "starting": starting, "limit": limit}
+        )
+        self.active, self.starting, self.limit = active, starting, limit
 
 
 class GenerationError(Exception):

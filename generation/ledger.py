@@ -1,12 +1,13 @@
 """The record of a task: its items' outcomes, counters, terminal events and end,
 and the row locks every transition takes, always in one order:
 
-    roadmap row -> task row -> content rows -> event counter rows
+    roadmap row -> owner (user) row -> task row -> content rows -> event counter rows
 
 so concurrent writers queue and never deadlock (PostgreSQL). Internal to
 generation.state, which calls it inside its transactions; it never writes a
 content's status (the state machine does, then tells the ledger the outcome)."""
 
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import F
 from django.utils import timezone
@@ -35,6 +36,16 @@ def lock_roadmap(roadmap_id) -> None:
     there the query would only cost a round trip."""
     if connection.features.has_select_for_update:
         list(Roadmap.objects.select_for_update().filter(pk=roadmap_id).values_list("pk"))
+
+
+def active_items_of(user) -> int:
+    """How many pairs the user has queued or running, with the user's row locked
+    (FOR NO KEY UPDATE: it does not block the user's foreign keys), so two starts
+    of one user on different roadmaps cannot both pass the admission check."""
+    if connection.features.has_select_for_update:
+        users = get_user_model().objects.select_for_update(no_key=True)
+        list(users.filter(pk=user.pk).values_list("pk"))
+    return GenerationItem.objects.filter(task__owner=user, state__in=UNFINISHED_ITEM_STATES).count()
 
 
 def locked_task(task_id: str) -> GenerationTask:

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 
 from generation import selectors, state
-from generation.errors import SelectionTooLarge
+from generation.errors import SelectionTooLarge, TooManyActive
 from generation.models import GenerationTask, TaskKind
 from generation.results import Skipped, StartResult
 from roadmaps.models import ConceptContent, ContentStatus, Roadmap
@@ -38,7 +38,8 @@ start_generation = state.start_generation
 
 
 def retry_content(*, content: ConceptContent, user, preferences: dict | None = None) -> StartResult:
-    """Regenerate one pair; raises AlreadyGenerating if it is live."""
+    """Regenerate one pair; raises AlreadyGenerating if it is live, TooManyActive
+    (as every start does) if the user is at GENERATION_MAX_ACTIVE_PER_USER."""
     return state.start_generation(
         roadmap=content.roadmap,
         user=user,
@@ -93,17 +94,24 @@ def generate_new_roadmap(*, roadmap: Roadmap, user) -> str | None:
 def retry_contents(*, contents: QuerySet[ConceptContent], user=None) -> list[StartResult]:
     """Retry a selection that may span roadmaps (admin, retry_content command):
     one batch task per roadmap, in batch order, owned by `user` or else by the
-    roadmap's owner."""
+    roadmap's owner. A roadmap whose start the admission cap refuses is reported
+    with all its pairs skipped; the other roadmaps still start."""
     ordered = selectors.contents_in_batch_order(contents.select_related("roadmap__owner"))
     results = []
     for _, group in groupby(ordered, key=lambda content: content.roadmap_id):
         group = list(group)
         roadmap = group[0].roadmap
-        results.append(
-            state.start_generation(
+        try:
+            result = state.start_generation(
                 roadmap=roadmap, user=user or roadmap.owner, kind=TaskKind.BATCH, contents=group
             )
-        )
+        except TooManyActive:
+            skipped = [
+                Skipped(c.concept.concept_id, c.content_type, "over the active limit")
+                for c in group
+            ]
+            result = StartResult(task=None, skipped=skipped)
+        results.append(result)
     return results
 
 

@@ -16,6 +16,7 @@ import logging
 import uuid
 from datetime import datetime
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -28,6 +29,7 @@ from generation.errors import (
     MarkedFailed,
     Superseded,
     TaskNotRunning,
+    TooManyActive,
     WorkerLost,
 )
 from generation.models import (
@@ -77,6 +79,17 @@ def _claim_all(
         return attempt_id, set()
     lost = ConceptContent.objects.filter(pk__in=pks).exclude(attempt_id=attempt_id)
     return attempt_id, set(lost.values_list("pk", flat=True))
+
+
+def _admit(user, *, starting: int) -> None:
+    """Admission control (GENERATION_MAX_ACTIVE_PER_USER): refuse a start that
+    would take the user past the cap, before anything is written."""
+    if not starting:
+        return
+    limit = settings.GENERATION_MAX_ACTIVE_PER_USER
+    active = ledger.active_items_of(user)
+    if active + starting > limit:
+        raise TooManyActive(active=active, starting=starting, limit=limit)
 
 
 def _already_generating(content: ConceptContent, kind: str) -> Skipped:
@@ -146,6 +159,7 @@ def start_generation(
                 startable.append(content)
             else:
                 skipped.append(_already_generating(content, kind))
+        _admit(user, starting=len(startable))
         attempt_id, lost = _claim_all(startable, task_id=task.id, now=now)
         claimed: list[GenerationItem] = []
         for content in startable:

@@ -26,7 +26,6 @@ from generation.serializers import (
     RetryInputSerializer,
     TaskSerializer,
 )
-from generation.throttling import GenerationRateThrottle
 from notifications.selectors import stream_events
 from roadmap_project.errors import (
     NOT_FOUND,
@@ -35,6 +34,7 @@ from roadmap_project.errors import (
     UNAUTHENTICATED,
     validation_error_response,
 )
+from roadmap_project.throttling import GenerationRateThrottle
 from roadmaps.models import ConceptContent, ContentType, Roadmap
 from roadmaps.serializers import CONCEPT_ID_PATTERN
 

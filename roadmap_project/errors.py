@@ -14,7 +14,17 @@ from rest_framework.views import exception_handler as drf_exception_handler
 logger = logging.getLogger(__name__)
 
 
+class Refusal(Exception):
+    """A request a service refuses, with an HTTP status and a message meant for
+    the client; nothing was changed. Services of any app raise it (or a subclass)
+    without knowing about views; the API answers it as `{"detail": message}`."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+
+
 def exception_handler(exc, context):
+    if isinstance(exc, Refusal):
+        return Response({"detail": str(exc)}, status=exc.status_code)
     if isinstance(exc, RequestDataTooBig):
         return Response(
             {"detail": "Request body is larger than 1 MB."},
@@ -73,7 +83,9 @@ def validation_error_response(
 UNAUTHENTICATED = error_response("No valid token or session.")
 NOT_FOUND = error_response("Unknown, or not yours (existence is never revealed).")
 THROTTLED = error_response(
-    "Throttled (RETRY_THROTTLE_RATE); the `Retry-After` header says when to try again."
+    "Throttled (RETRY_THROTTLE_RATE; the `Retry-After` header says when to try again), "
+    "or the user already has GENERATION_MAX_ACTIVE_PER_USER pairs queued or generating "
+    "(`detail` says how many; nothing was started)."
 )
 RETRY_AFTER = OpenApiParameter(
     "Retry-After",

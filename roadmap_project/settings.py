@@ -188,6 +188,9 @@ GENERATION_TRANSIENT_ATTEMPTS = int(os.environ.get("GENERATION_TRANSIENT_ATTEMPT
 GENERATION_BACKOFF_SECONDS = float(os.environ.get("GENERATION_BACKOFF_SECONDS", "1.0"))
 OFFLINE_PROVIDER_DELAY_SECONDS = float(os.environ.get("OFFLINE_PROVIDER_DELAY_SECONDS", "0.5"))
 BATCH_MAX_PAIRS = int(os.environ.get("BATCH_MAX_PAIRS", "500"))
+# Admission control: pairs one user may have queued or generating at once; a start
+# that would pass it answers 429 and changes nothing (issue 11).
+GENERATION_MAX_ACTIVE_PER_USER = int(os.environ.get("GENERATION_MAX_ACTIVE_PER_USER", "1500"))
 ROADMAP_MAX_CONCEPTS = int(os.environ.get("ROADMAP_MAX_CONCEPTS", "500"))
 ROADMAP_MAX_NAME_LENGTH = 200
 ROADMAP_MAX_DESCRIPTION_LENGTH = 2000
@@ -199,8 +202,14 @@ NOTIFICATIONS_CATCH_UP_SECONDS = float(os.environ.get("NOTIFICATIONS_CATCH_UP_SE
 
 # --- REST -------------------------------------------------------------------
 RETRY_THROTTLE_RATE = os.environ.get("RETRY_THROTTLE_RATE", "30/minute")
-if not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", RETRY_THROTTLE_RATE):
-    raise ImproperlyConfigured("RETRY_THROTTLE_RATE must look like 30/minute.")
+# Token logins, counted per username and per client address.
+AUTH_THROTTLE_RATE = os.environ.get("AUTH_THROTTLE_RATE", "10/minute")
+for name, rate in (
+    ("RETRY_THROTTLE_RATE", RETRY_THROTTLE_RATE),
+    ("AUTH_THROTTLE_RATE", AUTH_THROTTLE_RATE),
+):
+    if not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", rate):
+        raise ImproperlyConfigured(f"{name} must look like 30/minute.")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
@@ -212,6 +221,9 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 20,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "roadmap_project.errors.exception_handler",
+    # Client addresses for the login throttle: REMOTE_ADDR, unless this many trusted
+    # proxies append to X-Forwarded-For (a client could forge the header otherwise).
+    "NUM_PROXIES": int(os.environ.get("NUM_PROXIES", "0")),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Roadmap content service",

@@ -10,9 +10,15 @@ from rest_framework.response import Response
 
 from roadmap_project.errors import (
     NOT_FOUND,
+    THROTTLED,
     UNAUTHENTICATED,
     error_response,
     validation_error_response,
+)
+from roadmap_project.throttling import (
+    GenerationRateThrottle,
+    LoginAddressThrottle,
+    LoginUsernameThrottle,
 )
 from roadmaps import selectors, services
 from roadmaps.models import Roadmap
@@ -25,7 +31,10 @@ from roadmaps.serializers import (
 
 
 class TokenView(ObtainAuthToken):
-    """DRF's token login, documented with its real answer."""
+    """DRF's token login, documented with its real answer, throttled per username
+    and per client address (AUTH_THROTTLE_RATE)."""
+
+    throttle_classes = [LoginAddressThrottle, LoginUsernameThrottle]
 
     @extend_schema(
         summary="Exchange a username and password for an API token",
@@ -33,6 +42,9 @@ class TokenView(ObtainAuthToken):
         responses={
             200: inline_serializer("Token", {"token": serializers.CharField()}),
             400: validation_error_response("Wrong credentials (`non_field_errors`)."),
+            429: error_response(
+                "Too many logins for this username or from this address (AUTH_THROTTLE_RATE)."
+            ),
         },
     )
     def post(self, request: Request, *args, **kwargs) -> Response:
@@ -79,6 +91,14 @@ class RoadmapViewSet(
     def get_queryset(self):
         return selectors.roadmap_list(user=self.request.user)
 
+    def get_throttles(self):
+        """Creating a roadmap with `generate` starts work, so it is throttled like
+        every other start (RETRY_THROTTLE_RATE)."""
+        data = self.request.data if self.action == "create" else None
+        if isinstance(data, dict) and data.get("generate") is True:
+            return [GenerationRateThrottle()]
+        return super().get_throttles()
+
     def get_serializer_class(self):
         return RoadmapSummarySerializer if self.action == "list" else RoadmapDetailSerializer
 
@@ -106,6 +126,7 @@ class RoadmapViewSet(
             400: validation_error_response("Invalid framework; nothing was created."),
             401: UNAUTHENTICATED,
             413: error_response("Body larger than 1 MB."),
+            429: THROTTLED,
         },
     )
     def create(self, request: Request) -> Response:

@@ -1,0 +1,106 @@
+"""Admission control (issue 11): GENERATION_MAX_ACTIVE_PER_USER bounds the pairs
+one user has queued or generating. A start past it answers 429, says how many are
+active and the limit, and changes nothing; other users are unaffected."""
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from generation.models import GenerationTask
+from roadmaps.models import ConceptContent, Roadmap
+from tests.conftest import auth, framework_with
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@sync_to_async
+def snapshot(user) -> tuple:
+    contents = ConceptContent.objects.filter(roadmap__owner=user)
+    return (
+        sorted(contents.values_list("pk", "status", "attempt_id")),
+        GenerationTask.objects.filter(owner=user).count(),
+        Roadmap.objects.filter(owner=user).count(),
+    )
+
+
+@pytest.fixture
+def cap_of_six(settings, no_runner):
+    """Work is queued but never runs, so it stays active until cancelled."""
+    settings.GENERATION_MAX_ACTIVE_PER_USER = 6
+
+
+async def generate(api, user, roadmap):
+    return await api.post(f"/api/v1/roadmaps/{roadmap.pk}/generate", headers=auth(user))
+
+
+async def test_a_start_past_the_cap_is_refused_until_a_cancel_frees_room(
+    api, alice, bob, make_roadmap, cap_of_six
+):
+    first, second = [await sync_to_async(make_roadmap)(alice, concepts=n) for n in (1, 2)]
+    bobs = await sync_to_async(make_roadmap)(bob, concepts=2)
+    started = await generate(api, alice, first)
+    assert started.status_code == 202, started.text  # 3 active
+    before = await snapshot(alice)
+
+    refused = await generate(api, alice, second)  # 3 + 6 > 6
+
+    assert refused.status_code == 429
+    assert refused.json() == {
+        "detail": "You have 3 contents queued or generating and this would start 6 more; "
+        "the limit is 6. Wait for some to finish or cancel a task, then try again."
+    }
+    assert await snapshot(alice) == before
+    # Another user is unaffected.
+    assert (await generate(api, bob, bobs)).status_code == 202
+    # A single retry counts too.
+    retry = await api.post(
+        f"/api/v1/roadmaps/{second.pk}/concepts/c001/quiz/retry", headers=auth(alice)
+    )
+    assert retry.status_code == 202  # 3 + 1 <= 6
+    task_id = started.json()["data"]["task_id"]
+    cancelled = await api.post(f"/api/v1/tasks/{task_id}/cancel", headers=auth(alice))
+    assert cancelled.status_code == 202
+
+    accepted = await generate(api, alice, second)  # 1 + 5 pending pairs <= 6
+
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["data"]["total"] == 5
+
+
+async def test_creating_a_roadmap_with_generate_past_the_cap_creates_nothing(
+    api, alice, make_roadmap, cap_of_six
+):
+    started = await generate(api, alice, await sync_to_async(make_roadmap)(alice, concepts=1))
+    assert started.status_code == 202
+    before = await snapshot(alice)
+
+    response = await api.post(
+        "/api/v1/roadmaps",
+        json={"title": "Too much", "framework": framework_with(2), "generate": True},
+        headers=auth(alice),
+    )
+
+    assert response.status_code == 429
+    assert "the limit is 6" in response.json()["detail"]
+    assert await snapshot(alice) == before
+
+
+async def test_creating_a_roadmap_with_generate_is_throttled_like_any_start(
+    api, alice, settings, no_runner
+):
+    from roadmap_project.throttling import throttle_cache
+
+    await sync_to_async(throttle_cache().delete)(
+        f"throttle_generation_{alice.pk}"
+    )  # Redis outlives runs
+    settings.RETRY_THROTTLE_RATE = "1/minute"
+    body = {"title": "T", "framework": framework_with(1)}
+
+    codes = [
+        (
+            await api.post("/api/v1/roadmaps", json=body | {"generate": g}, headers=auth(alice))
+        ).status_code
+        for g in (True, False, True)
+    ]
+
+    assert codes == [201, 201, 429]  # creating without generate starts nothing
+    assert await sync_to_async(Roadmap.objects.filter(owner=alice).count)() == 2
