@@ -97,6 +97,14 @@ class UnusableOutput(GenerationError):
     public_message = _("The model returned unusable output.")
 
 
+class OutputTruncated(GenerationError):
+    public_message = _("The model's answer was cut off before the end. Try again.")
+
+
+class TookTooLong(GenerationError):
+    public_message = _("The generation took too long and was stopped. Try again later.")
+
+
 class WorkerLost(GenerationError):
     public_message = _("The generation stopped unexpectedly before finishing. Try again.")
 

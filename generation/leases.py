@@ -1,9 +1,10 @@
 """Leases: how live work proves it is alive (I3).
 
 A `generating` row carries `lease_expires_at`. A running attempt renews it with
-each heartbeat; queued work is renewed by maintenance while it is known to be
-waiting (a process still holds work to run, or the broker still has messages). A row
-whose lease runs out is failed by the sweeper (generation.state.recover_stale).
+each heartbeat that follows progress (a request sent, bytes received); queued work
+is renewed by maintenance while it is known to be waiting (a process still holds
+work to run, or the broker still has messages). A row whose lease runs out is
+failed by the sweeper (generation.state.recover_stale).
 Renewals never change a status, so they are not transitions of the state machine."""
 
 from datetime import datetime, timedelta
@@ -21,16 +22,15 @@ def deadline(now: datetime | None = None) -> datetime:
     return (now or timezone.now()) + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
 
 
-def heartbeat(run: ItemRun) -> bool:
-    """Renew the lease of a running attempt: one row, whatever its task's size
-    (queued work is kept alive by maintenance, generation.runner.maintain).
+def heartbeat(run: ItemRun, *, progressed: bool) -> bool:
+    """Renew the lease of a running attempt if it made progress since the last
+    beat (one row, whatever its task's size); without progress the lease runs
+    down, so a hung call is failed by the sweep even while its process lives.
     False means the attempt was fenced out (cancelled, reset, taken over)."""
-    alive = (
-        ConceptContent.objects.filter(pk=run.content_id)
-        .held_by(run.attempt_id)
-        .update(lease_expires_at=deadline())
-    )
-    return bool(alive)
+    held = ConceptContent.objects.filter(pk=run.content_id).held_by(run.attempt_id)
+    if progressed:
+        return bool(held.update(lease_expires_at=deadline()))
+    return held.exists()
 
 
 def renew_queued(*, enqueued_since: datetime, until: datetime | None = None) -> int:

@@ -16,9 +16,10 @@ from django.utils import timezone
 
 from generation import events, leases, scheduling, state
 from generation.engine import provider_slot
-from generation.errors import GenerationError, public_error_for
+from generation.errors import GenerationError, TookTooLong, public_error_for
 from generation.models import GenerationItem
 from generation.providers import GenerationRequest, get_provider
+from generation.providers.base import activity_reported_to
 from generation.results import ItemRun
 from roadmaps.models import ContentType, Roadmap
 
@@ -131,13 +132,29 @@ async def run_next() -> None:
             waiting_work.add(-1)
 
 
+class Progress:
+    """Whether the provider showed signs of life since the last heartbeat."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def mark(self) -> None:
+        self.seen = True
+
+    def take(self) -> bool:
+        seen, self.seen = self.seen, False
+        return seen
+
+
 async def _execute(run: ItemRun) -> None:
     context = await in_worker_thread(_load_context)(run)
     work = asyncio.current_task()
     fenced = asyncio.Event()
-    beats = asyncio.create_task(_heartbeat(run, work, fenced))
+    progress = Progress()
+    beats = asyncio.create_task(_heartbeat(run, work, fenced, progress))
     try:
-        draft, model_name = await _generate(run, context)
+        with activity_reported_to(progress.mark):
+            draft, model_name = await _within_deadline(_generate(run, context))
     except asyncio.CancelledError:
         if not fenced.is_set():
             raise
@@ -173,6 +190,16 @@ async def _execute(run: ItemRun) -> None:
         await in_worker_thread(state.fail_item)(run, error=public_error_for(exc))
 
 
+async def _within_deadline(generation):
+    """Every attempt ends by GENERATION_DEADLINE_SECONDS, whatever its provider
+    does (slow rounds, a server trickling bytes): then the pair fails, retryable."""
+    try:
+        async with asyncio.timeout(settings.GENERATION_DEADLINE_SECONDS):
+            return await generation
+    except TimeoutError as exc:
+        raise TookTooLong(f"after {settings.GENERATION_DEADLINE_SECONDS} s") from exc
+
+
 async def _generate(run: ItemRun, context: ItemContext):
     provider = get_provider()
     if run.content_type == ContentType.TUTORIAL:
@@ -201,12 +228,14 @@ async def _generate(run: ItemRun, context: ItemContext):
     return await provider.quiz(context.request)
 
 
-async def _heartbeat(run: ItemRun, work: asyncio.Task, fenced: asyncio.Event) -> None:
-    """Renew the lease while the work runs; stop the work if it was fenced out."""
+async def _heartbeat(
+    run: ItemRun, work: asyncio.Task, fenced: asyncio.Event, progress: Progress
+) -> None:
+    """Renew the lease after progress; stop the work if it was fenced out."""
     while True:
         await asyncio.sleep(heartbeat_interval())
         try:
-            alive = await in_worker_thread(leases.heartbeat)(run)
+            alive = await in_worker_thread(leases.heartbeat)(run, progressed=progress.take())
         except Exception:
             logger.warning("Heartbeat failed for task %s", run.task_id, exc_info=True)
             continue

@@ -176,7 +176,12 @@ GENERATION_PROVIDER = os.environ.get(
 )
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL") or None
 OPENAI_MODEL = os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
+# Connecting and sending; waiting for bytes is bounded by GENERATION_STALL_SECONDS.
 OPENAI_TIMEOUT_SECONDS = float(os.environ.get("OPENAI_TIMEOUT_SECONDS", "60"))
+# Liveness is progress (DESIGN §6): a stream with no bytes for this long is a
+# transient timeout, and no attempt runs longer than the deadline, across rounds.
+GENERATION_STALL_SECONDS = float(os.environ.get("GENERATION_STALL_SECONDS", "30"))
+GENERATION_DEADLINE_SECONDS = float(os.environ.get("GENERATION_DEADLINE_SECONDS", "300"))
 OPENAI_MAX_RETRIES = int(os.environ.get("OPENAI_MAX_RETRIES", "2"))
 GENERATION_CONCURRENCY = int(os.environ.get("GENERATION_CONCURRENCY", "4"))
 GENERATION_LEASE_SECONDS = float(os.environ.get("GENERATION_LEASE_SECONDS", "90"))

@@ -81,7 +81,7 @@ async def test_resources_are_strict_structured_output_validated(fake_openai):
     assert model_name == FAKE_MODEL  # what the response says, not what we asked for
     [request] = fake_openai.requests
     assert request.headers["authorization"] == f"Bearer {FAKE_API_KEY}"
-    assert request.body["model"] == "gpt-test" and not request.streaming
+    assert request.body["model"] == "gpt-test" and request.streaming  # every answer streams
     response_format = request.body["response_format"]
     assert response_format["type"] == "json_schema"
     assert response_format["json_schema"]["strict"] is True
@@ -142,7 +142,7 @@ async def test_empty_tutorial_is_reasked_then_unusable(fake_openai, settings):
 
 
 async def test_stalled_stream_times_out(fake_openai, settings):
-    settings.OPENAI_TIMEOUT_SECONDS = 0.2
+    settings.GENERATION_STALL_SECONDS = 0.2
     stall = ok(LONG_TUTORIAL, hang_after_chunks=3)
     fake_openai.script(stall, stall)
 
@@ -187,7 +187,7 @@ async def test_persistent_transient_error_fails_after_bounded_retries(
 
 
 async def test_timeout_fails_within_bounded_time(fake_openai, settings):
-    settings.OPENAI_TIMEOUT_SECONDS = 0.2
+    settings.GENERATION_STALL_SECONDS = 0.2
     fake_openai.script(*[hang(10)] * 10)
 
     started = time.monotonic()
@@ -198,7 +198,7 @@ async def test_timeout_fails_within_bounded_time(fake_openai, settings):
     attempts = requests_for_one_transient_failure(settings)
     assert len(fake_openai.requests) == attempts
     # Each attempt waits one timeout; the SDK's pauses between retries are < 0.5 s.
-    assert elapsed < attempts * settings.OPENAI_TIMEOUT_SECONDS + 1.5
+    assert elapsed < attempts * settings.GENERATION_STALL_SECONDS + 1.5
 
 
 async def test_connection_refused_is_unavailable(fake_openai, settings):

@@ -1,6 +1,8 @@
 """The provider contract: one coroutine per content type."""
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,3 +40,26 @@ class Provider(Protocol):
     async def resources(self, request: GenerationRequest) -> tuple[ResourceList, str]: ...
 
     async def quiz(self, request: GenerationRequest) -> tuple[Quiz, str]: ...
+
+
+# Liveness is progress (DESIGN §6): providers report every sign of life of the
+# model (a request sent, bytes of an answer received) and the runner renews the
+# running pair's lease only when there was one since its last heartbeat.
+_on_activity: ContextVar[Callable[[], None] | None] = ContextVar("on_activity", default=None)
+
+
+def report_activity() -> None:
+    """Called by providers on every sign of life; a no-op outside a generation."""
+    callback = _on_activity.get()
+    if callback is not None:
+        callback()
+
+
+@contextmanager
+def activity_reported_to(callback: Callable[[], None]) -> Iterator[None]:
+    """Within this block (and tasks started in it), report_activity() calls `callback`."""
+    token = _on_activity.set(callback)
+    try:
+        yield
+    finally:
+        _on_activity.reset(token)

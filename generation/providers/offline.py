@@ -5,7 +5,7 @@ import hashlib
 
 from django.conf import settings
 
-from generation.providers.base import GenerationRequest, ProgressCallback
+from generation.providers.base import GenerationRequest, ProgressCallback, report_activity
 from generation.schemas import Question, Quiz, Resource, ResourceList, TutorialDraft
 
 MODEL_NAME = "offline"
@@ -24,7 +24,9 @@ class OfflineProvider:
     name = MODEL_NAME
 
     async def _pause(self) -> None:
+        """A stand-in for waiting on a model's bytes, which are signs of life."""
         await asyncio.sleep(settings.OFFLINE_PROVIDER_DELAY_SECONDS / PROGRESS_STEPS)
+        report_activity()
 
     async def tutorial(
         self, request: GenerationRequest, on_progress: ProgressCallback

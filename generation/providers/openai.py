@@ -1,13 +1,16 @@
 """The OpenAI provider: Chat Completions through the official SDK, against OpenAI or
 any OpenAI-compatible server (OPENAI_BASE_URL).
 
-Every call is bounded (DESIGN §6, I3): the SDK's per-request timeout and retries
-first, then our own rounds of exponential backoff with jitter for transient errors
-(429, 5xx, timeouts, connection errors); permanent ones (400, 401, 403, 404) fail at
-once. Unusable answers (invalid JSON, schema violations, refusals, empty text) are
-re-asked a bounded number of times. Failures are raised as generation.errors classes,
-whose public message is fixed; the provider's own text travels only in `detail`,
-for the log (I7)."""
+Every answer is streamed, and every call is bounded (DESIGN §6, I3): a stream that
+receives no bytes for GENERATION_STALL_SECONDS is a timeout (httpx's read timeout);
+the SDK's retries come first, then our own rounds of exponential backoff with
+jitter for transient errors (429, 5xx, timeouts, connection errors); permanent ones
+(400, 401, 403, 404) fail at once; the runner bounds the whole attempt
+(GENERATION_DEADLINE_SECONDS). Unusable answers (invalid JSON, schema violations,
+refusals, empty text) are re-asked a bounded number of times, and so are answers
+cut off at the length limit, which never count as complete. Failures are raised
+as generation.errors classes, whose public message is fixed; the provider's own
+text travels only in `detail`, for the log (I7)."""
 
 import asyncio
 import functools
@@ -15,24 +18,27 @@ import json
 import logging
 import random
 import re
+import threading
+import weakref
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import openai
 import pydantic
 from django.conf import settings
-from openai.types.chat import ChatCompletion
 
 from generation import prompts
 from generation.errors import (
     GenerationError,
+    OutputTruncated,
     ProviderRateLimited,
     ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
     UnusableOutput,
 )
-from generation.providers.base import GenerationRequest, ProgressCallback
+from generation.providers.base import GenerationRequest, ProgressCallback, report_activity
 from generation.schemas import Quiz, ResourceList, TutorialDraft
 
 logger = logging.getLogger(__name__)
@@ -42,9 +48,6 @@ PROVIDER_NAME = "openai"
 # length, and held below 100 until the answer is complete and parsed.
 EXPECTED_TUTORIAL_CHARS = 6000
 PROGRESS_CAP_WHILE_STREAMING = 95
-# The read timeout bounds each wait for bytes; this bounds a whole tutorial stream,
-# so a server trickling bytes forever cannot keep a lease alive forever.
-STREAM_DEADLINE_TIMEOUTS = 5
 MAX_DETAIL_CHARS = 2000
 SUMMARY_MAX_CHARS = 500
 TITLE_MAX_CHARS = 300
@@ -66,6 +69,10 @@ Parsed = TypeVar("Parsed")
 
 class InvalidOutput(Exception):
     """The model answered, but the answer cannot be used; the caller re-asks."""
+
+
+class TruncatedOutput(InvalidOutput):
+    """The answer stopped at the length limit (finish_reason "length")."""
 
 
 def strict_json_schema(model: type[pydantic.BaseModel]) -> dict[str, Any]:
@@ -207,23 +214,34 @@ class OpenAIProvider:
 
     def __init__(self) -> None:
         # One client per event loop: a client's connection pool belongs to the loop
-        # that opened it, and the engine may run in different loops (server, command).
-        self._clients: dict[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = {}
+        # that opened it, and work runs on several (the server's, each Celery worker
+        # thread's). Forgotten with its loop; a lock, as worker threads share this.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI]
+        self._clients = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
 
     def _client(self) -> openai.AsyncOpenAI:
         loop = asyncio.get_running_loop()
-        for closed in [known for known in self._clients if known.is_closed()]:
-            del self._clients[closed]
-        client = self._clients.get(loop)
-        if client is None:
-            if not settings.OPENAI_API_KEY:
-                raise ProviderRejected("OPENAI_API_KEY is not set")
-            client = self._clients[loop] = openai.AsyncOpenAI(
-                api_key=settings.OPENAI_API_KEY,
-                base_url=settings.OPENAI_BASE_URL,
-                timeout=settings.OPENAI_TIMEOUT_SECONDS,
-                max_retries=settings.OPENAI_MAX_RETRIES,
-            )
+        with self._lock:
+            client = self._clients.get(loop)
+            if client is None:
+                if not settings.OPENAI_API_KEY:
+                    raise ProviderRejected("OPENAI_API_KEY is not set")
+                client = self._clients[loop] = openai.AsyncOpenAI(
+                    api_key=settings.OPENAI_API_KEY,
+                    base_url=settings.OPENAI_BASE_URL,
+                    max_retries=settings.OPENAI_MAX_RETRIES,
+                    # No bytes for the stall window is a timeout (the SDK raises it
+                    # mid-stream too); connecting and sending: OPENAI_TIMEOUT_SECONDS.
+                    timeout=openai.Timeout(
+                        settings.OPENAI_TIMEOUT_SECONDS, read=settings.GENERATION_STALL_SECONDS
+                    ),
+                    # Every request sent, the SDK's own retries included, is a sign
+                    # of life (the lease follows progress, not a timer).
+                    http_client=openai.DefaultAsyncHttpxClient(
+                        event_hooks={"request": [_request_sent]}
+                    ),
+                )
         return client
 
     async def tutorial(
@@ -240,13 +258,13 @@ class OpenAIProvider:
 
     async def resources(self, request: GenerationRequest) -> tuple[ResourceList, str]:
         async def ask(messages: prompts.Messages) -> tuple[ResourceList, str]:
-            return await self._complete_json(messages, ResourceList, RESOURCES_FORMAT)
+            return await self._stream_json(messages, ResourceList, RESOURCES_FORMAT)
 
         return await self._until_usable(prompts.resources_messages(request), ask)
 
     async def quiz(self, request: GenerationRequest) -> tuple[Quiz, str]:
         async def ask(messages: prompts.Messages) -> tuple[Quiz, str]:
-            return await self._complete_json(messages, Quiz, QUIZ_FORMAT)
+            return await self._stream_json(messages, Quiz, QUIZ_FORMAT)
 
         return await self._until_usable(prompts.quiz_messages(request), ask)
 
@@ -255,7 +273,8 @@ class OpenAIProvider:
         messages: prompts.Messages,
         ask: Callable[[prompts.Messages], Awaitable[Parsed]],
     ) -> Parsed:
-        """Re-ask after unusable output, at most GENERATION_OUTPUT_ATTEMPTS times."""
+        """Re-ask after unusable output, at most GENERATION_OUTPUT_ATTEMPTS times; an
+        answer still cut off at the length limit the last time fails as truncated."""
         attempts = max(1, settings.GENERATION_OUTPUT_ATTEMPTS)
         conversation = messages
         problems: list[str] = []
@@ -264,16 +283,21 @@ class OpenAIProvider:
                 return await self._with_backoff(functools.partial(ask, conversation))
             except InvalidOutput as exc:
                 problems.append(str(exc))
+                last = exc
                 logger.warning(
                     "Unusable model output (attempt %d of %d): %s", attempt, attempts, exc
                 )
                 conversation = [*messages, prompts.reask_message(str(exc))]
-        raise UnusableOutput(f"after {attempts} attempts: " + "; ".join(problems))
+        detail = f"after {attempts} attempts: " + "; ".join(problems)
+        raise (
+            OutputTruncated(detail) if isinstance(last, TruncatedOutput) else UnusableOutput(detail)
+        )
 
     async def _with_backoff(self, call: Callable[[], Awaitable[Parsed]]) -> Parsed:
         """Our rounds on top of the SDK's retries, for transient errors only."""
         rounds = max(1, settings.GENERATION_TRANSIENT_ATTEMPTS)
         for failed_rounds in range(1, rounds + 1):
+            report_activity()  # a new round
             try:
                 return await call()
             except (openai.OpenAIError, TimeoutError) as exc:
@@ -291,63 +315,83 @@ class OpenAIProvider:
             await asyncio.sleep(delay)
         raise AssertionError("unreachable: the last round returns or raises")
 
-    async def _complete_json(
+    async def _stream_json(
         self,
         messages: prompts.Messages,
         schema: type[pydantic.BaseModel],
         format_: dict[str, Any],
     ) -> tuple[Any, str]:
+        answer = await self._stream(messages, response_format=format_)
         try:
-            completion = await self._client().chat.completions.create(
-                model=settings.OPENAI_MODEL, messages=messages, response_format=format_
-            )
-        except json.JSONDecodeError as exc:
-            raise InvalidOutput("the response body is not JSON") from exc
-        if not isinstance(completion, ChatCompletion) or not completion.choices:
-            raise InvalidOutput("the response is not a chat completion")
-        choice = completion.choices[0]
-        if choice.message.refusal:
-            raise InvalidOutput(f"the model refused: {choice.message.refusal}")
-        if choice.finish_reason == "length":
-            raise InvalidOutput("the answer was cut off at the length limit")
-        if not choice.message.content:
-            raise InvalidOutput("the answer is empty")
-        try:
-            parsed = schema.model_validate_json(choice.message.content)
+            parsed = schema.model_validate_json(answer.text)
         except pydantic.ValidationError as exc:
             raise InvalidOutput(_validation_summary(exc)) from exc
-        return parsed, completion.model or settings.OPENAI_MODEL
+        return parsed, answer.model_name
 
     async def _stream_tutorial(
         self, messages: prompts.Messages, request: GenerationRequest, progress: _Progress
     ) -> tuple[TutorialDraft, str]:
-        parts: list[str] = []
-        refusal: list[str] = []
-        received = 0
-        model_name = ""
-        async with asyncio.timeout(settings.OPENAI_TIMEOUT_SECONDS * STREAM_DEADLINE_TIMEOUTS):
-            try:
-                stream = await self._client().chat.completions.create(
-                    model=settings.OPENAI_MODEL, messages=messages, stream=True
-                )
-                if not isinstance(stream, openai.AsyncStream):
-                    raise InvalidOutput("the response is not an event stream")
-                async with stream:
-                    async for chunk in stream:
-                        model_name = chunk.model or model_name
-                        for choice in chunk.choices[:1]:
-                            if choice.delta.refusal:
-                                refusal.append(choice.delta.refusal)
-                            if choice.delta.content:
-                                parts.append(choice.delta.content)
-                                received += len(choice.delta.content)
-                                await progress.received(received)
-            except json.JSONDecodeError as exc:
-                raise InvalidOutput("the event stream is not JSON") from exc
-        if refusal:
-            raise InvalidOutput(f"the model refused: {''.join(refusal)}")
-        draft = parse_tutorial("".join(parts), fallback_title=request.concept_name)
-        return draft, model_name or settings.OPENAI_MODEL
+        answer = await self._stream(messages, progress=progress)
+        draft = parse_tutorial(answer.text, fallback_title=request.concept_name)
+        return draft, answer.model_name
+
+    async def _stream(
+        self,
+        messages: prompts.Messages,
+        *,
+        response_format: dict[str, Any] | None = None,
+        progress: _Progress | None = None,
+    ) -> "_Answer":
+        """One streamed answer, whole: its text, or InvalidOutput for a refusal, an
+        empty answer or one cut off at the length limit."""
+        answer = _Answer()
+        options = {"response_format": response_format} if response_format else {}
+        try:
+            stream = await self._client().chat.completions.create(
+                model=settings.OPENAI_MODEL, messages=messages, stream=True, **options
+            )
+            if not isinstance(stream, openai.AsyncStream):
+                raise InvalidOutput("the response is not an event stream")
+            async with stream:
+                async for chunk in stream:
+                    report_activity()
+                    answer.model_name = chunk.model or answer.model_name
+                    for choice in chunk.choices[:1]:
+                        answer.finish_reason = choice.finish_reason or answer.finish_reason
+                        if choice.delta.refusal:
+                            answer.refusal.append(choice.delta.refusal)
+                        if choice.delta.content:
+                            answer.parts.append(choice.delta.content)
+                            answer.received += len(choice.delta.content)
+                            if progress is not None:
+                                await progress.received(answer.received)
+        except json.JSONDecodeError as exc:
+            raise InvalidOutput("the event stream is not JSON") from exc
+        if answer.refusal:
+            raise InvalidOutput(f"the model refused: {''.join(answer.refusal)}")
+        if answer.finish_reason == "length":
+            raise TruncatedOutput("the answer was cut off at the length limit")
+        if not answer.text.strip():
+            raise InvalidOutput("the answer is empty")
+        answer.model_name = answer.model_name or settings.OPENAI_MODEL
+        return answer
+
+
+@dataclass
+class _Answer:
+    parts: list[str] = field(default_factory=list)
+    refusal: list[str] = field(default_factory=list)
+    received: int = 0
+    finish_reason: str | None = None
+    model_name: str = ""
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+async def _request_sent(request: Any) -> None:
+    report_activity()
 
 
 def _validation_summary(exc: pydantic.ValidationError) -> str:

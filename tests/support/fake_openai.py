@@ -92,7 +92,8 @@ class Behaviour:
     event stream when the request asked for one (`None` means the default valid
     content for the request). `refusal` answers with a refusal instead. A stream
     sends `CHUNK_CHARS` characters per chunk, `chunk_delay` apart, and after
-    `hang_after_chunks` chunks stops sending (without ending the stream).
+    `hang_after_chunks` chunks stops sending (without ending the stream); its last
+    chunk says `finish_reason` ("length": cut off at the length limit).
     error: `status` with `body` (JSON if dict) and `headers`.
     malformed: 200 with a body that is not JSON although it says it is.
     hang: sends nothing for `delay` seconds (or until the server stops), then closes.
@@ -107,6 +108,7 @@ class Behaviour:
     delay: float = 0.0
     chunk_delay: float = 0.0
     hang_after_chunks: int | None = None
+    finish_reason: str = "stop"
 
 
 def ok(content: Any = None, **options: Any) -> Behaviour:
@@ -305,7 +307,7 @@ class _Handler(BaseHTTPRequestHandler):
                         "content": content,
                         "refusal": behaviour.refusal,
                     },
-                    "finish_reason": "stop",
+                    "finish_reason": behaviour.finish_reason,
                     "logprobs": None,
                 }
             ],
@@ -331,7 +333,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._event(self._chunk(completion_id, delta, None))
             fake._sleep(behaviour.chunk_delay)
-        self._event(self._chunk(completion_id, {}, "stop"))
+        self._event(self._chunk(completion_id, {}, behaviour.finish_reason))
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
 
@@ -370,7 +372,8 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def fake_openai(settings):
     """A running fake, with the openai provider pointed at it and every bound small:
-    1 s timeout, one SDK retry, two backoff rounds of ~10 ms, two output attempts."""
+    1 s timeouts (stall too), one SDK retry, two backoff rounds of ~10 ms, two
+    output attempts."""
     from generation.providers import reset_provider
 
     fake = FakeOpenAI().start()
@@ -379,6 +382,7 @@ def fake_openai(settings):
     settings.OPENAI_API_KEY = FAKE_API_KEY
     settings.OPENAI_MODEL = "gpt-test"
     settings.OPENAI_TIMEOUT_SECONDS = 1.0
+    settings.GENERATION_STALL_SECONDS = 1.0
     settings.OPENAI_MAX_RETRIES = 1
     settings.GENERATION_TRANSIENT_ATTEMPTS = 2
     settings.GENERATION_BACKOFF_SECONDS = 0.01
