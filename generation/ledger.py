@@ -48,17 +48,25 @@ def active_items_of(user) -> int:
     return GenerationItem.objects.filter(task__owner=user, state__in=UNFINISHED_ITEM_STATES).count()
 
 
-def locked_task(task_id: str) -> GenerationTask:
-    """The task, with its roadmap row and then its own row locked."""
+def locked_task(task_id: str, *, roadmap_id=None) -> GenerationTask:
+    """The task, with its roadmap row and then its own row locked (`roadmap_id`,
+    when the caller knows it, saves looking it up)."""
     tasks = GenerationTask.objects.select_related("roadmap")
     if connection.features.has_select_for_update:
-        lock_roadmap(GenerationTask.objects.values_list("roadmap_id", flat=True).get(pk=task_id))
+        if roadmap_id is None:
+            roadmap_id = GenerationTask.objects.values_list("roadmap_id", flat=True).get(pk=task_id)
+        lock_roadmap(roadmap_id)
         tasks = tasks.select_for_update(of=("self",))
     return tasks.get(pk=task_id)
 
 
-def item(item_id: int) -> GenerationItem:
-    return GenerationItem.objects.select_related("content__concept", "task").get(pk=item_id)
+def item(item_id: int, *, task: GenerationTask | None = None) -> GenerationItem:
+    """An item with its pair; with `task` (already read and locked) not read again."""
+    if task is None:
+        return GenerationItem.objects.select_related("content__concept", "task").get(pk=item_id)
+    item = GenerationItem.objects.select_related("content__concept").get(pk=item_id, task=task)
+    item.task = task
+    return item
 
 
 def live_item(content_id: int, attempt_id) -> GenerationItem | None:

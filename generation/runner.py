@@ -103,15 +103,25 @@ def _load_context(run: ItemRun) -> ItemContext:
     )
 
 
+# One claim at a time per process: concurrent claimers would all pick the same
+# fairest item, and all but one would begin it in vain and pick again.
+_claiming = threading.Lock()
+
+
 def claim_next() -> ItemRun | None:
     """Begin the fairest queued item; None when nothing waits. An item another
-    slot claimed first is passed over."""
+    process claimed first is passed over."""
     taken: set[int] = set()
-    while (item_id := scheduling.next_item_id(exclude=taken)) is not None:
-        run = state.begin_item(item_id=item_id)
-        if run is not None:
-            return run
-        taken.add(item_id)
+    with _claiming:
+        while (next_item := scheduling.next_item(exclude=taken)) is not None:
+            run = state.begin_item(
+                item_id=next_item.item_id,
+                task_id=next_item.task_id,
+                roadmap_id=next_item.roadmap_id,
+            )
+            if run is not None:
+                return run
+            taken.add(next_item.item_id)
     return None
 
 

@@ -7,6 +7,8 @@ oldest queued item is oldest), then that user's task with the fewest running
 backlog takes the free slots only while nobody else waits: a single retry of
 another user is next as soon as a slot frees."""
 
+from dataclasses import dataclass
+
 from django.db.models import Count, Min, Q, QuerySet
 
 from generation.models import UNFINISHED_ITEM_STATES, GenerationItem, ItemState, TaskStatus
@@ -19,9 +21,18 @@ SHARE = {
 }
 
 
-def _fairest(items: QuerySet[GenerationItem], group: str) -> dict | None:
+@dataclass(frozen=True)
+class NextItem:
+    """The item to begin, with the ids its transaction locks first (ledger)."""
+
+    item_id: int
+    task_id: str
+    roadmap_id: object
+
+
+def _fairest(items: QuerySet[GenerationItem], *group: str) -> dict | None:
     return (
-        items.values(group)
+        items.values(*group)
         .annotate(**SHARE)
         .filter(next_item__isnull=False)
         .order_by("running", "next_item")
@@ -29,14 +40,15 @@ def _fairest(items: QuerySet[GenerationItem], group: str) -> dict | None:
     )
 
 
-def next_item_id(*, exclude: set[int] = frozenset()) -> int | None:
-    """The id of the queued item to run next, or None when nothing waits; `exclude`
-    holds items a caller found taken meanwhile."""
+def next_item(*, exclude: set[int] = frozenset()) -> NextItem | None:
+    """The queued item to run next, or None when nothing waits; `exclude` holds
+    items a caller found taken meanwhile."""
     unfinished = GenerationItem.objects.filter(
         state__in=UNFINISHED_ITEM_STATES, task__status=TaskStatus.RUNNING
     ).exclude(pk__in=exclude)
     user = _fairest(unfinished, "task__owner_id")
     if user is None:
         return None
-    task = _fairest(unfinished.filter(task__owner_id=user["task__owner_id"]), "task_id")
-    return task["next_item"]
+    mine = unfinished.filter(task__owner_id=user["task__owner_id"])
+    task = _fairest(mine, "task_id", "task__roadmap_id")  # one roadmap per task
+    return NextItem(task["next_item"], task["task_id"], task["task__roadmap_id"])

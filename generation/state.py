@@ -192,16 +192,17 @@ def start_generation(
 # --- running -------------------------------------------------------------------
 
 
-def begin_item(*, item_id: int) -> ItemRun | None:
+def begin_item(*, item_id: int, task_id: str | None = None, roadmap_id=None) -> ItemRun | None:
     """Claim a queued item: mark it running with a new attempt id (which fences out
     anything older, I4), renew its lease and emit `concept_start`. Returns None
-    when the item is no longer queued (another slot claimed it, or it ended)."""
+    when the item is no longer queued (another slot claimed it, or it ended).
+    The scheduler passes the item's task and roadmap ids, saving their lookups."""
     now = timezone.now()
     with transaction.atomic():
-        task = ledger.locked_task(
-            GenerationItem.objects.values_list("task_id", flat=True).get(pk=item_id)
-        )
-        item = ledger.item(item_id)
+        if task_id is None:
+            task_id = GenerationItem.objects.values_list("task_id", flat=True).get(pk=item_id)
+        task = ledger.locked_task(task_id, roadmap_id=roadmap_id)
+        item = ledger.item(item_id, task=task)
         if item.state != ItemState.QUEUED or task.status != TaskStatus.RUNNING:
             return None
         attempt_id = uuid.uuid4()

@@ -176,8 +176,9 @@ def default_content(body: dict[str, Any]) -> str:
 class FakeOpenAI:
     """The server, its script and its records. Thread-safe; one per test."""
 
-    def __init__(self) -> None:
+    def __init__(self, default: Behaviour | None = None) -> None:
         self.requests: list[RecordedRequest] = []
+        self.default = default or Behaviour()  # the answer when the script is empty
         self.delay = 0.0  # added before every answer (concurrency tests)
         self.in_flight = 0
         self.max_in_flight = 0
@@ -208,7 +209,7 @@ class FakeOpenAI:
         class Handler(_Handler):
             server_fake = fake
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._server.block_on_close = False
         self._thread = threading.Thread(
@@ -230,7 +231,7 @@ class FakeOpenAI:
             self.requests.append(request)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            return self._script.popleft() if self._script else Behaviour()
+            return self._script.popleft() if self._script else self.default
 
     def _done(self) -> None:
         with self._lock:
@@ -239,6 +240,10 @@ class FakeOpenAI:
     def _sleep(self, seconds: float) -> None:
         if seconds > 0:
             self._stopping.wait(seconds)
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # hundreds of generations connect at once in benchmarks
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -391,3 +396,20 @@ def fake_openai(settings):
     yield fake
     fake.stop()
     reset_provider()
+
+
+def streaming_seconds(seconds: float) -> Behaviour:
+    """The default valid answers, a tutorial streamed over about `seconds` (a real
+    model's pace; the shorter JSON answers take less)."""
+    chunks = 1 + -(-len(VALID_TUTORIAL) // CHUNK_CHARS)
+    return Behaviour(kind="ok", chunk_delay=seconds / chunks)
+
+
+if __name__ == "__main__":
+    # A standalone server for benchmarks: `python -m tests.support.fake_openai SECONDS`
+    # streams every answer over SECONDS and prints its base URL.
+    import sys
+
+    fake = FakeOpenAI(default=streaming_seconds(float(sys.argv[1]))).start()
+    print(fake.base_url, flush=True)
+    threading.Event().wait()
