@@ -1,0 +1,176 @@
+"""Many generations in flight in one process: is the server's own cost per
+generation small beside the provider's latency?
+
+One daphne (in-process engine, GENERATION_CONCURRENCY = the batch size) generates
+a batch of tutorials against the fake OpenAI server (tests/support/fake_openai.py,
+another process), which streams every answer over STREAM_SECONDS, through the real
+SDK over HTTP. Every generation can run at once, so the ideal makespan is one
+answer's time; anything above it is the server's own work (claims, state
+transitions, events, files, progress). Measured: makespan and its ratio to the
+ideal, peak RSS of the server, and its CPU seconds per generation. SQLite
+(embedded) and PostgreSQL + Redis (channel layer)."""
+
+import json
+import logging
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dj_database_url
+import httpx
+import psycopg
+
+from bench.retry_load import BASE_ENV
+from bench.worker_scaling import bench_database_url, framework
+from roadmap_project.distributed import (
+    DEFAULT_REDIS_URL,
+    SetupError,
+    ensure_database,
+    ensure_redis,
+)
+from tests.support.daphne_server import daphne_server
+from tests.support.processes import ROOT
+
+RESULTS = ROOT / "bench" / "results" / "in_flight.json"
+GENERATIONS = int(os.environ.get("BENCH_IN_FLIGHT", "500"))
+STREAM_SECONDS = 10.0
+TIMEOUT_SECONDS = 100.0
+USERNAME, PASSWORD = "bench", "bench-password-not-secret"
+
+SEED = f"""
+from django.contrib.auth import get_user_model
+get_user_model().objects.create_user(username={USERNAME!r}, password={PASSWORD!r})
+"""
+
+
+def process_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def task_row(database_url: str, task_id: str) -> tuple[str, int, int]:
+    """Status and counters of a task, read from the database by this process: the
+    server's CPU is what is measured, so it is not asked."""
+    query = "SELECT status, completed, failed FROM generation_generationtask WHERE id = "
+    if database_url.startswith("sqlite"):
+        path = dj_database_url.parse(database_url)["NAME"]
+        with sqlite3.connect(path) as connection:
+            return connection.execute(query + "?", [task_id]).fetchone()
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        return connection.execute(query + "%s", [task_id]).fetchone()
+
+
+def fake_provider() -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.fake_openai", str(STREAM_SECONDS)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    return process, process.stdout.readline().strip()
+
+
+def measure(env: dict, scratch: Path) -> dict:
+    for args in (["migrate", "--no-input", "-v", "0"], ["shell", "-c", SEED]):
+        subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True)
+    provider, base_url = fake_provider()
+    try:
+        with (
+            daphne_server(
+                scratch,
+                **env,
+                GENERATION_PROVIDER="openai",
+                OPENAI_API_KEY="sk-bench",
+                OPENAI_BASE_URL=base_url,
+                GENERATION_CONCURRENCY=str(GENERATIONS),
+                BATCH_MAX_PAIRS=str(GENERATIONS),
+            ) as server,
+            httpx.Client(base_url=f"{server.http_url}/api/v1", timeout=60) as client,
+        ):
+            token = client.post("/auth/token", json={"username": USERNAME, "password": PASSWORD})
+            client.headers["Authorization"] = f"Token {token.raise_for_status().json()['token']}"
+            created = client.post(
+                "/roadmaps", json={"title": "Bench", "framework": framework(GENERATIONS)}
+            )
+            roadmap_id = created.raise_for_status().json()["roadmap_id"]
+            pid = server.process.pid
+            cpu_before = process_seconds(pid)
+            started = time.perf_counter()
+            response = client.post(
+                f"/roadmaps/{roadmap_id}/concepts/retry-batch",
+                json={"content_types": ["tutorial"], "statuses": ["pending"]},
+            )
+            task_id = response.raise_for_status().json()["data"]["task_id"]
+            while (task := task_row(env["DATABASE_URL"], task_id))[0] == "running":
+                if time.perf_counter() - started > TIMEOUT_SECONDS:
+                    raise SystemExit(f"the batch did not finish in {TIMEOUT_SECONDS} s")
+                time.sleep(0.1)
+            makespan = time.perf_counter() - started
+            cpu = process_seconds(pid) - cpu_before
+            rss = peak_rss_mb(pid)
+    finally:
+        provider.terminate()
+        provider.wait(10)
+    return {
+        "makespan_s": round(makespan, 2),
+        "ratio_to_ideal": round(makespan / STREAM_SECONDS, 2),
+        "completed": task[1],
+        "failed": task[2],
+        "peak_rss_mb": round(rss, 1),
+        "cpu_ms_per_generation": round(cpu * 1000 / GENERATIONS, 1),
+    }
+
+
+def main() -> None:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    report = {
+        "machine": f"{platform.node()}, {os.cpu_count()} cores",
+        "generations": GENERATIONS,
+        "stream_seconds": STREAM_SECONDS,
+    }
+    print(f"{GENERATIONS} tutorials streamed over {STREAM_SECONDS} s each, all in flight at once")
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        sqlite = scratch / "sqlite"
+        sqlite.mkdir()
+        configurations = {
+            "sqlite": {
+                "VAR_DIR": str(sqlite),
+                "DATABASE_URL": f"sqlite:///{sqlite / 'db.sqlite3'}",
+            },
+            "postgres_redis": {},
+        }
+        for label, overrides in configurations.items():
+            env = {**os.environ, **BASE_ENV, "REDIS_URL": ""}
+            env.pop("BENCH_TASKS")  # the work runs here: that is what is measured
+            env["DJANGO_SETTINGS_MODULE"] = "roadmap_project.settings"
+            if label == "postgres_redis":
+                database_url = bench_database_url()
+                redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+                try:
+                    ensure_redis(redis_url)
+                    ensure_database(database_url, fresh=True)
+                except SetupError as error:
+                    raise SystemExit(f"{label} not run: {error}") from error
+                overrides = {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
+            result = measure({**env, **overrides}, scratch)
+            report[label] = result
+            print(
+                f"  {label:15} makespan {result['makespan_s']:6.2f} s "
+                f"({result['ratio_to_ideal']:.2f}x ideal), {result['completed']} completed, "
+                f"{result['failed']} failed, peak RSS {result['peak_rss_mb']} MB, "
+                f"{result['cpu_ms_per_generation']} ms CPU per generation"
+            )
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
