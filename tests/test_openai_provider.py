@@ -292,15 +292,23 @@ async def test_missing_api_key_is_rejected_without_a_request(fake_openai, settin
 
 
 def test_one_provider_serves_successive_event_loops(fake_openai):
-    """The engine may run the provider on different loops (server, command, tests):
-    a client bound to a closed loop must not be reused."""
+    """The engine may run the provider on different loops (server, command, Celery
+    worker threads): one client per loop, reused on it, closed when it ends."""
     provider = get_provider()
 
-    first, _ = asyncio.run(provider.quiz(hooks_request()))
-    second, _ = asyncio.run(provider.quiz(hooks_request()))
+    async def twice_on_one_loop():
+        first, _ = await provider.quiz(hooks_request())
+        second, _ = await provider.resources(hooks_request())
+        return first, second, await provider._client()
 
-    assert first == second == Quiz.model_validate(VALID_QUIZ)
-    assert len(fake_openai.requests) == 2
+    quiz, resources, first_client = asyncio.run(twice_on_one_loop())
+    *_, second_client = asyncio.run(twice_on_one_loop())
+
+    assert quiz == Quiz.model_validate(VALID_QUIZ)
+    assert resources == ResourceList.model_validate(VALID_RESOURCES)
+    assert first_client is not second_client
+    assert first_client.is_closed() and second_client.is_closed()
+    assert len(fake_openai.requests) == 4
 
 
 # --- Through the pipeline: state machine, events, storage --------------------

@@ -216,33 +216,35 @@ class OpenAIProvider:
         # One client per event loop: a client's connection pool belongs to the loop
         # that opened it, and work runs on several (the server's, each Celery worker
         # thread's). Forgotten with its loop; a lock, as worker threads share this.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI]
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient]
         self._clients = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
-    def _client(self) -> openai.AsyncOpenAI:
+    async def _client(self) -> openai.AsyncOpenAI:
         loop = asyncio.get_running_loop()
         with self._lock:
-            client = self._clients.get(loop)
-            if client is None:
-                if not settings.OPENAI_API_KEY:
-                    raise ProviderRejected("OPENAI_API_KEY is not set")
-                client = self._clients[loop] = openai.AsyncOpenAI(
-                    api_key=settings.OPENAI_API_KEY,
-                    base_url=settings.OPENAI_BASE_URL,
-                    max_retries=settings.OPENAI_MAX_RETRIES,
-                    # No bytes for the stall window is a timeout (the SDK raises it
-                    # mid-stream too); connecting and sending: OPENAI_TIMEOUT_SECONDS.
-                    timeout=openai.Timeout(
-                        settings.OPENAI_TIMEOUT_SECONDS, read=settings.GENERATION_STALL_SECONDS
-                    ),
-                    # Every request sent, the SDK's own retries included, is a sign
-                    # of life (the lease follows progress, not a timer).
-                    http_client=openai.DefaultAsyncHttpxClient(
-                        event_hooks={"request": [_request_sent]}
-                    ),
-                )
-        return client
+            held = self._clients.get(loop)
+            if held is None:
+                held = self._clients[loop] = _LoopClient(self._new_client())
+        await held.close_with_loop()
+        return held.client
+
+    def _new_client(self) -> openai.AsyncOpenAI:
+        if not settings.OPENAI_API_KEY:
+            raise ProviderRejected("OPENAI_API_KEY is not set")
+        return openai.AsyncOpenAI(
+            api_key=settings.OPENAI_API_KEY,
+            base_url=settings.OPENAI_BASE_URL,
+            max_retries=settings.OPENAI_MAX_RETRIES,
+            # No bytes for the stall window is a timeout (the SDK raises it mid-stream
+            # too); connecting and sending are bounded by OPENAI_TIMEOUT_SECONDS.
+            timeout=openai.Timeout(
+                settings.OPENAI_TIMEOUT_SECONDS, read=settings.GENERATION_STALL_SECONDS
+            ),
+            # Every request sent, the SDK's own retries included, is a sign of life
+            # (the lease follows progress, not a timer).
+            http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [_request_sent]}),
+        )
 
     async def tutorial(
         self, request: GenerationRequest, on_progress: ProgressCallback
@@ -347,7 +349,8 @@ class OpenAIProvider:
         answer = _Answer()
         options = {"response_format": response_format} if response_format else {}
         try:
-            stream = await self._client().chat.completions.create(
+            client = await self._client()
+            stream = await client.chat.completions.create(
                 model=settings.OPENAI_MODEL, messages=messages, stream=True, **options
             )
             if not isinstance(stream, openai.AsyncStream):
@@ -375,6 +378,28 @@ class OpenAIProvider:
             raise InvalidOutput("the answer is empty")
         answer.model_name = answer.model_name or settings.OPENAI_MODEL
         return answer
+
+
+class _LoopClient:
+    """A loop's client, closed when the loop ends. asyncio closes a loop's live
+    async generators before closing the loop (`shutdown_asyncgens`, which
+    asyncio.run and asgiref's async_to_sync call), so a generator suspended in a
+    `try` that holds the client closes it then, on that loop, as it must be."""
+
+    def __init__(self, client: openai.AsyncOpenAI) -> None:
+        self.client = client
+        self._closer = None
+
+    async def close_with_loop(self) -> None:
+        if self._closer is None:
+            self._closer = self._close_at_shutdown()
+            await anext(self._closer)
+
+    async def _close_at_shutdown(self):
+        try:
+            yield
+        finally:
+            await self.client.close()
 
 
 @dataclass
