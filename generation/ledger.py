@@ -9,7 +9,8 @@ content's status (the state machine does, then tells the ledger the outcome)."""
 
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import F
+from django.db.models import F, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from generation import events
@@ -41,11 +42,15 @@ def lock_roadmap(roadmap_id) -> None:
 def active_items_of(user) -> int:
     """How many pairs the user has queued or running, with the user's row locked
     (FOR NO KEY UPDATE: it does not block the user's foreign keys), so two starts
-    of one user on different roadmaps cannot both pass the admission check."""
+    of one user on different roadmaps cannot both pass the admission check.
+    Summed from the counters of the user's running tasks (an index of those), not
+    counted over items: the cost follows the user's own tasks, not everyone's work."""
     if connection.features.has_select_for_update:
         users = get_user_model().objects.select_for_update(no_key=True)
         list(users.filter(pk=user.pk).values_list("pk"))
-    return GenerationItem.objects.filter(task__owner=user, state__in=UNFINISHED_ITEM_STATES).count()
+    unfinished = F("total") - F("completed") - F("failed") - F("cancelled")
+    running = GenerationTask.objects.filter(owner=user, status=TaskStatus.RUNNING)
+    return running.aggregate(active=Coalesce(Sum(unfinished), 0))["active"]
 
 
 def locked_task(task_id: str, *, roadmap_id=None) -> GenerationTask:

@@ -57,6 +57,14 @@ class GenerationTask(models.Model):
                 condition=models.Q(status__in=TaskStatus.values), name="task_status_valid"
             ),
         ]
+        indexes = [
+            # Admission control sums a user's running tasks on every start.
+            models.Index(
+                fields=["owner"],
+                condition=models.Q(status=TaskStatus.RUNNING),
+                name="running_tasks_by_owner",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.id
