@@ -73,9 +73,11 @@ def task_row(database_url: str, task_id: str) -> tuple[str, int, int]:
         return connection.execute(query + "%s", [task_id]).fetchone()
 
 
-def fake_provider() -> tuple[subprocess.Popen, str]:
+def fake_provider(stream_seconds: float = STREAM_SECONDS) -> tuple[subprocess.Popen, str]:
+    """The fake OpenAI server in its own process, streaming each answer over
+    `stream_seconds`, and its base URL."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.fake_openai", str(STREAM_SECONDS)],
+        [sys.executable, "-m", "tests.support.fake_openai", str(stream_seconds)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     return process, process.stdout.readline().strip()

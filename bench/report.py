@@ -120,6 +120,50 @@ def scaling_section() -> list[str]:
     ]
 
 
+def in_flight_section() -> list[str]:
+    results = load("in_flight")
+    if not results:
+        return []
+    rows = {LABELS[k]: v for k, v in results.items() if k in LABELS}
+    return [
+        "## Generations in flight in one process (`bench/in_flight.py`)",
+        "",
+        f"{results['generations']} tutorials at once (GENERATION_CONCURRENCY = "
+        f"{results['generations']}), each streamed over {results['stream_seconds']} s by the",
+        "fake OpenAI server in another process, through the real SDK. Ideal makespan: one",
+        "answer's time; the rest is the server's own work per generation.",
+        "",
+        *table(
+            "setup",
+            ["makespan_s", "ratio_to_ideal", "completed", "peak_rss_mb", "cpu_ms_per_generation"],
+            rows,
+        ),
+        "",
+    ]
+
+
+def fairness_section() -> list[str]:
+    results = load("fairness")
+    if not results:
+        return []
+    rows = {LABELS[k]: v for k, v in results.items() if k in LABELS}
+    return [
+        "## A single retry behind another user's backlog (`bench/fairness.py`)",
+        "",
+        f"User B's single retry (answers streamed over {results['stream_seconds']} s, "
+        f"{results['slots']} slots),",
+        f"median of {results['samples']}, alone and while user A's "
+        f"{results['backlog_pairs']}-pair generation runs. Goal: ≤ 2×.",
+        "",
+        *table(
+            "setup",
+            ["alone_median_s", "with_backlog_median_s", "with_backlog_max_s", "ratio"],
+            rows,
+        ),
+        "",
+    ]
+
+
 def write() -> None:
     current_path = RESULTS / "retry_load.json"
     if not current_path.exists():
@@ -147,7 +191,8 @@ def write() -> None:
         *retry_table(current, stock),
         "",
     ]
-    lines += queries_section() + lost_updates_section() + latency_section() + scaling_section()
+    lines += queries_section() + lost_updates_section() + in_flight_section() + fairness_section()
+    lines += latency_section() + scaling_section()
     notes = ROOT / "bench" / "performance_notes.md"
     if notes.exists():
         lines += [notes.read_text().rstrip(), ""]
