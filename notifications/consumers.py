@@ -3,14 +3,15 @@
 Subscribe, then fetch: the consumer joins the channel-layer group first and only
 then replays the store above the client's cursor, so an event committed during
 the replay arrives live and is dropped as a duplicate, or is found by the next
-store read; it is never lost. The layer is only the fast path: a background
-catch-up from the store every NOTIFICATIONS_CATCH_UP_SECONDS delivers whatever
-the layer dropped or never carried (another process, Redis down). A layer that
-fails (Redis down) never ends a connection: joins are retried by the catch-up
-loop and Channels' layer receive is retried with a backoff."""
+store read; it is never lost. The layer is only the fast path: the process's
+store catch-up (notifications.catch_up, one check every
+NOTIFICATIONS_CATCH_UP_SECONDS for all sockets) delivers whatever the layer
+dropped or never carried (another process, Redis down). A layer that fails
+(Redis down) never ends a connection: joins are retried by the catch-up and
+Channels' layer receive is retried with a backoff."""
 
 import asyncio
-import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,7 +23,8 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 from django.utils.module_loading import import_string
 
-from notifications.selectors import events_after, stream_has_ended
+from notifications.catch_up import catch_up
+from notifications.selectors import events_after, pruned_through, stream_has_ended
 from notifications.services import stream_group, topic_group
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_PRUNED = 4410  # resuming below the pruned mark; the reason names the cursor to use
 
 PAGE_SIZE = 500
 MAX_CURSOR = 2**63 - 1  # the store's BigAutoField range
@@ -64,12 +67,21 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
         self.last_sent = 0
         self.finished = False
         self.sending = asyncio.Lock()
-        self.poller: asyncio.Task | None = None
-        self.joined = False  # whether the group join succeeded (poll_store retries it)
+        self.caught_up_by = None  # the process's store catch-up, once registered
+        self.joined = False  # whether the group join succeeded (the catch-up retries it)
         self.failing: set[str] = set()  # layer operations in a failure streak (log once)
         self.layer_receive: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
     # --- hooks ---------------------------------------------------------------
+
+    async def __call__(self, scope, receive, send) -> None:
+        """Whatever ends the connection (a close, an error in a handler, the server
+        shutting down), what it held is released: its place in the store catch-up
+        and its group membership. Channels calls `disconnect` only on a clean close."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.release()
 
     async def connect(self) -> None:
         # Accept first: a refusal before accept reaches the client as a bare HTTP 403.
@@ -79,6 +91,14 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
             self.finished = True
             await self.close(refusal)
             return
+        if self.last_sent:
+            pruned = await database_sync_to_async(pruned_through)(key=self.store_key)
+            if self.last_sent < pruned:
+                # Events above the client's cursor are gone: it must reload the
+                # state over HTTP, then resume from the mark (docs/events.md).
+                self.finished = True
+                await self.close(CLOSE_PRUNED, reason=f"pruned; resume with after={pruned}")
+                return
         await self.join_group()
         # Asked before the replay: if the stream had ended, the replay reaches its
         # final event unless the client already had it (then close here).
@@ -91,18 +111,38 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
                 self.finished = True
                 await self.close(CLOSE_NORMAL)
         if not self.finished:
-            self.poller = asyncio.create_task(self.poll_store())
+            self.caught_up_by = catch_up()
+            self.caught_up_by.add(self)
 
     async def disconnect(self, code: int) -> None:
+        await self.release()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Client frames: `{"type": "ping"}` is answered `{"type": "pong"}`; anything
+        else (other JSON, text that is not JSON, binary) is ignored, and the stream
+        goes on delivering."""
+        try:
+            message = json.loads(text_data) if text_data is not None else None
+        except ValueError:
+            return
+        if isinstance(message, dict) and message.get("type") == "ping":
+            async with self.sending:
+                if not self.finished:
+                    await self.send_json({"type": "pong"})
+
+    async def release(self) -> None:
+        """Leave the store catch-up and the group; safe to call more than once."""
         self.finished = True
-        if self.poller is not None:
-            self.poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.poller
-        if self.store_key is not None:
+        caught_up_by, self.caught_up_by = self.caught_up_by, None
+        if caught_up_by is not None:
+            caught_up_by.discard(self)
+        store_key, self.store_key = self.store_key, None
+        if store_key is not None:  # even if the join seemed to fail: it may have landed
+            group = stream_group(store_key) if self.kind == "stream" else topic_group(store_key)
+            self.joined = False
             try:
                 async with asyncio.timeout(LAYER_TIMEOUT_SECONDS):
-                    await self.channel_layer.group_discard(self.group, self.channel_name)
+                    await self.channel_layer.group_discard(group, self.channel_name)
             except Exception:
                 self.layer_failed("group_discard")  # the membership expires in the layer
 
@@ -244,20 +284,13 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
             self.finished = True
             await self.close(CLOSE_NORMAL)
 
-    async def poll_store(self) -> None:
-        """The store is the truth: catch up periodically whatever the layer did.
-        Rejoins the group first when the join failed (subscribe, then fetch)."""
-        while not self.finished:
-            await asyncio.sleep(settings.NOTIFICATIONS_CATCH_UP_SECONDS)
-            if not self.joined:
-                await self.join_group()
-            try:
-                async with self.sending:
-                    await self.catch_up()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.warning("Catch-up of %s failed; retrying", self.store_key, exc_info=True)
+    async def resync(self) -> None:
+        """Called by the store catch-up when this socket is behind the store or its
+        group join failed: join again (subscribe, then fetch), then catch up."""
+        if not self.joined:
+            await self.join_group()
+        async with self.sending:
+            await self.catch_up()
 
 
 def parse_after(query_string: bytes) -> int | None:

@@ -14,6 +14,12 @@ class EventCounter(models.Model):
     closed = models.BooleanField(
         default=False, help_text="Its final event was recorded; kept when events are pruned."
     )
+    pruned_through = models.PositiveBigIntegerField(
+        default=0,
+        db_default=0,  # the counter upsert (notifications.services._next_seq) omits it
+        help_text="The highest cursor (a topic's id, a stream's seq) whose event was pruned: "
+        "a client resuming below it would miss events (close 4410).",
+    )
 
     def __str__(self) -> str:
         return f"{self.key} @ {self.last_seq}"

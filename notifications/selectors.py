@@ -1,6 +1,6 @@
 """Reading events for replay and catch-up."""
 
-from django.db.models import QuerySet
+from django.db.models import Max, QuerySet
 
 from notifications.models import Event, EventCounter
 
@@ -29,3 +29,30 @@ def stream_has_ended(*, stream: str) -> bool:
     """Whether the stream's final event was recorded (nothing can follow it), even
     if its events have since been pruned."""
     return EventCounter.objects.filter(key=stream, closed=True).exists()
+
+
+def pruned_through(*, key: str) -> int:
+    """The highest cursor of a stream or topic whose event was pruned (0: none)."""
+    marks = EventCounter.objects.filter(key=key).values_list("pruned_through", flat=True)
+    return next(iter(marks), 0)
+
+
+def newest_cursors(*, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The newest cursor of each (kind, key): a stream's last `seq` (its counter),
+    a topic's highest event `id`. Two queries, however many keys."""
+    streams = [key for kind, key in keys if kind == "stream"]
+    topics = [key for kind, key in keys if kind == "topic"]
+    newest: dict[tuple[str, str], int] = {}
+    if streams:
+        counters = EventCounter.objects.filter(key__in=streams).values_list("key", "last_seq")
+        newest |= {("stream", key): seq for key, seq in counters}
+    if topics:
+        highest = (
+            Event.objects.filter(topic__in=topics)
+            .values("topic")
+            .annotate(newest=Max("id"))
+            .values_list("topic", "newest")
+            .order_by()
+        )
+        newest |= {("topic", topic): event_id for topic, event_id in highest}
+    return newest

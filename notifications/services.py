@@ -8,7 +8,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from notifications.models import Event, EventCounter
@@ -145,11 +145,14 @@ async def publish_live(*, stream: str, message: dict[str, Any]) -> None:
         logger.warning("Could not publish live event to %s", stream, exc_info=True)
 
 
+@transaction.atomic
 def prune_events(*, older_than: timedelta, now: datetime | None = None) -> int:
     """Delete old events; returns how many. A stream goes only as a whole, once its
     final event is older than the cutoff, so a stream that is still open (or a
     client resuming one) never sees a gap in `seq`. Events outside any stream go
-    by age alone. Counters stay: they are the lock rows and tiny."""
+    by age alone. Counters stay: they are the lock rows and tiny, and they keep
+    the mark of what was pruned (`pruned_through`), so a client resuming below it
+    is told (4410) instead of silently missing events."""
     cutoff = (now or timezone.now()) - older_than
     ended_streams = Event.objects.filter(
         final=True, stream__isnull=False, created_at__lt=cutoff
@@ -157,5 +160,13 @@ def prune_events(*, older_than: timedelta, now: datetime | None = None) -> int:
     old = Event.objects.filter(
         Q(stream__isnull=True, created_at__lt=cutoff) | Q(stream__in=ended_streams)
     )
+    marks = [
+        *old.values_list("topic").annotate(Max("id")).order_by(),
+        *old.filter(stream__isnull=False).values_list("stream").annotate(Max("seq")).order_by(),
+    ]
+    for key, through in marks:
+        EventCounter.objects.filter(key=key, pruned_through__lt=through).update(
+            pruned_through=through
+        )
     deleted, _ = old.delete()
     return deleted

@@ -9,13 +9,17 @@ import threading
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.db import transaction
 from django.test import Client
 
 from generation import engine, services
 from notifications import consumers
+from notifications.catch_up import catch_up
 from notifications.models import Event
 from notifications.selectors import events_after
+from notifications.services import topic_group
 from roadmap_project.asgi import application
 from roadmaps.models import ConceptContent
 from tests.conftest import auth
@@ -351,3 +355,101 @@ async def test_origin_must_be_an_allowed_host(alice, make_roadmap):
         communicator, accepted = await connect(path, user=user, headers=headers)
         assert accepted and await communicator.receive_nothing(timeout=0.2)
         await communicator.disconnect()
+
+
+# --- client frames and every exit path (issue 12) ----------------------------------
+
+
+def pollers() -> set:
+    """The sockets this loop's store catch-up still checks."""
+    return catch_up().subscribers
+
+
+async def test_ping_is_answered_and_other_frames_are_ignored(alice, make_roadmap, settings):
+    settings.NOTIFICATIONS_CATCH_UP_SECONDS = 0.2
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    communicator, _ = await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice)
+
+    await communicator.send_to(text_data='{"type": "ping"}')
+    assert json.loads(await communicator.receive_from(timeout=5)) == {"type": "pong"}
+    for frame in ({"text_data": "ping"}, {"bytes_data": b"\x00\xff"}, {"text_data": "[1, 2]"}):
+        await communicator.send_to(**frame)
+    assert await communicator.receive_nothing(timeout=0.3)
+    # The stream goes on delivering, live or by catch-up.
+    await asyncio.to_thread(start_retry, roadmap, alice)
+    start, complete = await read_events(communicator, 2)
+    assert (start["type"], complete["type"]) == ("concept_start", "concept_complete")
+
+    await communicator.disconnect()
+    assert not pollers()
+
+
+async def group_size(layer, group: str) -> int:
+    """Members of a group, in either layer (channels_redis keeps a sorted set)."""
+    if hasattr(layer, "groups"):
+        return len(layer.groups.get(group, {}))
+    connection = layer.connection(layer.consistent_hash(group))
+    return await connection.zcard(layer._group_key(group))
+
+
+async def test_a_crashed_consumer_releases_its_poller_and_group(alice, make_roadmap):
+    """A handler error ends the consumer without a clean close; what it held goes."""
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    communicator, _ = await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice)
+    layer = get_channel_layer()
+    group = topic_group(f"roadmap-{roadmap.pk}")
+    await communicator.send_to(text_data='{"type": "ping"}')  # answered once connected
+    assert json.loads(await communicator.receive_from(timeout=5)) == {"type": "pong"}
+    assert pollers() and await group_size(layer, group) == 1
+
+    await layer.group_send(group, {"type": "no.such.handler"})
+    with pytest.raises(ValueError, match="No handler"):
+        await communicator.wait(timeout=5)
+
+    assert not pollers()
+    assert await group_size(layer, group) == 0
+
+
+async def test_idle_sockets_share_one_store_check_per_period(alice, make_roadmap, settings):
+    """Issue 12: the store catch-up is one check per period per process, not one
+    per socket (every socket polling on its own, 20 sockets made 200 reads here);
+    a socket reads its own events only when the check finds it behind."""
+    settings.NOTIFICATIONS_CATCH_UP_SECONDS = 0.1
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    sockets = [
+        (await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice))[0] for _ in range(20)
+    ]
+    checks = catch_up()
+    rounds, resyncs = checks.rounds, checks.resyncs
+
+    await asyncio.sleep(1.0)
+    idle_rounds, idle_resyncs = checks.rounds - rounds, checks.resyncs - resyncs
+    # An event the live path does not carry (another process's, say): every socket
+    # is behind at the next check, and catches up.
+    await asyncio.to_thread(record_unpublished_event, roadmap)
+    events = [await read_events(socket, 1, within=5) for socket in sockets]
+    for socket in sockets:
+        await socket.disconnect()
+
+    assert 5 <= idle_rounds <= 12 and idle_resyncs == 0  # ten periods of 0.1 s
+    assert all(event[0]["type"] == "status_changed" for event in events)
+    assert checks.resyncs - resyncs == 20
+    assert not pollers()
+
+
+def record_unpublished_event(roadmap) -> None:
+    """Stored, not published: only the store catch-up can deliver it."""
+    body = {
+        "type": "status_changed",
+        "task_id": None,
+        "roadmap_id": str(roadmap.pk),
+        "timestamp": "2026-11-30T10:30:00+00:00",
+        "message": "Concept 1 (Tutorial) is now Failed",
+        "concept_id": "c001",
+        "concept_name": "Concept 1",
+        "content_type": "tutorial",
+        "status": "failed",
+        "previous_status": "pending",
+    }
+    with transaction.atomic():
+        Event.objects.create(topic=f"roadmap-{roadmap.pk}", type="status_changed", body=body)

@@ -117,3 +117,21 @@ async def test_two_servers_share_events_over_redis(tmp_path, alice, make_roadmap
     ):
         events = await follow_a_retry(server_a, server_b, alice, roadmap)
     assert [e["type"] for e in events if e["seq"]] == ["concept_start", "concept_complete"]
+
+
+async def test_a_real_client_pings_and_its_stray_frames_do_not_end_the_stream(
+    server, alice, make_roadmap
+):
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    url = f"{server.ws_url}/api/v1/ws/roadmaps/{roadmap.pk}?token={alice.token}"
+    async with asyncio.timeout(30), ws_connect(url) as socket:
+        for frame in ("ping", b"\x00\x01binary", '{"type": "subscribe"}'):
+            await socket.send(frame)
+        await socket.send('{"type": "ping"}')
+        assert json.loads(await socket.recv()) == {"type": "pong"}
+        async with httpx.AsyncClient(base_url=server.http_url) as client:
+            response = await client.post(retry_url(roadmap), headers=auth(alice))
+        assert response.status_code == 202, response.text
+        events = [json.loads(await socket.recv()) for _ in range(2)]
+
+    assert [e["type"] for e in events] == ["concept_start", "concept_complete"]
