@@ -15,23 +15,14 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-from bench.in_flight import fake_provider, task_row
-from bench.retry_load import BASE_ENV
-from bench.worker_scaling import bench_database_url, framework
-from roadmap_project.distributed import (
-    DEFAULT_REDIS_URL,
-    SetupError,
-    ensure_database,
-    ensure_redis,
-)
+from bench.in_flight import configurations, fake_provider, prepare, task_row
+from bench.worker_scaling import framework
 from tests.support.daphne_server import daphne_server
 from tests.support.processes import ROOT
 
@@ -71,8 +62,7 @@ def retry_latency(client: httpx.Client, database_url: str, roadmap_id: str, conc
 
 
 def measure(env: dict, scratch: Path) -> dict:
-    for args in (["migrate", "--no-input", "-v", "0"], ["shell", "-c", SEED]):
-        subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True)
+    prepare(env, SEED)
     provider, base_url = fake_provider(STREAM_SECONDS)
     try:
         with daphne_server(
@@ -137,28 +127,8 @@ def main() -> None:
         f"{BACKLOG_CONCEPTS * 3}-pair generation, {SLOTS} slots"
     )
     with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
-        env = {**os.environ, **BASE_ENV, "DJANGO_SETTINGS_MODULE": "roadmap_project.settings"}
-        env.pop("BENCH_TASKS")
-        sqlite = scratch / "sqlite"
-        sqlite.mkdir()
-        configurations = {
-            "sqlite": {
-                "VAR_DIR": str(sqlite),
-                "DATABASE_URL": f"sqlite:///{sqlite / 'db.sqlite3'}",
-                "REDIS_URL": "",
-            }
-        }
-        try:
-            redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-            ensure_redis(redis_url)
-            database_url = bench_database_url()
-            ensure_database(database_url, fresh=True)
-        except SetupError as error:
-            raise SystemExit(f"postgres_redis not run: {error}") from error
-        configurations["postgres_redis"] = {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
-        for label, overrides in configurations.items():
-            result = measure({**env, **overrides}, scratch)
+        for label, env in configurations(Path(scratch)).items():
+            result = measure(env, Path(scratch))
             report[label] = result
             print(
                 f"  {label:15} alone {result['alone_median_s']:.2f} s, behind the backlog "

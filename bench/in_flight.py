@@ -83,9 +83,39 @@ def fake_provider(stream_seconds: float = STREAM_SECONDS) -> tuple[subprocess.Po
     return process, process.stdout.readline().strip()
 
 
-def measure(env: dict, scratch: Path) -> dict:
-    for args in (["migrate", "--no-input", "-v", "0"], ["shell", "-c", SEED]):
+def prepare(env: dict, seed: str) -> None:
+    """Migrate the configuration's database and run the benchmark's seed script."""
+    for args in (["migrate", "--no-input", "-v", "0"], ["shell", "-c", seed]):
         subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True)
+
+
+def configurations(scratch: Path) -> dict[str, dict]:
+    """The environments of a benchmark that runs the work in the server: SQLite
+    (embedded) and PostgreSQL + Redis (a fresh `*_bench` database)."""
+    base = {**os.environ, **BASE_ENV, "DJANGO_SETTINGS_MODULE": "roadmap_project.settings"}
+    base.pop("BENCH_TASKS")  # the work runs here: that is what is measured
+    redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    database_url = bench_database_url()
+    try:
+        ensure_redis(redis_url)
+        ensure_database(database_url, fresh=True)
+    except SetupError as error:
+        raise SystemExit(f"PostgreSQL + Redis not available: {error}") from error
+    sqlite = scratch / "sqlite"
+    sqlite.mkdir(exist_ok=True)
+    return {
+        "sqlite": {
+            **base,
+            "VAR_DIR": str(sqlite),
+            "DATABASE_URL": f"sqlite:///{sqlite / 'db.sqlite3'}",
+            "REDIS_URL": "",
+        },
+        "postgres_redis": {**base, "DATABASE_URL": database_url, "REDIS_URL": redis_url},
+    }
+
+
+def measure(env: dict, scratch: Path) -> dict:
+    prepare(env, SEED)
     provider, base_url = fake_provider()
     try:
         with (
@@ -143,30 +173,8 @@ def main() -> None:
     }
     print(f"{GENERATIONS} tutorials streamed over {STREAM_SECONDS} s each, all in flight at once")
     with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
-        sqlite = scratch / "sqlite"
-        sqlite.mkdir()
-        configurations = {
-            "sqlite": {
-                "VAR_DIR": str(sqlite),
-                "DATABASE_URL": f"sqlite:///{sqlite / 'db.sqlite3'}",
-            },
-            "postgres_redis": {},
-        }
-        for label, overrides in configurations.items():
-            env = {**os.environ, **BASE_ENV, "REDIS_URL": ""}
-            env.pop("BENCH_TASKS")  # the work runs here: that is what is measured
-            env["DJANGO_SETTINGS_MODULE"] = "roadmap_project.settings"
-            if label == "postgres_redis":
-                database_url = bench_database_url()
-                redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-                try:
-                    ensure_redis(redis_url)
-                    ensure_database(database_url, fresh=True)
-                except SetupError as error:
-                    raise SystemExit(f"{label} not run: {error}") from error
-                overrides = {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
-            result = measure({**env, **overrides}, scratch)
+        for label, env in configurations(Path(scratch)).items():
+            result = measure(env, Path(scratch))
             report[label] = result
             print(
                 f"  {label:15} makespan {result['makespan_s']:6.2f} s "
