@@ -211,7 +211,8 @@ async def concept_progress(
     total: int,
     percentage: int,
 ) -> None:
-    """Live-only (never stored or replayed), so it has no id or seq."""
+    """Live-only (never stored or replayed), so it has no id or seq; to the task's
+    stream and to its roadmap's (DESIGN §5)."""
     with translation.override(roadmap.language):
         message = _("Generating %(name)s: %(percentage)d%%") % {
             "name": concept_name,
@@ -230,4 +231,4 @@ async def concept_progress(
         "progress_percentage": percentage,
         "message": message,
     }
-    await publish_live(stream=task_id, message=body)
+    await publish_live(topic=roadmap_topic(roadmap.pk), stream=task_id, message=body)

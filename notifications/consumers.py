@@ -155,8 +155,7 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
                 return
             if cursor is None:
                 # Live-only (concept_progress): never stored, nothing to order against.
-                if self.kind == "stream":
-                    await self.send_json(event)
+                await self.send_json(event)
                 return
             if cursor <= self.last_sent:
                 return  # already sent by the replay or a catch-up

@@ -137,10 +137,11 @@ async def apublish(
             await layer.group_send(group, payload)
 
 
-async def publish_live(*, stream: str, message: dict[str, Any]) -> None:
-    """Publish a live-only event to one stream: not stored, never replayed."""
+async def publish_live(*, topic: str, stream: str, message: dict[str, Any]) -> None:
+    """Publish a live-only event to its stream and its topic (a roadmap page shows
+    progress without a socket per task): not stored, never replayed."""
     try:
-        await apublish(topic=None, stream=stream, message=message)
+        await apublish(topic=topic, stream=stream, message=message)
     except Exception:
         logger.warning("Could not publish live event to %s", stream, exc_info=True)
 
