@@ -83,10 +83,17 @@ def fake_provider(stream_seconds: float = STREAM_SECONDS) -> tuple[subprocess.Po
     return process, process.stdout.readline().strip()
 
 
-def prepare(env: dict, seed: str) -> None:
-    """Migrate the configuration's database and run the benchmark's seed script."""
-    for args in (["migrate", "--no-input", "-v", "0"], ["shell", "-c", seed]):
-        subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True)
+def prepare(env: dict, seed: str) -> str:
+    """Migrate the configuration's database and run the benchmark's seed script;
+    returns what the seed printed."""
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
+        cwd=ROOT, env=env, check=True,
+    )  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", seed],
+        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
 
 
 def configurations(scratch: Path) -> dict[str, dict]:

@@ -164,6 +164,27 @@ def fairness_section() -> list[str]:
     ]
 
 
+def storm_section() -> list[str]:
+    results = load("reconnect_storm")
+    if not results:
+        return []
+    rows = {LABELS[k]: v for k, v in results.items() if k in LABELS}
+    return [
+        "## A reconnect storm (`bench/reconnect_storm.py`)",
+        "",
+        f"{results['clients']} real WebSocket clients (another process) connect at once to",
+        "one roadmap stream with `after=0` and read its stored events, then all close.",
+        "Goal: all replayed within 10 s, no consumer killed for a slow shutdown.",
+        "",
+        *table(
+            "setup",
+            ["replayed", "failed", "all_replayed_s", "p50_s", "killed_slow_shutdown"],
+            rows,
+        ),
+        "",
+    ]
+
+
 def write() -> None:
     current_path = RESULTS / "retry_load.json"
     if not current_path.exists():
@@ -192,7 +213,7 @@ def write() -> None:
         "",
     ]
     lines += queries_section() + lost_updates_section() + in_flight_section() + fairness_section()
-    lines += latency_section() + scaling_section()
+    lines += latency_section() + storm_section() + scaling_section()
     notes = ROOT / "bench" / "performance_notes.md"
     if notes.exists():
         lines += [notes.read_text().rstrip(), ""]
