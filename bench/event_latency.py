@@ -186,7 +186,7 @@ def main() -> None:
         layers = {
             "in-memory": {
                 "default": {
-                    "BACKEND": "channels.layers.InMemoryChannelLayer",
+                    "BACKEND": "roadmap_project.layers.InMemoryChannelLayer",
                     "CONFIG": {"capacity": 1000, "expiry": 60},
                 }
             },
