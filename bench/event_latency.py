@@ -37,7 +37,6 @@ def _setup_world():
     from rest_framework.authtoken.models import Token
 
     from generation.models import GenerationTask
-    from notifications.services import open_stream
     from roadmaps.services import create_roadmap
 
     user = get_user_model().objects.create_user(username=f"bench-{uuid.uuid4().hex[:8]}")
@@ -56,7 +55,6 @@ def _setup_world():
     task = GenerationTask.objects.create(
         id=f"batch-retry-{uuid.uuid4().hex}", kind="batch", owner=user, roadmap=roadmap, total=1
     )
-    open_stream(task.pk)
     return token, roadmap, task
 
 

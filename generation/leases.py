@@ -33,7 +33,7 @@ def heartbeat(run: ItemRun, *, progressed: bool) -> bool:
     return held.exists()
 
 
-def renew_queued(*, enqueued_since: datetime, until: datetime | None = None) -> int:
+def renew_queued(*, enqueued_since: datetime) -> int:
     """Renew the leases of the queued items of every task started since a time:
     one statement per maintenance round, however many items wait. Rows another
     transaction is changing are skipped, not waited for, so renewals never take
@@ -46,5 +46,5 @@ def renew_queued(*, enqueued_since: datetime, until: datetime | None = None) -> 
             status=ContentStatus.GENERATING, attempt_id__in=items.values("attempt_id")
         )
         return ConceptContent.objects.filter(pk__in=renewable.values("pk")).update(
-            lease_expires_at=until or deadline()
+            lease_expires_at=deadline()
         )

@@ -24,7 +24,7 @@ from django.http.request import split_domain_port, validate_host
 from django.utils.module_loading import import_string
 
 from notifications.catch_up import catch_up
-from notifications.selectors import events_after, pruned_through, stream_has_ended
+from notifications.selectors import Marks, events_after, marks
 from notifications.services import stream_group, topic_group
 
 logger = logging.getLogger(__name__)
@@ -91,20 +91,23 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
             self.finished = True
             await self.close(refusal)
             return
-        if self.last_sent:
-            pruned = await database_sync_to_async(pruned_through)(key=self.store_key)
-            if self.last_sent < pruned:
-                # Events above the client's cursor are gone: it must reload the
-                # state over HTTP, then resume from the mark (docs/events.md).
-                self.finished = True
-                await self.close(CLOSE_PRUNED, reason=f"pruned; resume with after={pruned}")
-                return
+        # One read of the counter row: a topic subscription from the start needs none.
+        counter = Marks(ended=False, pruned_through=0)
+        if self.kind == "stream" or self.last_sent:
+            counter = await database_sync_to_async(marks)(key=self.store_key)
+        pruned = counter.pruned_through
+        if 0 < self.last_sent < pruned:
+            # Events above the client's cursor are gone: it must reload the state
+            # over HTTP, then resume from the mark (docs/events.md).
+            self.finished = True
+            await self.close(CLOSE_PRUNED, reason=f"pruned; resume with after={pruned}")
+            return
         await self.join_group()
-        # Asked before the replay: if the stream had ended, the replay reaches its
-        # final event unless the client already had it (then close here).
-        ended = self.kind == "stream" and await database_sync_to_async(stream_has_ended)(
-            stream=self.store_key
-        )
+        # Read before the replay: if the stream had ended, the replay reaches its
+        # final event unless the client already had it (then close here). A stream
+        # that ended after the read closes when the replay or the live path brings
+        # its final event.
+        ended = self.kind == "stream" and counter.ended
         async with self.sending:
             await self.catch_up()
             if ended and not self.finished:
@@ -136,10 +139,8 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
         caught_up_by, self.caught_up_by = self.caught_up_by, None
         if caught_up_by is not None:
             caught_up_by.discard(self)
-        store_key, self.store_key = self.store_key, None
-        if store_key is not None:  # even if the join seemed to fail: it may have landed
-            group = stream_group(store_key) if self.kind == "stream" else topic_group(store_key)
-            self.joined = False
+        if self.store_key is not None:  # even if the join seemed to fail: it may have landed
+            group, self.store_key, self.joined = self.group, None, False
             try:
                 async with asyncio.timeout(LAYER_TIMEOUT_SECONDS):
                     await self.channel_layer.group_discard(group, self.channel_name)

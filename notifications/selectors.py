@@ -1,5 +1,7 @@
 """Reading events for replay and catch-up."""
 
+from dataclasses import dataclass
+
 from django.db.models import Max, QuerySet
 
 from notifications.models import Event, EventCounter
@@ -25,16 +27,18 @@ def events_after(*, kind: str, key: str, after: int, limit: int = 500) -> list[E
     return list(events[:limit])
 
 
-def stream_has_ended(*, stream: str) -> bool:
-    """Whether the stream's final event was recorded (nothing can follow it), even
-    if its events have since been pruned."""
-    return EventCounter.objects.filter(key=stream, closed=True).exists()
+@dataclass(frozen=True)
+class Marks:
+    """What a stream's or topic's counter row keeps beside the count."""
+
+    ended: bool  # the final event was recorded (nothing can follow), even if pruned since
+    pruned_through: int  # the highest cursor whose event was pruned (0: none)
 
 
-def pruned_through(*, key: str) -> int:
-    """The highest cursor of a stream or topic whose event was pruned (0: none)."""
-    marks = EventCounter.objects.filter(key=key).values_list("pruned_through", flat=True)
-    return next(iter(marks), 0)
+def marks(*, key: str) -> Marks:
+    """The counter row's marks, in one read (a new subscription's checks)."""
+    row = EventCounter.objects.filter(key=key).values_list("closed", "pruned_through").first()
+    return Marks(*row) if row else Marks(ended=False, pruned_through=0)
 
 
 def newest_cursors(*, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]:

@@ -8,7 +8,8 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
-from django.db.models import Max, Q
+from django.db.models import F, Max, OuterRef, Q, Subquery
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from notifications.models import Event, EventCounter
@@ -43,11 +44,6 @@ def _next_seq(key: str) -> int:
             [key, False],
         )
         return cursor.fetchone()[0]
-
-
-def open_stream(key: str) -> None:
-    """Make sure a stream's (or topic's) counter exists."""
-    EventCounter.objects.bulk_create([EventCounter(key=key)], ignore_conflicts=True)
 
 
 def record_event(
@@ -161,13 +157,12 @@ def prune_events(*, older_than: timedelta, now: datetime | None = None) -> int:
     old = Event.objects.filter(
         Q(stream__isnull=True, created_at__lt=cutoff) | Q(stream__in=ended_streams)
     )
-    marks = [
-        *old.values_list("topic").annotate(Max("id")).order_by(),
-        *old.filter(stream__isnull=False).values_list("stream").annotate(Max("seq")).order_by(),
-    ]
-    for key, through in marks:
-        EventCounter.objects.filter(key=key, pruned_through__lt=through).update(
-            pruned_through=through
-        )
+    # The marks, in two statements however many keys: a stream goes whole, so its
+    # mark is its last seq; a topic's is the highest id pruned from it.
+    EventCounter.objects.filter(key__in=ended_streams).update(pruned_through=F("last_seq"))
+    highest_pruned = old.filter(topic=OuterRef("key")).values("topic").annotate(highest=Max("id"))
+    EventCounter.objects.filter(key__in=old.values("topic")).update(
+        pruned_through=Greatest("pruned_through", Subquery(highest_pruned.values("highest")))
+    )
     deleted, _ = old.delete()
     return deleted

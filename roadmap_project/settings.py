@@ -187,7 +187,8 @@ OPENAI_MAX_RETRIES = int(os.environ.get("OPENAI_MAX_RETRIES", "2"))
 # (bench/in_flight: 500 at once cost ~20 ms of CPU each), so tens, not a few.
 GENERATION_CONCURRENCY = int(os.environ.get("GENERATION_CONCURRENCY", "32"))
 GENERATION_LEASE_SECONDS = float(os.environ.get("GENERATION_LEASE_SECONDS", "90"))
-# Celery: the longest a message may wait in the broker before its item counts as lost.
+# The longest queued work may wait for a slot (in a process or the broker) before
+# its pair counts as lost.
 GENERATION_MAX_QUEUE_SECONDS = float(os.environ.get("GENERATION_MAX_QUEUE_SECONDS", "21600"))
 # Re-asks after invalid structured output, and our own backoff rounds after the SDK's.
 GENERATION_OUTPUT_ATTEMPTS = int(os.environ.get("GENERATION_OUTPUT_ATTEMPTS", "3"))

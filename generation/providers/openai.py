@@ -299,7 +299,6 @@ class OpenAIProvider:
         """Our rounds on top of the SDK's retries, for transient errors only."""
         rounds = max(1, settings.GENERATION_TRANSIENT_ATTEMPTS)
         for failed_rounds in range(1, rounds + 1):
-            report_activity()  # a new round
             try:
                 return await call()
             except (openai.OpenAIError, TimeoutError) as exc:
