@@ -30,6 +30,12 @@ class Event(models.Model):
     # NULL, not "": events outside a stream must not collide in unique_stream_seq.
     stream = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
     seq = models.PositiveBigIntegerField(null=True, blank=True)
+    topic_seq = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Its place in its topic (1, 2, 3 …, the topic counter): lets a process "
+        "tell a gap in a topic's live events. Internal, not sent to clients.",
+    )
     type = models.CharField(max_length=40)
     body = models.JSONField()
     final = models.BooleanField(

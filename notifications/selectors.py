@@ -33,12 +33,17 @@ class Marks:
 
     ended: bool  # the final event was recorded (nothing can follow), even if pruned since
     pruned_through: int  # the highest cursor whose event was pruned (0: none)
+    last_seq: int | None  # the newest position (a stream's seq, a topic's topic_seq)
 
 
 def marks(*, key: str) -> Marks:
-    """The counter row's marks, in one read (a new subscription's checks)."""
-    row = EventCounter.objects.filter(key=key).values_list("closed", "pruned_through").first()
-    return Marks(*row) if row else Marks(ended=False, pruned_through=0)
+    """The counter row, in one read (a new subscription's checks)."""
+    row = (
+        EventCounter.objects.filter(key=key)
+        .values_list("closed", "pruned_through", "last_seq")
+        .first()
+    )
+    return Marks(*row) if row else Marks(ended=False, pruned_through=0, last_seq=0)
 
 
 def newest_cursors(*, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]:

@@ -1,6 +1,7 @@
 """Writing events: stored in the caller's transaction, published after commit (I5)."""
 
 import asyncio
+import json
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,29 +20,26 @@ logger = logging.getLogger(__name__)
 PUBLISH_TIMEOUT_SECONDS = 2.0
 
 
-def topic_group(topic: str) -> str:
-    return f"topic.{topic}"
+def feed_group(kind: str, key: str) -> str:
+    """The channel-layer group of a stream or a topic (kind "stream" or "topic")."""
+    return f"{kind}.{key}"
 
 
-def stream_group(stream: str) -> str:
-    return f"stream.{stream}"
-
-
-def _next_seq(key: str) -> int:
-    """Take the counter row's lock and the next number; must run in a transaction.
-    One statement that both SQLite and PostgreSQL speak, where the ORM needs an
-    UPDATE, a SELECT and, on a stream's first event, an INSERT: the row is created
-    by the upsert, so two first events of one key never race into an
-    IntegrityError, and starting a task needs no counter row of its own."""
+def _next_seq(key: str, count: int = 1) -> int:
+    """Take the counter row's lock and the last of `count` new numbers; must run in
+    a transaction. One statement that both SQLite and PostgreSQL speak, where the
+    ORM needs an UPDATE, a SELECT and, on a stream's first event, an INSERT: the
+    row is created by the upsert, so two first events of one key never race into
+    an IntegrityError, and starting a task needs no counter row of its own."""
     quote = connection.ops.quote_name
     table = quote(EventCounter._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} ({quote('key')}, {quote('last_seq')}, {quote('closed')}) "
-            f"VALUES (%s, 1, %s) ON CONFLICT ({quote('key')}) "
-            f"DO UPDATE SET {quote('last_seq')} = {table}.{quote('last_seq')} + 1 "
+            f"VALUES (%s, %s, %s) ON CONFLICT ({quote('key')}) "
+            f"DO UPDATE SET {quote('last_seq')} = {table}.{quote('last_seq')} + %s "
             f"RETURNING {quote('last_seq')}",
-            [key, False],
+            [key, count, False, count],
         )
         return cursor.fetchone()[0]
 
@@ -54,15 +52,14 @@ def record_event(
     Lock order is topic, then stream, in every caller, so writers never deadlock."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("record_event must run inside the transaction of its state change")
-    _next_seq(topic)
+    topic_seq = _next_seq(topic)
     seq = _next_seq(stream) if stream else None
     event = Event.objects.create(
-        topic=topic, stream=stream, seq=seq, type=type, body=body, final=final
+        topic=topic, topic_seq=topic_seq, stream=stream, seq=seq, type=type, body=body, final=final
     )
     if final and stream:
         EventCounter.objects.filter(key=stream).update(closed=True)
-    message = event.as_message()
-    transaction.on_commit(lambda: publish(topic=topic, stream=stream, message=message, final=final))
+    transaction.on_commit(lambda: publish([event]))
     return event
 
 
@@ -74,36 +71,24 @@ def record_topic_events(*, topic: str, type: str, bodies: list[dict[str, Any]]) 
         raise RuntimeError("record_topic_events must run inside the transaction of its change")
     if not bodies:
         return []
-    _next_seq(topic)
+    first = _next_seq(topic, count=len(bodies)) - len(bodies) + 1
     events = Event.objects.bulk_create(
-        [Event(topic=topic, type=type, body=body) for body in bodies]
+        [
+            Event(topic=topic, topic_seq=topic_seq, type=type, body=body)
+            for topic_seq, body in enumerate(bodies, start=first)
+        ]
     )
-    messages = [event.as_message() for event in events]
-    transaction.on_commit(lambda: publish_many(topic=topic, messages=messages))
+    transaction.on_commit(lambda: publish(events))
     return events
 
 
-def publish(
-    *, topic: str, stream: str | None, message: dict[str, Any], final: bool = False
-) -> None:
-    """Best effort: the channel layer is only the fast path, the store is the truth (I6)."""
-    publish_many(topic=topic, stream=stream, messages=[message], final=final)
-
-
-def publish_many(
-    *,
-    topic: str,
-    stream: str | None = None,
-    messages: list[dict[str, Any]],
-    final: bool = False,
-) -> None:
-    """Publish events in order, in one hop to the event loop; best effort, as above.
-    `final` marks the last message of a stream."""
+def publish(events: list[Event]) -> None:
+    """Publish stored events in order, in one hop to the event loop. Best effort:
+    the channel layer is only the fast path, the store is the truth (I6)."""
 
     async def publish_each() -> None:
-        for index, message in enumerate(messages, start=1):
-            last = final and index == len(messages)
-            await apublish(topic=topic, stream=stream, message=message, final=last)
+        for event in events:
+            await apublish(envelopes(event))
 
     try:
         async_to_sync(publish_each)()
@@ -111,33 +96,79 @@ def publish_many(
         logger.warning(
             "Could not publish %d event(s) of %s to the channel layer (first id %s); "
             "subscribers will catch up from the store",
-            len(messages),
-            stream or topic,
-            messages[0].get("id"),
+            len(events),
+            events[0].stream or events[0].topic,
+            events[0].id,
             exc_info=True,
         )
 
 
-async def apublish(
-    *, topic: str | None, stream: str | None, message: dict[str, Any], final: bool = False
-) -> None:
-    """Send to the groups. `final` travels in the envelope, beside the client-visible
-    event, so a stream subscriber knows to close after it without asking the store."""
+def envelope(
+    *,
+    kind: str,
+    key: str,
+    text: str,
+    cursor: int | None = None,
+    position: int | None = None,
+    final: bool = False,
+) -> dict[str, Any]:
+    """What the layer carries to a feed (notifications.hub): the event's text,
+    encoded once for every socket of every process, its client cursor (a stream's
+    `seq`, a topic's `id`; None for a live-only event), its position (`seq`,
+    `topic_seq`) for gap detection, and whether it ends its stream."""
+    return {
+        "type": "event.message",
+        "kind": kind,
+        "key": key,
+        "text": text,
+        "cursor": cursor,
+        "position": position,
+        "final": final,
+    }
+
+
+def envelopes(event: Event) -> list[dict[str, Any]]:
+    """A stored event's envelopes: to its topic and, if it has one, its stream."""
+    text = json.dumps(event.as_message())
+    found = [
+        envelope(
+            kind="topic", key=event.topic, text=text, cursor=event.id, position=event.topic_seq
+        )
+    ]
+    if event.stream:
+        found.append(
+            envelope(
+                kind="stream",
+                key=event.stream,
+                text=text,
+                cursor=event.seq,
+                position=event.seq,
+                final=event.final,
+            )
+        )
+    return found
+
+
+async def apublish(messages: list[dict[str, Any]]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    payload = {"type": "event.message", "event": message, "final": final}
-    groups = ([topic_group(topic)] if topic else []) + ([stream_group(stream)] if stream else [])
     async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
-        for group in groups:
-            await layer.group_send(group, payload)
+        for message in messages:
+            await layer.group_send(feed_group(message["kind"], message["key"]), message)
 
 
 async def publish_live(*, topic: str, stream: str, message: dict[str, Any]) -> None:
     """Publish a live-only event to its stream and its topic (a roadmap page shows
     progress without a socket per task): not stored, never replayed."""
+    text = json.dumps(message)
     try:
-        await apublish(topic=topic, stream=stream, message=message)
+        await apublish(
+            [
+                envelope(kind="topic", key=topic, text=text),
+                envelope(kind="stream", key=stream, text=text),
+            ]
+        )
     except Exception:
         logger.warning("Could not publish live event to %s", stream, exc_info=True)
 

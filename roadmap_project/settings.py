@@ -121,8 +121,10 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+            # Pub/sub: one SUBSCRIBE per stream or topic per process (the hub's),
+            # one PUBLISH per event (docs/decisions/0007-event-hub.md).
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
         }
     }
     CACHES = {
@@ -132,7 +134,8 @@ else:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "roadmap_project.layers.InMemoryChannelLayer",
-            "CONFIG": {"capacity": 1000, "expiry": 60},
+            # One channel per process (the hub's) takes every event it watches.
+            "CONFIG": {"capacity": 10000, "expiry": 60},
         }
     }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -23,7 +23,7 @@ from generation.providers import GenerationRequest, get_provider
 from generation.schemas import Quiz, ResourceList
 from generation.services import start_generation
 from notifications.models import Event
-from notifications.services import stream_group
+from notifications.services import feed_group
 from roadmaps.models import ConceptContent
 from tests.support.fake_openai import (
     FAKE_API_KEY,
@@ -358,7 +358,7 @@ async def test_streamed_tutorial_completes_with_live_progress(
     )
     layer = get_channel_layer()
     channel = await layer.new_channel()
-    await layer.group_add(stream_group(result.task.pk), channel)
+    await layer.group_add(feed_group("stream", result.task.pk), channel)
     # Not in the thread-sensitive executor: the runner needs that one for the database.
     assert await sync_to_async(engine.wait_until_idle, thread_sensitive=False)(timeout=10)
 
@@ -372,7 +372,7 @@ async def test_streamed_tutorial_completes_with_live_progress(
     while True:
         try:
             async with asyncio.timeout(0.2):
-                received.append((await layer.receive(channel))["event"])
+                received.append(json.loads((await layer.receive(channel))["text"]))
         except TimeoutError:
             break
     progress = [e["progress_percentage"] for e in received if e["type"] == "concept_progress"]

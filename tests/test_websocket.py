@@ -9,17 +9,17 @@ import threading
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.db import transaction
 from django.test import Client
 
 from generation import engine, services
 from notifications import consumers
-from notifications.catch_up import catch_up
+from notifications import hub as hubs
 from notifications.models import Event
 from notifications.selectors import events_after
-from notifications.services import topic_group
+from notifications.services import _next_seq, feed_group
 from roadmap_project.asgi import application
 from roadmaps.models import ConceptContent
 from tests.conftest import auth
@@ -220,7 +220,7 @@ async def test_an_event_committed_right_after_the_replay_read_arrives_once(
             writer.join()
         return page
 
-    monkeypatch.setattr(consumers, "events_after", events_after_then_commit)
+    monkeypatch.setattr(hubs, "events_after", events_after_then_commit)
     communicator, _ = await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice)
     events = await read_events(communicator, 3, within=5)
     assert await communicator.receive_nothing(timeout=1)
@@ -366,9 +366,9 @@ async def test_origin_must_be_an_allowed_host(alice, make_roadmap):
 # --- client frames and every exit path (issue 12) ----------------------------------
 
 
-def pollers() -> set:
-    """The sockets this loop's store catch-up still checks."""
-    return catch_up().subscribers
+def feeds() -> dict:
+    """The streams and topics this loop's hub still watches."""
+    return hubs.hub().feeds
 
 
 async def test_ping_is_answered_and_other_frames_are_ignored(alice, make_roadmap, settings):
@@ -389,60 +389,64 @@ async def test_ping_is_answered_and_other_frames_are_ignored(alice, make_roadmap
     assert received[0]["type"] == "concept_start"
 
     await communicator.disconnect()
-    assert not pollers()
+    assert not feeds()
 
 
 async def group_size(layer, group: str) -> int:
-    """Members of a group, in either layer (channels_redis keeps a sorted set)."""
-    if hasattr(layer, "groups"):
+    """Members of a group, in either layer (channels_redis' pub/sub layer keeps
+    them in process, under its own name for the group)."""
+    if isinstance(layer, InMemoryChannelLayer):
         return len(layer.groups.get(group, {}))
-    connection = layer.connection(layer.consistent_hash(group))
-    return await connection.zcard(layer._group_key(group))
+    return len(layer.groups.get(layer._get_group_channel_name(group), {}))
 
 
-async def test_a_crashed_consumer_releases_its_poller_and_group(alice, make_roadmap):
+async def test_a_crashed_consumer_releases_its_feed_and_group(alice, make_roadmap, monkeypatch):
     """A handler error ends the consumer without a clean close; what it held goes."""
     roadmap = await sync_to_async(make_roadmap)(alice)
     communicator, _ = await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice)
     layer = get_channel_layer()
-    group = topic_group(f"roadmap-{roadmap.pk}")
+    group = feed_group("topic", f"roadmap-{roadmap.pk}")
     await communicator.send_to(text_data='{"type": "ping"}')  # answered once connected
     assert json.loads(await communicator.receive_from(timeout=5)) == {"type": "pong"}
-    assert pollers() and await group_size(layer, group) == 1
+    assert feeds() and await group_size(layer, group) == 1
 
-    await layer.group_send(group, {"type": "no.such.handler"})
-    with pytest.raises(ValueError, match="No handler"):
+    async def crash(self, text_data=None, bytes_data=None):
+        raise ValueError("a handler that fails")
+
+    monkeypatch.setattr(consumers.EventStreamConsumer, "receive", crash)
+    await communicator.send_to(text_data="anything")
+    with pytest.raises(ValueError, match="a handler that fails"):
         await communicator.wait(timeout=5)
 
-    assert not pollers()
+    assert not feeds()
     assert await group_size(layer, group) == 0
 
 
 async def test_idle_sockets_share_one_store_check_per_period(alice, make_roadmap, settings):
     """Issue 12: the store catch-up is one check per period per process, not one
     per socket (every socket polling on its own, 20 sockets made 200 reads here);
-    a socket reads its own events only when the check finds it behind."""
+    a feed that is behind reads its events once for all its sockets."""
     settings.NOTIFICATIONS_CATCH_UP_SECONDS = 0.1
     roadmap = await sync_to_async(make_roadmap)(alice)
     sockets = [
         (await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice))[0] for _ in range(20)
     ]
-    checks = catch_up()
-    rounds, resyncs = checks.rounds, checks.resyncs
+    checks = hubs.hub()
+    rounds, catch_ups = checks.rounds, checks.catch_ups
 
     await asyncio.sleep(1.0)
-    idle_rounds, idle_resyncs = checks.rounds - rounds, checks.resyncs - resyncs
-    # An event the live path does not carry (another process's, say): every socket
-    # is behind at the next check, and catches up.
+    idle_rounds, idle_catch_ups = checks.rounds - rounds, checks.catch_ups - catch_ups
+    # An event the live path does not carry (another process's, say): the feed is
+    # behind at the next check, and reads it once for its 20 sockets.
     await asyncio.to_thread(record_unpublished_event, roadmap)
     events = [await read_events(socket, 1, within=5) for socket in sockets]
     for socket in sockets:
         await socket.disconnect()
 
-    assert 5 <= idle_rounds <= 12 and idle_resyncs == 0  # ten periods of 0.1 s
+    assert 5 <= idle_rounds <= 12 and idle_catch_ups == 0  # ten periods of 0.1 s
     assert all(event[0]["type"] == "status_changed" for event in events)
-    assert checks.resyncs - resyncs == 20
-    assert not pollers()
+    assert checks.catch_ups - catch_ups == 1
+    assert not feeds()
 
 
 def record_unpublished_event(roadmap) -> None:
@@ -459,5 +463,7 @@ def record_unpublished_event(roadmap) -> None:
         "status": "failed",
         "previous_status": "pending",
     }
-    with transaction.atomic():
-        Event.objects.create(topic=f"roadmap-{roadmap.pk}", type="status_changed", body=body)
+    topic = f"roadmap-{roadmap.pk}"
+    with transaction.atomic():  # as record_event stores it, without the publish
+        topic_seq = _next_seq(topic)
+        Event.objects.create(topic=topic, topic_seq=topic_seq, type="status_changed", body=body)
