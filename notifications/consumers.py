@@ -130,8 +130,10 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         if cursor is not None:
             self.last_sent = cursor
         if final and self.kind == "stream":
-            self.finished = True
-            await self.close(CLOSE_NORMAL)
+            self.finished = True  # the feed calls end() once the event is everywhere
+
+    async def end(self) -> None:
+        await self.close(CLOSE_NORMAL)
 
     async def refusal(self) -> int | None:
         """The close code for a connection that may not subscribe, else None.

@@ -45,7 +45,11 @@ class Socket(Protocol):
     finished: bool
 
     async def send_event(self, text: str, *, cursor: int | None, final: bool) -> None:
-        """Send one event's text; a stored event advances `last_sent`."""
+        """Send one event's text; a stored event advances `last_sent`, a final one
+        marks the socket finished."""
+
+    async def end(self) -> None:
+        """Close after the final event (1000)."""
 
 
 class Feed:
@@ -143,7 +147,9 @@ class Feed:
         self, sockets: list[Socket], text: str, *, cursor: int | None, final: bool
     ) -> None:
         """The same text to every socket below `cursor` (all of them, for a
-        live-only event)."""
+        live-only event). After a final event the sockets close, once every one
+        has it: a close costs more than a frame."""
+        ended = []
         for socket in sockets:
             if socket.finished or (cursor is not None and cursor <= socket.last_sent):
                 continue
@@ -153,6 +159,11 @@ class Feed:
                 # A socket that cannot take a frame is going away; it releases itself.
                 self.sockets.discard(socket)
                 logger.info("Dropped a socket of %s that failed a send", self.group, exc_info=True)
+            else:
+                if socket.finished:
+                    ended.append(socket)
+        for socket in ended:
+            await socket.end()
 
     def behind(self, newest: int) -> bool:
         return any(newest > s.last_sent for s in self.sockets if not s.finished)
