@@ -72,16 +72,12 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             self.finished = True
             await self.close(refusal)
             return
-        events = hub()
         # One read of the counter row, when something needs it: a stream's end, a
-        # resume's pruned mark, a new feed's position. A topic subscription from
-        # the start to a feed this process already has reads none.
+        # resume's pruned mark. A topic subscription from the start reads none (a
+        # reconnect storm is a thousand of them); a new feed without a position
+        # reads the store at its first event.
         counter = Marks(ended=False, pruned_through=0, last_seq=None)
-        if (
-            self.kind == "stream"
-            or self.last_sent
-            or not events.has_feed(self.kind, self.store_key)
-        ):
+        if self.kind == "stream" or self.last_sent:
             counter = await database_sync_to_async(marks)(key=self.store_key)
         pruned = counter.pruned_through
         if 0 < self.last_sent < pruned:
@@ -90,7 +86,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             self.finished = True
             await self.close(CLOSE_PRUNED, reason=f"pruned; resume with after={pruned}")
             return
-        self.feed = await events.subscribe(self.kind, self.store_key, position=counter.last_seq)
+        self.feed = await hub().subscribe(self.kind, self.store_key, position=counter.last_seq)
         # Read before the replay: if the stream had ended, the replay reaches its
         # final event unless the client already had it (then close here). A stream
         # that ended after the read closes when its final event arrives.

@@ -95,34 +95,38 @@ class Feed:
 
     async def on_message(self, message: dict[str, Any]) -> None:
         """A published event: the next position goes out as is; a gap is read from
-        the store; a position already passed is a duplicate."""
+        the store; a position already passed is a duplicate. With no socket
+        attached there is nobody to read for: the feed notes the event, and a
+        socket still replaying reads the store again when it attaches (`head`)."""
         async with self.lock:
             cursor, position = message["cursor"], message["position"]
             if cursor is None:  # live-only (concept_progress): nothing to order against
                 await self.send_to(list(self.sockets), message["text"], cursor=None, final=False)
             elif self.position is not None and position <= self.position:
                 return
-            elif self.position is not None and position == self.position + 1:
-                self.position, self.head = position, cursor
+            elif not self.sockets or (self.position is not None and position == self.position + 1):
+                self.position, self.head = position, max(self.head or 0, cursor)
                 await self.send_to(
                     list(self.sockets), message["text"], cursor=cursor, final=message["final"]
                 )
             else:
-                await self.catch_up(seen_position=position)
+                await self.catch_up(seen=(cursor, position))
 
-    async def catch_up(self, seen_position: int | None = None) -> None:
+    async def catch_up(self, seen: tuple[int, int] | None = None) -> None:
         """Read the store once for every attached socket, from the lowest cursor.
-        Call under `lock`."""
+        `seen` is the (cursor, position) of the live event that showed a gap. Call
+        under `lock`."""
         sockets = [s for s in self.sockets if not s.finished]
         if not sockets:
             return
         last = await self.read_store(sockets, after=min(s.last_sent for s in sockets))
         if last is not None:
-            self.head, self.position = last
-        elif seen_position is not None:
+            self.head, self.position = max(self.head or 0, last[0]), last[1]
+        elif seen is not None:
             # Nothing above the lowest cursor: every socket is past that event and
             # past everything before it.
-            self.position = max(self.position or 0, seen_position)
+            self.head = max(self.head or 0, seen[0])
+            self.position = max(self.position or 0, seen[1])
 
     async def read_store(
         self, sockets: list[Socket], *, after: int
@@ -211,14 +215,11 @@ class Hub:
         self._receiving: asyncio.Task | None = None
         self._checking: asyncio.Task | None = None
 
-    def has_feed(self, kind: str, key: str) -> bool:
-        return (kind, key) in self.feeds
-
     async def subscribe(self, kind: str, key: str, *, position: int | None) -> Feed:
         """The feed of (kind, key), joined to its layer group before the caller
         replays the store (subscribe, then fetch). `position` is the store's
-        newest position as read by the caller, used if the feed is new: a stale
-        one only costs a store read at the next event."""
+        newest position as the caller read it before, used if the feed is new: a
+        stale one, or None, only costs a store read at the next event."""
         feed = self.feeds.get((kind, key))
         if feed is None:
             feed = self.feeds[kind, key] = Feed(self, kind, key, position)
