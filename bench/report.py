@@ -171,7 +171,7 @@ def fanout_section() -> list[str]:
     lines = [
         "## One event to many real WebSocket clients (`bench/event_fanout.py`)",
         "",
-        "Clients in another process, subscribed before a retry's `concept_complete`;",
+        "Clients in two other processes, subscribed before a retry's `concept_complete`;",
         "latency from the event's timestamp (set in its transaction) to its arrival.",
         "Goal (issue 12): p99 ≤ 20 ms at 1,000 in-memory, ≤ 50 ms through Redis across",
         "two daphnes (the clients alternate between them; the event is made in the first).",
