@@ -150,23 +150,27 @@ async def test_concurrent_retries_of_different_concepts_lose_no_update(
     assert detail["status_counts"]["tutorial"]["completed"] == 20
 
 
+@pytest.mark.parametrize("content_type", ["tutorial", "resources", "quiz"])
 async def test_previous_version_stays_readable_while_regenerating_and_after_failure(
-    api, alice, roadmap, settings
+    api, alice, roadmap, settings, content_type
 ):
-    """I9."""
-    url = f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/tutorial"
-    await api.post(retry_url(roadmap), headers=auth(alice))
-    await wait_for(lambda: settled(roadmap))
+    """I9, for every content type (a failure that cleared the stored payload, or
+    the tutorial's file, would show here)."""
+    url = f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/{content_type}"
+    retry = retry_url(roadmap, content_type=content_type)
+    await api.post(retry, headers=auth(alice))
+    await wait_for(lambda: settled(roadmap, content_type=content_type))
     first = (await api.get(url, headers=auth(alice))).json()
+    assert first["content_version"] == 1
 
     settings.OFFLINE_PROVIDER_DELAY_SECONDS = 5.0
-    task_id = (await api.post(retry_url(roadmap), headers=auth(alice))).json()["data"]["task_id"]
+    task_id = (await api.post(retry, headers=auth(alice))).json()["data"]["task_id"]
     during = await api.get(url, headers=auth(alice))
     assert during.status_code == 200 and during.json() == first
 
     cancel = await api.post(f"/api/v1/tasks/{task_id}/cancel", headers=auth(alice))
     assert cancel.status_code == 202
-    content = await content_of(roadmap)
+    content = await content_of(roadmap, content_type=content_type)
     assert content.status == "failed" and content.public_error == "Cancelled"
     after = await api.get(url, headers=auth(alice))
     assert after.status_code == 200 and after.json() == first
