@@ -1,0 +1,66 @@
+"""I5: an event is stored in the transaction of the state change it describes and
+published only after that commits; a rolled-back change leaves neither."""
+
+import asyncio
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from generation import services
+from notifications.models import Event
+from notifications.services import feed_group
+from roadmaps.models import ConceptContent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class RolledBack(Exception):
+    pass
+
+
+def reset_then_roll_back(content: ConceptContent, topic: str) -> int:
+    """The change and its event inside one transaction that then rolls back;
+    returns how many events of the topic the transaction itself could see."""
+    try:
+        with transaction.atomic():
+            assert services.reset_status(content=content, status="failed")
+            seen_inside = Event.objects.filter(topic=topic).count()
+            raise RolledBack
+    except RolledBack:
+        return seen_inside
+
+
+async def next_message(layer, channel: str, within: float) -> dict | None:
+    try:
+        async with asyncio.timeout(within):
+            return await layer.receive(channel)
+    except TimeoutError:
+        return None
+
+
+async def test_events_are_stored_with_their_change_and_published_after_commit(alice, make_roadmap):
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    content = await ConceptContent.objects.filter(roadmap=roadmap).afirst()
+    topic = f"roadmap-{roadmap.pk}"
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(feed_group("topic", topic), channel)
+
+    seen_inside = await asyncio.to_thread(reset_then_roll_back, content, topic)
+    after_rollback = await next_message(layer, channel, within=1.0)
+    stored_after_rollback = await Event.objects.filter(topic=topic).acount()
+    await content.arefresh_from_db()
+    status_after_rollback = content.status
+
+    assert await asyncio.to_thread(services.reset_status, content=content, status="failed")
+    published = await next_message(layer, channel, within=5.0)
+    [stored] = [event async for event in Event.objects.filter(topic=topic)]
+    await layer.group_discard(feed_group("topic", topic), channel)
+
+    assert seen_inside == 1  # stored in the change's own transaction, not on commit
+    assert after_rollback is None  # nothing published before (or without) the commit
+    assert (stored_after_rollback, status_after_rollback) == (0, "pending")
+    assert published is not None and json.loads(published["text"]) == stored.as_message()
