@@ -16,6 +16,7 @@ from generation import engine, services
 from generation.errors import AlreadyGenerating, WorkerLost
 from generation.models import GenerationItem, GenerationTask, ItemState, TaskKind
 from notifications.models import Event
+from tests.support.daphne_server import daphne_server
 from tests.support.lifecycle import event_types, retry, tutorial_of, wait_until
 from tests.support.processes import manage, process_env
 
@@ -83,6 +84,22 @@ def test_engine_sweeps_stale_rows_by_itself(roadmap, no_runner, settings):
 
     content = wait_until(lambda: (c := tutorial_of(roadmap)).status == "failed" and c, timeout=5)
     assert content.public_error == str(WorkerLost.public_message)
+
+
+def test_a_server_sweeps_stale_generations_by_itself(roadmap, no_runner, settings, tmp_path):
+    """I3: a daphne with the in-process engine fails what a dead process left
+    `generating`, at start and then periodically, with nobody calling the sweep."""
+    settings.GENERATION_LEASE_SECONDS = 1.0
+    retry(roadmap)  # enqueued to nobody: the process that took it is gone
+    assert tutorial_of(roadmap).status == "generating"
+
+    with daphne_server(tmp_path, GENERATION_LEASE_SECONDS="1.0"):
+        content = wait_until(
+            lambda: (c := tutorial_of(roadmap)).status == "failed" and c, timeout=10
+        )
+
+    assert content.public_error == str(WorkerLost.public_message)
+    assert event_types(GenerationTask.objects.get().pk) == ["concept_failed"]
 
 
 def test_killed_runner_ends_failed_within_the_lease(roadmap):
