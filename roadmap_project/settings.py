@@ -29,6 +29,17 @@ if not DEBUG and SECRET_KEY == DEVELOPMENT_SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+# Browser frontends on other origins ("https://app.example.com", scheme and host and
+# port, as the browser sends Origin): REST through django-cors-headers, and the
+# WebSocket origin check (notifications.consumers). Empty: same origin only.
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", "")
+# No credentials: a frontend on another origin authenticates with
+# `Authorization: Token`, which needs none (the header is in the library's default
+# CORS_ALLOW_HEADERS). Session cookies stay same-origin (admin, browsable API), so a
+# listed origin's script can never act with a logged-in operator's cookie.
+CORS_ALLOW_CREDENTIALS = False
+# Throttled responses say when to try again (docs: RETRY_AFTER); let scripts read it.
+CORS_EXPOSE_HEADERS = ["Retry-After"]
 
 INSTALLED_APPS = [
     "daphne",
@@ -43,12 +54,17 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "corsheaders",
     "roadmaps",
     "notifications",
     "generation",
 ]
 
 MIDDLEWARE = [
+    # First, as django-cors-headers asks: every response, including those other
+    # middleware return early (redirects, CommonMiddleware's), carries its headers,
+    # and a preflight is answered before anything else runs.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
