@@ -12,7 +12,7 @@ channel-layer channel and polls nothing."""
 import json
 import logging
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -152,13 +152,20 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         return None
 
     def origin_allowed(self) -> bool:
-        """Browsers send Origin: it must be one of ALLOWED_HOSTS. Without one, only
-        a token-authenticated (non-browser) client is let in: a session cookie
-        alone could be a cross-site request."""
+        """Browsers send Origin: its host must be one of ALLOWED_HOSTS (a page of
+        this site) or the whole origin one of CORS_ALLOWED_ORIGINS (a frontend
+        served elsewhere). Without one, only a token-authenticated (non-browser)
+        client is let in: a session cookie alone could be a cross-site request."""
         origin = dict(self.scope.get("headers", [])).get(b"origin")
         if origin is None:
             return bool(self.scope.get("token_auth"))
-        domain, _ = split_domain_port(urlsplit(origin.decode("latin-1")).netloc)
+        try:
+            url = urlsplit(origin.decode("latin-1"))
+        except ValueError:  # e.g. an unbalanced "[" in an IPv6 host
+            return False
+        if cors_origin_allowed(url):
+            return True
+        domain, _ = split_domain_port(url.netloc)
         return bool(domain) and validate_host(domain, allowed_hosts())
 
 
@@ -171,6 +178,19 @@ def parse_after(query_string: bytes) -> int | None:
     if not (value.isascii() and value.isdigit()) or int(value) > MAX_CURSOR:
         return None
     return int(value)
+
+
+def cors_origin_allowed(origin: SplitResult) -> bool:
+    """Whether an Origin is one of CORS_ALLOWED_ORIGINS, compared as
+    django-cors-headers compares them (scheme and host:port, exactly), so a frontend
+    the REST API answers can also open streams. "null" (sandboxed frames, local
+    files: any site can produce one) is never let in, even when listed."""
+    if not origin.netloc:
+        return False
+    return any(
+        (listed.scheme, listed.netloc) == (origin.scheme, origin.netloc)
+        for listed in map(urlsplit, settings.CORS_ALLOWED_ORIGINS)
+    )
 
 
 def allowed_hosts() -> list[str]:
