@@ -10,7 +10,7 @@ django.setup(set_prefix=False)
 from django.conf import settings  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
-from roadmap_project.handlers import LaneASGIHandler  # noqa: E402
+from roadmap_project.handlers import LaneASGIHandler, RequireContentLength  # noqa: E402
 
 # REQUEST_THREADS=0 keeps Django's own handler (a thread per request), for comparison.
 django_asgi_app = LaneASGIHandler() if settings.REQUEST_THREADS else ASGIHandler()
@@ -22,7 +22,10 @@ from generation.engine import capture_server_loop  # noqa: E402
 from notifications.auth import TokenAuthMiddlewareStack  # noqa: E402
 from roadmap_project.routing import websocket_urlpatterns  # noqa: E402
 
-http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_FILES else django_asgi_app
+# Bodies without a Content-Length never reach Django (roadmap_project/handlers.py).
+http_app = RequireContentLength(
+    ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_FILES else django_asgi_app
+)
 
 application = capture_server_loop(
     ProtocolTypeRouter(

@@ -13,12 +13,23 @@ Here the middleware is loaded in sync mode and `get_response` runs in one hop on
 one of `REQUEST_THREADS` single-thread lanes (asgiref's
 `ThreadSensitiveContext(executor=…)`), least busy first. Connections persist per
 lane (CONN_MAX_AGE). Async views still work: Django calls them from the sync
-chain through async_to_sync, back on the event loop."""
+chain through async_to_sync, back on the event loop.
 
+In front of either handler, `RequireContentLength` refuses request bodies that
+come without a Content-Length (411) instead of letting them be read as empty."""
+
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from asgiref.typing import (
+    ASGI3Application,
+    ASGIReceiveCallable,
+    ASGIReceiveEvent,
+    ASGISendCallable,
+    Scope,
+)
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
@@ -53,3 +64,61 @@ class LaneASGIHandler(ASGIHandler):
 
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
         return await sync_to_async(self.get_response, thread_sensitive=True)(request)
+
+
+class RequireContentLength:
+    """ASGI middleware: a request body comes with a Content-Length, or it is refused
+    with 411 Length Required before Django sees it.
+
+    Without Content-Length (HTTP/1.1 chunked) Django reads a body in full and DRF then
+    treats it as empty, because its Request reads CONTENT_LENGTH bytes: a chunked batch
+    retry with `concept_ids` used to retry every failed pair of the roadmap. Refusing
+    is simpler and safer than counting bytes here: no client of this API needs
+    chunked uploads (bodies are JSON under DATA_UPLOAD_MAX_MEMORY_SIZE), and the
+    documented nginx in front buffers a chunked body and forwards it with a
+    Content-Length. Only the first body message is looked at; a request without a
+    body (or with an empty chunked one) passes unchanged."""
+
+    detail = (
+        "A request body needs a Content-Length header; chunked transfer encoding is not accepted."
+    )
+
+    def __init__(self, app: ASGI3Application) -> None:
+        self.app = app
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] != "http" or any(
+            name.lower() == b"content-length" for name, _ in scope["headers"]
+        ):
+            await self.app(scope, receive, send)
+            return
+        first = await receive()
+        if first["type"] == "http.request" and (first.get("body") or first.get("more_body")):
+            await self.refuse(send)
+            return
+        replayed = False
+
+        async def replay() -> ASGIReceiveEvent:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return first
+
+        await self.app(scope, replay, send)
+
+    async def refuse(self, send: ASGISendCallable) -> None:
+        body = json.dumps({"detail": self.detail}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 411,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
