@@ -76,8 +76,8 @@ class RequireContentLength:
     is simpler and safer than counting bytes here: no client of this API needs
     chunked uploads (bodies are JSON under DATA_UPLOAD_MAX_MEMORY_SIZE), and the
     documented nginx in front buffers a chunked body and forwards it with a
-    Content-Length. Only the first body message is looked at; a request without a
-    body (or with an empty chunked one) passes unchanged."""
+    Content-Length. Nothing past the first non-empty body message is read; a request
+    without a body (or with an empty chunked one) passes unchanged."""
 
     detail = (
         "A request body needs a Content-Length header; chunked transfer encoding is not accepted."
@@ -94,8 +94,14 @@ class RequireContentLength:
         ):
             await self.app(scope, receive, send)
             return
-        first = await receive()
-        if first["type"] == "http.request" and (first.get("body") or first.get("more_body")):
+        # Empty messages (a server may send b"" with more_body before the end) are
+        # no body; the first byte without a Content-Length is refused.
+        message = await receive()
+        while message["type"] == "http.request" and message.get("more_body"):
+            if message.get("body"):
+                break
+            message = await receive()
+        if message["type"] == "http.request" and message.get("body"):
             await self.refuse(send)
             return
         replayed = False
@@ -105,7 +111,7 @@ class RequireContentLength:
             if replayed:
                 return await receive()
             replayed = True
-            return first
+            return message
 
         await self.app(scope, replay, send)
 
