@@ -41,6 +41,28 @@ CORS_ALLOW_CREDENTIALS = False
 # Throttled responses say when to try again (docs: RETRY_AFTER); let scripts read it.
 CORS_EXPOSE_HEADERS = ["Retry-After"]
 
+# --- HTTPS (docs/deployment.md) ----------------------------------------------
+# Production is HTTPS, with TLS ended at a proxy that sets X-Forwarded-Proto (and
+# overwrites any the client sent): requests are secure when it says "https", so
+# redirects and pagination links are https:// too. INSECURE_HTTP=1 is the one,
+# explicit opt-out for plain HTTP on a private network: no redirect, no Secure
+# cookies, no HSTS, and the header is not trusted (no TLS proxy sets it there);
+# `check --deploy` then warns, on purpose.
+INSECURE_HTTP = env_bool("INSECURE_HTTP", False)
+HTTPS_ONLY = not DEBUG and not INSECURE_HTTP
+SECURE_PROXY_SSL_HEADER = None if INSECURE_HTTP else ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = HTTPS_ONLY
+# Load balancers probe the app over plain HTTP, without the proxy's header.
+SECURE_REDIRECT_EXEMPT = [r"^api/v1/health/?$"]
+SESSION_COOKIE_SECURE = HTTPS_ONLY
+CSRF_COOKIE_SECURE = HTTPS_ONLY
+SECURE_HSTS_SECONDS = 365 * 24 * 3600 if HTTPS_ONLY else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS_ONLY
+SECURE_HSTS_PRELOAD = HTTPS_ONLY
+# Django's debug page and error reports hide settings by name (KEY, PASS, TOKEN…);
+# this filter also hides connection URLs, which carry passwords in their value.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "roadmap_project.reporting.SettingsHidingReporterFilter"
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",

@@ -2,15 +2,24 @@
 behind a proxy, the production checks, the debug page, static files (issue 13)."""
 
 import json
+import re
+import secrets
+import subprocess
+import sys
 
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.test import RequestFactory
+from django.views.debug import technical_500_response
 
 from generation.models import GenerationTask
 from notifications.models import Event
+from roadmap_project.reporting import SettingsHidingReporterFilter
 from tests.conftest import auth
 from tests.support.daphne_server import daphne_server
+from tests.support.processes import ROOT, process_env
 from tests.test_batch import batch_url, fail_contents, statuses
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -62,9 +71,146 @@ async def test_chunked_batch_retry_answers_411_and_changes_nothing(tmp_path, ali
 
 
 async def test_a_bodiless_request_without_content_length_passes(api, alice, make_roadmap):
-    """Only bodies are refused: a POST with no body (and no Content-Length) is served."""
+    """Only bodies are refused: a POST with no body and no Content-Length is served
+    (httpx's ASGI transport sends an empty message with more_body first)."""
     roadmap = await sync_to_async(make_roadmap)(alice, concepts=1)
+    request = api.build_request(
+        "POST", f"/api/v1/roadmaps/{roadmap.pk}/generate", headers=auth(alice)
+    )
+    del request.headers["Content-Length"]
 
-    response = await api.post(f"/api/v1/roadmaps/{roadmap.pk}/generate", headers=auth(alice))
+    response = await api.send(request)
 
     assert response.status_code == 202, response.text
+
+
+# --- Production settings ------------------------------------------------------
+
+PUBLIC_HOST = "roadmaps.example.com"
+
+
+def production_env(**extra: str) -> dict[str, str]:
+    """DEBUG=0 with a real key and the public host: what docs/deployment.md asks for."""
+    env = process_env(
+        DEBUG="0",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS=f"{PUBLIC_HOST},127.0.0.1",
+        CSRF_TRUSTED_ORIGINS=f"https://{PUBLIC_HOST}",
+        **extra,
+    )
+    for name in ("REDIS_URL", "INSECURE_HTTP"):
+        if name not in extra:
+            env.pop(name, None)
+    return env
+
+
+def check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_deploy_passes_with_the_production_variables():
+    result = check_deploy(production_env())
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_insecure_http_is_a_visible_opt_out_in_check_deploy():
+    result = check_deploy(production_env(INSECURE_HTTP="1"))
+
+    assert result.returncode == 1
+    warned = set(re.findall(r"security\.W\d+", result.stderr))
+    # No redirect, no HSTS, no Secure cookies: exactly what the switch turns off.
+    assert warned == {"security.W004", "security.W008", "security.W012", "security.W016"}
+
+
+async def test_pagination_links_are_https_behind_the_tls_proxy(api, alice, make_roadmap):
+    for n in range(settings.REST_FRAMEWORK["PAGE_SIZE"] + 1):
+        await sync_to_async(make_roadmap)(alice, title=f"Roadmap {n}")
+
+    proxied = await api.get(
+        "/api/v1/roadmaps/", headers={**auth(alice), "X-Forwarded-Proto": "https"}
+    )
+    direct = await api.get("/api/v1/roadmaps/", headers=auth(alice))
+
+    assert proxied.json()["next"] == "https://testserver/api/v1/roadmaps/?page=2"
+    assert direct.json()["next"] == "http://testserver/api/v1/roadmaps/?page=2"
+
+
+def test_production_daphne_redirects_plain_http_and_sends_hsts(tmp_path):
+    with daphne_server(tmp_path, **production_env()) as server:
+        # Host: the public name, as the proxy passes it on.
+        client = httpx.Client(base_url=server.http_url, headers={"Host": PUBLIC_HOST})
+        with client:
+            plain = client.get("/admin/login/")
+            proxied = client.get("/admin/login/", headers={"X-Forwarded-Proto": "https"})
+            probe = client.get("/api/v1/health")
+
+    assert plain.status_code == 301
+    assert plain.headers["Location"] == f"https://{PUBLIC_HOST}/admin/login/"
+    assert proxied.status_code == 200
+    assert proxied.headers["Strict-Transport-Security"] == (
+        "max-age=31536000; includeSubDomains; preload"
+    )
+    csrf_cookie = proxied.headers["Set-Cookie"]
+    assert csrf_cookie.startswith("csrftoken=") and "Secure" in csrf_cookie
+    assert probe.status_code == 200  # load balancers' plain-HTTP probe is not redirected
+
+
+# --- The debug page --------------------------------------------------------------
+
+REDIS_WITH_PASSWORD = "redis://:hunter2-redis@redis.internal:6379/0"
+
+
+@pytest.fixture
+def settings_with_credentials(settings):
+    settings.REDIS_URL = REDIS_WITH_PASSWORD
+    settings.CELERY_BROKER_URL = REDIS_WITH_PASSWORD
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_WITH_PASSWORD]},
+        }
+    }
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": REDIS_WITH_PASSWORD,
+        }
+    }
+    settings.DATABASE_URL = "postgres://roadmaps:hunter2-pg@db:5432/roadmaps"
+    settings.SOME_SERVICE = "https://deploy-bot:hunter2-any@hooks.example.com/x"
+    return settings
+
+
+def test_settings_with_credential_urls_are_hidden(settings_with_credentials):
+    safe = SettingsHidingReporterFilter().get_safe_settings()
+
+    assert "hunter2" not in repr(safe)
+    for name in ("REDIS_URL", "CELERY_BROKER_URL", "DATABASE_URL", "SOME_SERVICE"):
+        assert safe[name] == SettingsHidingReporterFilter.cleansed_substitute
+    assert safe["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"] == (
+        SettingsHidingReporterFilter.cleansed_substitute
+    )
+    assert safe["TIME_ZONE"] == settings_with_credentials.TIME_ZONE  # the rest stays useful
+
+
+def test_the_debug_page_shows_no_connection_password(settings_with_credentials):
+    settings_with_credentials.DEBUG = True
+    request = RequestFactory().get("/api/v1/roadmaps/")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        response = technical_500_response(request, *sys.exc_info())
+
+    page = response.content.decode()
+    assert response.status_code == 500
+    assert "REDIS_URL" in page and "CELERY_BROKER_URL" in page
+    assert "hunter2" not in page
