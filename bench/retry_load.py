@@ -160,6 +160,8 @@ BASE_ENV = {
     "DEBUG": "0",
     "SECRET_KEY": "bench-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
     "ALLOWED_HOSTS": "127.0.0.1,localhost",
+    # wrk speaks plain HTTP to 127.0.0.1: no TLS proxy, so no HTTPS redirect.
+    "INSECURE_HTTP": "1",
     "RETRY_THROTTLE_RATE": "1000000/minute",
     # The request path alone: starts are recorded, the work is not run here (in
     # production it runs in Celery workers; one process cannot do both at this rate).
