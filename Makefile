@@ -15,7 +15,7 @@ for candidate in "$(PYTHON)" python3.13 python3.12 \
 done; exit 1
 endef
 
-.PHONY: run test lint bench install migrate demo run-distributed clean
+.PHONY: run test lint bench install migrate demo static run-distributed clean
 
 $(BIN)/python:
 	@py=$$( $(find_python) ) || { echo "error: Python 3.12+ is required. Install it or pass PYTHON=/path/to/python3.12" >&2; exit 1; }; \
@@ -34,11 +34,15 @@ migrate: install
 demo: migrate
 	$(BIN)/python manage.py seed_demo
 
-run: demo
+# Hashed, compressed copies for WhiteNoise; with DEBUG=0 the pages name them.
+static: install
+	$(BIN)/python manage.py collectstatic --no-input
+
+run: demo static
 	$(BIN)/python manage.py recover_stale
 	$(BIN)/daphne -b $(HOST) -p $(PORT) roadmap_project.asgi:application
 
-test: demo
+test: demo static
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -16,16 +16,14 @@ from roadmap_project.handlers import LaneASGIHandler, RequireContentLength  # no
 django_asgi_app = LaneASGIHandler() if settings.REQUEST_THREADS else ASGIHandler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from generation.engine import capture_server_loop  # noqa: E402
 from notifications.auth import TokenAuthMiddlewareStack  # noqa: E402
 from roadmap_project.routing import websocket_urlpatterns  # noqa: E402
 
 # Bodies without a Content-Length never reach Django (roadmap_project/handlers.py).
-http_app = RequireContentLength(
-    ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_FILES else django_asgi_app
-)
+# Static files are served by WhiteNoise's middleware (settings.py, SERVE_FILES).
+http_app = RequireContentLength(django_asgi_app)
 
 application = capture_server_loop(
     ProtocolTypeRouter(

@@ -309,6 +309,26 @@ MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 # Embedded mode serves static and media from the ASGI app; behind a proxy, turn off.
 SERVE_FILES = env_bool("SERVE_FILES", True)
+# Static files the production way (WhiteNoise): `collectstatic` writes them with a
+# content hash in the name and compressed copies; they are served with a year's
+# Cache-Control. With DEBUG the hashed names are not used (Django's rule), so
+# development and the test suite need no collectstatic: the files come straight
+# from the apps (finders), reread on change.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
+if SERVE_FILES:
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+        "roadmap_project.staticfiles.StaticFilesMiddleware",
+    )
 
 LOGGING = {
     "version": 1,

@@ -144,14 +144,32 @@ async def test_pagination_links_are_https_behind_the_tls_proxy(api, alice, make_
     assert direct.json()["next"] == "http://testserver/api/v1/roadmaps/?page=2"
 
 
-def test_production_daphne_redirects_plain_http_and_sends_hsts(tmp_path):
-    with daphne_server(tmp_path, **production_env()) as server:
-        # Host: the public name, as the proxy passes it on.
-        client = httpx.Client(base_url=server.http_url, headers={"Host": PUBLIC_HOST})
-        with client:
-            plain = client.get("/admin/login/")
-            proxied = client.get("/admin/login/", headers={"X-Forwarded-Proto": "https"})
-            probe = client.get("/api/v1/health")
+@pytest.fixture
+def production_server(tmp_path):
+    """A daphne with DEBUG=0 and the production variables, after `collectstatic`
+    (its pages name the hashed files, so it answers 500 without them)."""
+    env = production_env(VAR_DIR=str(tmp_path))
+    collected = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--no-input"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert collected.returncode == 0, collected.stderr
+    assert (tmp_path / "static" / "staticfiles.json").exists()
+    with daphne_server(tmp_path, **env) as server:
+        yield server
+
+
+def test_production_daphne_redirects_plain_http_and_sends_hsts(production_server):
+    # Host: the public name, as the proxy passes it on.
+    client = httpx.Client(base_url=production_server.http_url, headers={"Host": PUBLIC_HOST})
+    with client:
+        plain = client.get("/admin/login/")
+        proxied = client.get("/admin/login/", headers={"X-Forwarded-Proto": "https"})
+        probe = client.get("/api/v1/health")
 
     assert plain.status_code == 301
     assert plain.headers["Location"] == f"https://{PUBLIC_HOST}/admin/login/"
@@ -214,3 +232,44 @@ def test_the_debug_page_shows_no_connection_password(settings_with_credentials):
     assert response.status_code == 500
     assert "REDIS_URL" in page and "CELERY_BROKER_URL" in page
     assert "hunter2" not in page
+
+
+# --- Static files -------------------------------------------------------------------
+
+
+def test_production_static_files_are_hashed_compressed_and_cached_for_a_year(
+    production_server,
+):
+    proxied = {"Host": PUBLIC_HOST, "X-Forwarded-Proto": "https"}
+    with httpx.Client(base_url=production_server.http_url) as client:
+        docs = client.get("/api/v1/docs/", headers=proxied)
+        assert docs.status_code == 200, docs.text
+        # Swagger UI's bundle, by its content-hashed name (ManifestStaticFilesStorage).
+        bundle = re.search(
+            r'"(/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle\.[0-9a-f]{12}\.js)"',
+            docs.text,
+        )
+        assert bundle, docs.text[:2000]
+        asset = client.get(bundle.group(1), headers={**proxied, "Accept-Encoding": "gzip"})
+        unhashed = client.get(
+            "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js",
+            headers=proxied,
+        )
+
+    assert asset.status_code == 200
+    assert asset.headers["Content-Encoding"] == "gzip"
+    assert asset.headers["Cache-Control"] == "max-age=315360000, public, immutable"
+    assert b"SwaggerUIBundle" in asset.content  # httpx decoded the gzip
+    assert unhashed.status_code == 200
+    assert "immutable" not in unhashed.headers["Cache-Control"]
+
+
+async def test_static_files_stream_asynchronously_under_asgi(api, recwarn):
+    """Development (DEBUG at import): files come from the apps, without the sync
+    iterator Django would warn about and re-read on the event loop's side."""
+    response = await api.get("/static/admin/css/base.css")
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/css")
+    assert b"body" in response.content
+    assert not [w for w in recwarn if "StreamingHttpResponse" in str(w.message)]
