@@ -311,9 +311,10 @@ MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 SERVE_FILES = env_bool("SERVE_FILES", True)
 # Static files the production way (WhiteNoise): `collectstatic` writes them with a
 # content hash in the name and compressed copies; they are served with a year's
-# Cache-Control. With DEBUG the hashed names are not used (Django's rule), so
-# development and the test suite need no collectstatic: the files come straight
-# from the apps (finders), reread on change.
+# Cache-Control. With DEBUG (as the process starts) the plain storage is used and
+# WhiteNoise reads the apps' files directly (finders), reread on change: development
+# and the test suite (pytest-django turns DEBUG off only later) need no
+# collectstatic; tests/test_http_edges.py runs the production path in a DEBUG=0 daphne.
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
