@@ -23,18 +23,6 @@ def _user_for_token(key: str):
     return token.user if token.user.is_active else None
 
 
-class TokenAuthMiddleware(BaseMiddleware):
-    """Sets scope["user"] from `?token=` when given; marks scope["token_auth"]."""
-
-    async def __call__(self, scope, receive, send):
-        query = parse_qs(scope.get("query_string", b"").decode())
-        key = (query.get("token") or [""])[0]
-        if key:
-            user = await _user_for_token(key)
-            scope = dict(scope, user=user or AnonymousUser(), token_auth=user is not None)
-        return await super().__call__(scope, receive, send)
-
-
 class ReadOnlySessionMiddleware(BaseMiddleware):
     """scope["session"] from the session cookie, to authenticate. Channels'
     SessionMiddleware also wraps `send` to save a changed session, and checks the
@@ -47,6 +35,24 @@ class ReadOnlySessionMiddleware(BaseMiddleware):
         return await super().__call__(dict(scope, session=store(session_key=key)), receive, send)
 
 
+class TokenAuthMiddleware(BaseMiddleware):
+    """`?token=` when given: scope["user"] from the token alone (one database call
+    per connection; a reconnect storm is a thousand of them) and
+    scope["token_auth"]; otherwise the session cookie, through Channels'
+    AuthMiddleware on a read-only session."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.session_auth = CookieMiddleware(ReadOnlySessionMiddleware(AuthMiddleware(inner)))
+
+    async def __call__(self, scope, receive, send):
+        key = (parse_qs(scope.get("query_string", b"").decode()).get("token") or [""])[0]
+        if not key:
+            return await self.session_auth(scope, receive, send)
+        user = await _user_for_token(key)
+        scope = dict(scope, user=user or AnonymousUser(), token_auth=user is not None)
+        return await self.inner(scope, receive, send)
+
+
 def TokenAuthMiddlewareStack(inner):
-    """Channels' AuthMiddlewareStack, with the session read-only."""
-    return CookieMiddleware(ReadOnlySessionMiddleware(AuthMiddleware(TokenAuthMiddleware(inner))))
+    return TokenAuthMiddleware(inner)
