@@ -96,20 +96,24 @@ def concept_complete(
         item,
         FINISHED,
         final=final,
-        data=completed_data(content),
+        data=completed_data(content, concept_id=item.content.concept.concept_id),
     )
 
 
-def completed_data(content: ConceptContent) -> dict[str, Any]:
-    """The `data` of concept_complete: what the new version is, per content type."""
-    from roadmaps.selectors import content_url
+def completed_data(content: ConceptContent, *, concept_id: str) -> dict[str, Any]:
+    """The `data` of concept_complete: what the new version is, per content type.
+    `concept_id` comes from the item already read, so the content's concept is
+    not read again under the lock."""
+    from roadmaps.selectors import tutorial_url
 
     key = f"{content.content_type}_id"
     data: dict[str, Any] = {key: content_public_id(content), "content_version": content.version}
     if content.content_type == ContentType.TUTORIAL:
         data |= {
             "title": content.title,
-            "content_url": content_url(content),
+            "content_url": tutorial_url(
+                roadmap_id=content.roadmap_id, concept_id=concept_id, version=content.version
+            ),
             "summary": content.summary,
         }
     elif content.content_type == ContentType.RESOURCES:

@@ -1,7 +1,5 @@
-from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
-from django.views.static import serve
 from drf_spectacular.views import (
     SpectacularAPIView,
     SpectacularRedocView,
@@ -23,12 +21,9 @@ api_patterns = [
     ),
 ]
 
+# No /media/ route: the only files in storage are tutorials, and those are read
+# through the API (roadmaps.views.TutorialFileView), by their owner only.
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_patterns)),
 ]
-
-if settings.SERVE_FILES:
-    urlpatterns += [
-        re_path(r"^media/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT}),
-    ]

@@ -2,8 +2,10 @@
 
 import uuid
 
+from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db.models import Count, Prefetch, QuerySet
+from django.urls import reverse
 
 from roadmaps.models import (
     Concept,
@@ -22,8 +24,50 @@ def visible_roadmaps(*, user) -> QuerySet[Roadmap]:
     return roadmaps if user.is_staff else roadmaps.filter(owner=user)
 
 
+def tutorial_url(*, roadmap_id, concept_id: str, version: int) -> str:
+    """The path of one tutorial version's Markdown, served by an authenticated
+    view (roadmaps.views.TutorialFileView), never by a public file route."""
+    return reverse(
+        "tutorial-file",
+        kwargs={"roadmap_id": roadmap_id, "concept_id": concept_id, "version": version},
+    )
+
+
 def content_url(content: ConceptContent) -> str | None:
-    return default_storage.url(content.content_ref) if content.content_ref else None
+    """`content_url`/`content_ref` of a tutorial: its current version's path, or
+    None before a first completed version. Reads `content.concept` (prefetch it)."""
+    if not content.content_ref:
+        return None
+    return tutorial_url(
+        roadmap_id=content.roadmap_id,
+        concept_id=content.concept.concept_id,
+        version=content.version,
+    )
+
+
+def tutorial_file(*, roadmap_id, concept_id: str, version: int, user) -> File:
+    """The stored Markdown of a tutorial version, opened, if the user may see the
+    roadmap and `version` is the tutorial's current one (the only version a
+    response names; older files are not tracked by the database). Raises
+    ConceptContent.DoesNotExist otherwise, or when storage lost the file: every
+    case answers 404, so nobody learns that someone else's roadmap exists."""
+    name = (
+        ConceptContent.objects.filter(
+            roadmap__in=visible_roadmaps(user=user).filter(pk=roadmap_id),
+            concept__concept_id=concept_id,
+            content_type=ContentType.TUTORIAL,
+            version=version,
+        )
+        .exclude(content_ref="")
+        .values_list("content_ref", flat=True)
+        .first()
+    )
+    if name is None:
+        raise ConceptContent.DoesNotExist(concept_id)
+    try:
+        return default_storage.open(name)
+    except FileNotFoundError:
+        raise ConceptContent.DoesNotExist(concept_id) from None
 
 
 def status_counts(*, roadmap_ids) -> dict:

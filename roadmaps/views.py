@@ -1,12 +1,28 @@
 """The roadmap API (DESIGN §4): thin views over roadmaps.services and
 roadmaps.selectors."""
 
-from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
+from collections.abc import AsyncIterator
+
+from asgiref.sync import sync_to_async
+from django.core.files import File
+from django.http import StreamingHttpResponse
+from django.utils.cache import patch_cache_control, patch_vary_headers
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import APIException, NotFound
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from roadmap_project.errors import (
     NOT_FOUND,
@@ -21,8 +37,9 @@ from roadmap_project.throttling import (
     LoginUsernameThrottle,
 )
 from roadmaps import selectors, services
-from roadmaps.models import Roadmap
+from roadmaps.models import ConceptContent, Roadmap
 from roadmaps.serializers import (
+    CONCEPT_ID_PATTERN,
     RoadmapCreatedSerializer,
     RoadmapCreateSerializer,
     RoadmapDetailSerializer,
@@ -146,3 +163,86 @@ class RoadmapViewSet(
 
     def retrieve(self, request: Request, roadmap_id: str) -> Response:
         return Response(self.detail_body(roadmap_id))
+
+
+# Tutorial files are streamed in chunks of this size, each read off the event loop.
+FILE_CHUNK_BYTES = 64 * 1024
+
+
+async def file_chunks(file: File) -> AsyncIterator[bytes]:
+    """The file's bytes, read in a worker thread chunk by chunk (storage reads
+    block: local disk or S3), closed at the end or when the client goes away."""
+    try:
+        while chunk := await sync_to_async(file.read, thread_sensitive=False)(FILE_CHUNK_BYTES):
+            yield chunk
+    finally:
+        await sync_to_async(file.close, thread_sensitive=False)()
+
+
+class JSONErrorsOnly(BaseContentNegotiation):
+    """The file view answers Markdown whatever the client accepts, and its errors
+    as JSON like the rest of the API: never 406 for `Accept: text/markdown`."""
+
+    def select_parser(self, request: Request, parsers: list) -> object | None:
+        return parsers[0] if parsers else None
+
+    def select_renderer(
+        self, request: Request, renderers: list, format_suffix: str | None = None
+    ) -> tuple:
+        return renderers[0], renderers[0].media_type
+
+
+class TutorialFileView(APIView):
+    """A tutorial version's Markdown file, for the roadmap's owner (staff: any),
+    with a token or a session like every other endpoint. Someone else's file,
+    an unknown one, a version that is no longer current, or a file of a deleted
+    roadmap answers 404 (never 403). `content_url` points here."""
+
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JSONErrorsOnly
+
+    @extend_schema(
+        summary="A tutorial version's Markdown file (the `content_url` of a tutorial)",
+        operation_id="roadmaps_concepts_tutorial_file_retrieve",
+        parameters=[
+            OpenApiParameter("roadmap_id", OpenApiTypes.UUID, OpenApiParameter.PATH),
+            OpenApiParameter("concept_id", str, OpenApiParameter.PATH, pattern=CONCEPT_ID_PATTERN),
+            OpenApiParameter(
+                "version",
+                int,
+                OpenApiParameter.PATH,
+                description="The tutorial's current `content_version`.",
+            ),
+        ],
+        responses={
+            (200, "text/markdown"): OpenApiResponse(
+                OpenApiTypes.STR, description="The Markdown, streamed."
+            ),
+            401: UNAUTHENTICATED,
+            404: error_response(
+                "Unknown or not yours, not the current version, or the roadmap was deleted."
+            ),
+        },
+    )
+    def get(
+        self, request: Request, roadmap_id: str, concept_id: str, version: str
+    ) -> StreamingHttpResponse:
+        try:
+            file = selectors.tutorial_file(
+                roadmap_id=roadmap_id,
+                concept_id=concept_id,
+                version=int(version),
+                user=request.user,
+            )
+        except ConceptContent.DoesNotExist:
+            raise NotFound() from None
+        response = StreamingHttpResponse(
+            file_chunks(file), content_type="text/markdown; charset=utf-8"
+        )
+        response["Content-Length"] = file.size
+        response["Content-Disposition"] = f'inline; filename="v{int(version)}.md"'
+        # Per-user content: shared caches must not keep it; browsers revalidate, so
+        # a deleted roadmap's file is not shown from cache.
+        patch_cache_control(response, private=True, no_cache=True)
+        patch_vary_headers(response, ["Authorization", "Cookie"])
+        return response

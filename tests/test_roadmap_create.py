@@ -286,8 +286,13 @@ async def test_generate_true_starts_generation_and_returns_the_task_id(api, alic
     concept_row = first_concept(detail)
     assert concept_row["content_status"] == "completed"
     assert concept_row["content_version"] == 1
-    assert concept_row["content_ref"].startswith(settings.MEDIA_URL)
-    assert concept_row["content_ref"].endswith("/concept_001/v1.md")
+    roadmap_id = response.json()["roadmap_id"]
+    assert concept_row["content_ref"] == (
+        f"/api/v1/roadmaps/{roadmap_id}/concepts/concept_001/tutorial/v1.md"
+    )
+    tutorial_file = await api.get(concept_row["content_ref"], headers=auth(alice))
+    assert tutorial_file.status_code == 200
+    assert tutorial_file.text.startswith("# ")
     assert concept_row["content_summary"]
     assert concept_row["resources_status"] == "completed"
     assert concept_row["resources_count"] > 0

@@ -1,0 +1,155 @@
+"""Tutorial files (DESIGN §4, §6; issue 13): `content_url` serves the Markdown to
+the roadmap's owner (and staff) only, with a token or a session, and a roadmap's
+files are deleted from storage once its deletion commits."""
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.test import Client
+
+from tests.conftest import auth
+from tests.test_retry import content_of, events_of, retry_url, settled, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+async def roadmap(alice, make_roadmap):
+    return await sync_to_async(make_roadmap)(alice, concepts=2)
+
+
+async def generate_tutorial(api, user, roadmap, concept_id: str = "c001") -> str:
+    """Run one tutorial generation to completion; returns its task id."""
+    before = (await content_of(roadmap, concept_id)).version
+    started = await api.post(retry_url(roadmap, concept_id), headers=auth(user))
+    assert started.status_code == 202, started.text
+
+    async def landed():
+        content = await settled(roadmap, concept_id)
+        return content if content and content.version > before else None
+
+    content = await wait_for(landed)
+    assert content.status == "completed"
+    return started.json()["data"]["task_id"]
+
+
+def file_path(roadmap, concept_id: str, version: int) -> str:
+    return f"/api/v1/roadmaps/{roadmap.pk}/concepts/{concept_id}/tutorial/v{version}.md"
+
+
+@sync_to_async
+def stored(name: str) -> bool:
+    return default_storage.exists(name)
+
+
+async def test_content_url_is_one_path_in_the_detail_the_tutorial_and_the_event(
+    api, alice, roadmap
+):
+    task_id = await generate_tutorial(api, alice, roadmap)
+
+    detail = (await api.get(f"/api/v1/roadmaps/{roadmap.pk}/", headers=auth(alice))).json()
+    row = detail["framework"]["stages"][0]["modules"][0]["concepts"][0]
+    tutorial = await api.get(
+        f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/tutorial", headers=auth(alice)
+    )
+    [complete] = [e for e in await events_of(task_id) if e["type"] == "concept_complete"]
+
+    expected = file_path(roadmap, "c001", 1)
+    assert row["content_ref"] == expected
+    assert tutorial.json()["content_url"] == expected
+    assert complete["data"]["content_url"] == expected
+    # The concept without a completed version has no URL yet.
+    assert detail["framework"]["stages"][0]["modules"][0]["concepts"][1]["content_ref"] is None
+
+
+async def test_owner_reads_the_markdown_with_a_token(api, alice, roadmap):
+    await generate_tutorial(api, alice, roadmap)
+    markdown = (
+        await api.get(f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/tutorial", headers=auth(alice))
+    ).json()["markdown"]
+
+    response = await api.get(
+        file_path(roadmap, "c001", 1), headers={**auth(alice), "Accept": "text/markdown"}
+    )
+
+    assert response.status_code == 200
+    assert response.text == markdown and markdown.startswith("# Concept 1")
+    assert response.headers["content-type"] == "text/markdown; charset=utf-8"
+    assert int(response.headers["content-length"]) == len(markdown.encode())
+    assert "private" in response.headers["cache-control"]
+
+
+async def test_owner_reads_the_markdown_with_a_session(api, alice, roadmap):
+    await generate_tutorial(api, alice, roadmap)
+    client = Client()
+    await sync_to_async(client.force_login)(alice)
+    cookie = {"Cookie": f"sessionid={client.cookies['sessionid'].value}"}
+
+    response = await api.get(file_path(roadmap, "c001", 1), headers=cookie)
+
+    assert response.status_code == 200
+    assert response.text.startswith("# Concept 1")
+
+
+async def test_another_users_file_answers_404_and_staff_may_read_it(
+    api, alice, bob, make_user, roadmap
+):
+    """Staff read any roadmap through the API (roadmaps.selectors.visible_roadmaps),
+    so they read its files too; anyone else gets the same 404 as an unknown file."""
+    await generate_tutorial(api, alice, roadmap)
+    staff = await sync_to_async(make_user)("operator", is_staff=True)
+
+    foreign = await api.get(file_path(roadmap, "c001", 1), headers=auth(bob))
+    unknown = await api.get(file_path(roadmap, "c999", 1), headers=auth(alice))
+    by_staff = await api.get(file_path(roadmap, "c001", 1), headers=auth(staff))
+
+    assert foreign.status_code == 404
+    assert foreign.json() == unknown.json() == {"detail": "Not found."}
+    assert unknown.status_code == 404
+    assert by_staff.status_code == 200 and by_staff.text.startswith("# Concept 1")
+
+
+async def test_anonymous_request_answers_401(api, alice, roadmap):
+    await generate_tutorial(api, alice, roadmap)
+
+    response = await api.get(file_path(roadmap, "c001", 1))
+
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Token"
+    assert "# Concept 1" not in response.text
+
+
+async def test_media_path_no_longer_serves_tutorials(api, alice, roadmap):
+    await generate_tutorial(api, alice, roadmap)
+    content = await content_of(roadmap)
+    assert await stored(content.content_ref)
+
+    response = await api.get(f"{settings.MEDIA_URL}{content.content_ref}")
+
+    assert response.status_code == 404
+    assert "# Concept 1" not in response.text
+
+
+async def test_only_the_current_version_is_served(api, alice, roadmap):
+    """A response only ever names the current version; a superseded one answers
+    404 rather than content the database no longer describes."""
+    await generate_tutorial(api, alice, roadmap)
+    await generate_tutorial(api, alice, roadmap)
+
+    old = await api.get(file_path(roadmap, "c001", 1), headers=auth(alice))
+    current = await api.get(file_path(roadmap, "c001", 2), headers=auth(alice))
+    future = await api.get(file_path(roadmap, "c001", 3), headers=auth(alice))
+
+    assert [old.status_code, current.status_code, future.status_code] == [404, 200, 404]
+
+
+async def test_file_lost_by_storage_answers_404(api, alice, roadmap):
+    await generate_tutorial(api, alice, roadmap)
+    content = await content_of(roadmap)
+    await sync_to_async(default_storage.delete)(content.content_ref)
+
+    response = await api.get(file_path(roadmap, "c001", 1), headers=auth(alice))
+
+    assert response.status_code == 404
+    assert str(settings.MEDIA_ROOT) not in response.text
