@@ -6,8 +6,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.files.storage import default_storage
+from django.db import transaction
 from django.test import Client
 
+from roadmaps.models import Roadmap
+from roadmaps.services import delete_roadmap
 from tests.conftest import auth
 from tests.test_retry import content_of, events_of, retry_url, settled, wait_for
 
@@ -41,6 +44,12 @@ def file_path(roadmap, concept_id: str, version: int) -> str:
 @sync_to_async
 def stored(name: str) -> bool:
     return default_storage.exists(name)
+
+
+@sync_to_async
+def stored_files_of(roadmap) -> list[str]:
+    folder = settings.MEDIA_ROOT / "tutorials" / str(roadmap.pk)
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
 
 
 async def test_content_url_is_one_path_in_the_detail_the_tutorial_and_the_event(
@@ -153,3 +162,78 @@ async def test_file_lost_by_storage_answers_404(api, alice, roadmap):
 
     assert response.status_code == 404
     assert str(settings.MEDIA_ROOT) not in response.text
+
+
+# --- Deletion ---------------------------------------------------------------
+
+
+async def test_deleting_the_roadmap_deletes_every_version_and_the_url_answers_404(
+    api, alice, roadmap
+):
+    await generate_tutorial(api, alice, roadmap, "c001")
+    await generate_tutorial(api, alice, roadmap, "c001")
+    await generate_tutorial(api, alice, roadmap, "c002")
+    assert await stored_files_of(roadmap) == [
+        "c001", "c001/v1.md", "c001/v2.md", "c002", "c002/v1.md",
+    ]  # fmt: skip
+
+    deleted = await api.delete(f"/api/v1/roadmaps/{roadmap.pk}/", headers=auth(alice))
+
+    assert deleted.status_code == 204
+    assert await stored_files_of(roadmap) == []
+    assert not (settings.MEDIA_ROOT / "tutorials" / str(roadmap.pk)).exists()
+    response = await api.get(file_path(roadmap, "c001", 2), headers=auth(alice))
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("how", ["queryset", "owner"])
+async def test_every_way_of_deleting_a_roadmap_deletes_its_files(
+    api, alice, bob, make_roadmap, roadmap, how
+):
+    """Not only the API: a queryset delete (shell, scripts) and the deletion of the
+    owner (cascade) remove the files too; other roadmaps' files stay."""
+    others = await sync_to_async(make_roadmap)(bob)
+    await generate_tutorial(api, alice, roadmap)
+    await generate_tutorial(api, bob, others)
+
+    if how == "queryset":
+        await Roadmap.objects.filter(owner=alice).adelete()
+    else:
+        await alice.adelete()
+
+    assert await stored_files_of(roadmap) == []
+    assert await stored_files_of(others) == ["c001", "c001/v1.md"]
+
+
+async def test_files_are_deleted_only_once_the_deletion_commits(api, alice, roadmap):
+    await generate_tutorial(api, alice, roadmap)
+    name = (await content_of(roadmap)).content_ref
+
+    @sync_to_async
+    def delete_in_a_transaction() -> bool:
+        with transaction.atomic():
+            delete_roadmap(roadmap=roadmap)
+            return default_storage.exists(name)
+
+    assert await delete_in_a_transaction() is True  # still there before the commit
+    assert not await stored(name)
+
+
+async def test_a_rolled_back_deletion_keeps_the_files(api, alice, roadmap):
+    await generate_tutorial(api, alice, roadmap)
+    name = (await content_of(roadmap)).content_ref
+    url = file_path(roadmap, "c001", 1)
+    roadmap_id = roadmap.pk  # Model.delete() clears the instance's pk
+
+    @sync_to_async
+    def delete_then_roll_back() -> None:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            delete_roadmap(roadmap=roadmap)
+            raise RuntimeError("something later in the transaction failed")
+
+    await delete_then_roll_back()
+
+    assert await Roadmap.objects.filter(pk=roadmap_id).aexists()
+    assert await stored(name)
+    response = await api.get(url, headers=auth(alice))
+    assert response.status_code == 200 and response.text.startswith("# Concept 1")
