@@ -12,6 +12,7 @@ from django.test import Client
 from roadmaps.models import Roadmap
 from roadmaps.services import delete_roadmap
 from tests.conftest import auth
+from tests.test_event_schema import assert_valid_event
 from tests.test_retry import content_of, events_of, retry_url, settled, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -68,6 +69,7 @@ async def test_content_url_is_one_path_in_the_detail_the_tutorial_and_the_event(
     assert row["content_ref"] == expected
     assert tutorial.json()["content_url"] == expected
     assert complete["data"]["content_url"] == expected
+    assert_valid_event(complete)  # docs/event.schema.json states the path's shape
     # The concept without a completed version has no URL yet.
     assert detail["framework"]["stages"][0]["modules"][0]["concepts"][1]["content_ref"] is None
 
