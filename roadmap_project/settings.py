@@ -307,7 +307,7 @@ STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
 MEDIA_URL = "/media/"  # never routed: tutorials are served by the API to their owner
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
-# Embedded mode serves static files from the ASGI app; behind a proxy, turn off.
+# Static files are served by the app (WhiteNoise, below); 0 only if the proxy serves /static/.
 SERVE_FILES = env_bool("SERVE_FILES", True)
 # Static files the production way (WhiteNoise): `collectstatic` writes them with a
 # content hash in the name and compressed copies; they are served with a year's
