@@ -7,6 +7,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from roadmap_project.openapi import VALIDATION_ERROR_COMPONENTS
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -270,6 +272,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 20,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "roadmap_project.errors.exception_handler",
+    "DEFAULT_METADATA_CLASS": "roadmap_project.metadata.DescriptionMetadata",
     # Client addresses for the login throttle: REMOTE_ADDR, unless this many trusted
     # proxies append to X-Forwarded-For (a client could forge the header otherwise).
     "NUM_PROXIES": int(os.environ.get("NUM_PROXIES", "0")),
@@ -279,6 +282,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "AI learning roadmaps: generation lifecycle, retries and event streams.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The recursive shape of a 400 (roadmap_project.errors), referenced by name.
+    "APPEND_COMPONENTS": {"schemas": VALIDATION_ERROR_COMPONENTS},
     # Swagger UI and Redoc from our own static files (drf-spectacular-sidecar,
     # pinned in requirements.txt): the docs work offline and never load a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
