@@ -198,11 +198,11 @@ class TaskSerializer(serializers.ModelSerializer):
 # --- Content ----------------------------------------------------------------------
 
 
-class Resources(RootModel[list[Resource]]):
+class ResourceItems(RootModel[list[Resource]]):
     """The schema of `items`: the provider's validated output, as stored."""
 
 
-class Questions(RootModel[list[Question]]):
+class QuizQuestions(RootModel[list[Question]]):
     """The schema of `questions`: the provider's validated output, as stored."""
 
 
@@ -255,7 +255,7 @@ class ResourcesSerializer(ContentVersionSerializer):
     class Meta(ContentVersionSerializer.Meta):
         fields = ["resources_id", "items", *ContentVersionSerializer.Meta.fields]
 
-    @extend_schema_field(Resources)
+    @extend_schema_field(ResourceItems)
     def get_items(self, content) -> list[dict]:
         return content.payload.get("items", [])
 
@@ -267,7 +267,7 @@ class QuizSerializer(ContentVersionSerializer):
     class Meta(ContentVersionSerializer.Meta):
         fields = ["quiz_id", "questions", *ContentVersionSerializer.Meta.fields]
 
-    @extend_schema_field(Questions)
+    @extend_schema_field(QuizQuestions)
     def get_questions(self, content) -> list[dict]:
         return content.payload.get("questions", [])
 
@@ -286,7 +286,8 @@ CONTENT_SCHEMA = PolymorphicProxySerializer(
 
 
 class ContentMissingSerializer(serializers.Serializer):
-    """404 of a pair that never completed: its current status says why."""
+    """404 of a pair that never completed: its current status says why. An
+    unknown pair (or not yours) answers the plain `{"detail"}` without `status`."""
 
     detail = serializers.CharField()
-    status = serializers.ChoiceField(ContentStatus.choices)
+    status = serializers.ChoiceField(ContentStatus.choices, required=False)

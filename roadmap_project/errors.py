@@ -6,10 +6,15 @@ import logging
 
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, JsonResponse
+from django.views import defaults
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from roadmap_project.openapi import ERROR_TREE
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +35,10 @@ def exception_handler(exc, context):
             {"detail": "Request body is larger than 1 MB."},
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
+    if isinstance(exc, Http404):
+        # get_object_or_404's message names the model ("No ConceptContent matches…"):
+        # internal, and it would tell a missing pair from a missing roadmap.
+        exc = NotFound()
     if isinstance(exc, DjangoValidationError):
         return Response({"detail": exc.messages}, status=status.HTTP_400_BAD_REQUEST)
     response = drf_exception_handler(exc, context)
@@ -40,6 +49,34 @@ def exception_handler(exc, context):
             {"detail": "Internal server error."}, status=status.HTTP_500_INTERNAL_SERVER_ERROR
         )
     return response
+
+
+# --- Errors Django answers itself (no view, or outside DRF) ---------------------
+# With DEBUG=0 Django answers a URL that matches no route (a malformed roadmap id,
+# say) and an error outside DRF with its HTML pages; under /api/ they are JSON
+# like every other answer of the API. Other paths (admin) keep Django's pages.
+
+
+def api_path(request) -> bool:
+    return request.path.startswith("/api/")
+
+
+def bad_request(request, exception):
+    if api_path(request):
+        return JsonResponse({"detail": "Bad request."}, status=400)
+    return defaults.bad_request(request, exception)
+
+
+def page_not_found(request, exception):
+    if api_path(request):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    if api_path(request):
+        return JsonResponse({"detail": "Internal server error."}, status=500)
+    return defaults.server_error(request)
 
 
 # --- The shapes of error answers, for the OpenAPI schema ---------------------
@@ -60,16 +97,9 @@ def error_response(description: str) -> OpenApiResponse:
 VALIDATION_ERROR_SCHEMA = {
     "type": "object",
     "description": "Messages keyed by the field at fault (`detail` when no single field "
-    "is); a nested field's messages are keyed the same way one level down.",
-    "additionalProperties": {
-        "oneOf": [
-            {"type": "array", "items": {"type": "string"}},
-            {
-                "type": "object",
-                "additionalProperties": {"type": "array", "items": {"type": "string"}},
-            },
-        ]
-    },
+    "is); a nested field's messages are keyed the same way one level down, a list's "
+    "per item.",
+    "additionalProperties": {"$ref": f"#/components/schemas/{ERROR_TREE}"},
     "example": {"statuses": {"0": ['"done" is not a valid choice.']}},
 }
 

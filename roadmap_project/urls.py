@@ -21,6 +21,11 @@ api_patterns = [
     ),
 ]
 
+# JSON under /api/, Django's pages elsewhere (roadmap_project.errors).
+handler400 = "roadmap_project.errors.bad_request"
+handler404 = "roadmap_project.errors.page_not_found"
+handler500 = "roadmap_project.errors.server_error"
+
 # No /media/ route: the only files in storage are tutorials, and those are read
 # through the API (roadmaps.views.TutorialFileView), by their owner only.
 urlpatterns = [

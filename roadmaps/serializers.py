@@ -285,4 +285,5 @@ class RoadmapDetailSerializer(RoadmapSummarySerializer):
 class RoadmapCreatedSerializer(RoadmapDetailSerializer):
     """The detail, plus the task started by `"generate": true` (absent otherwise)."""
 
-    task_id = serializers.CharField(required=False, read_only=True)
+    # Not read-only: drf-spectacular marks read-only fields required in answers.
+    task_id = serializers.CharField(required=False)

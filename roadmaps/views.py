@@ -19,6 +19,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import APIException, NotFound
 from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import FormParser, JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -52,6 +53,10 @@ class TokenView(ObtainAuthToken):
     and per client address (AUTH_THROTTLE_RATE)."""
 
     throttle_classes = [LoginAddressThrottle, LoginUsernameThrottle]
+    # JSON like the rest of the API, and forms; no multipart (nothing to upload):
+    # daphne's HTTP server parses multipart bodies itself and answers a malformed
+    # one with an empty, type-less 400 before Django sees it.
+    parser_classes = [JSONParser, FormParser]
 
     @extend_schema(
         summary="Exchange a username and password for an API token",
@@ -77,7 +82,11 @@ class Conflict(APIException):
 @extend_schema_view(
     list=extend_schema(
         summary="List your roadmaps (staff: all)",
-        responses={200: RoadmapSummarySerializer(many=True), 401: UNAUTHENTICATED},
+        responses={
+            200: RoadmapSummarySerializer(many=True),
+            401: UNAUTHENTICATED,
+            404: error_response("No such page (`page` past the last one, or not a number)."),
+        },
     ),
     retrieve=extend_schema(
         summary="A roadmap with every concept's statuses",

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # Every operation of DESIGN §4 with every answer it documents.
 DOCUMENTED_ANSWERS = {
     ("post", "/api/v1/auth/token/"): {"200", "400", "429"},
-    ("get", "/api/v1/roadmaps/"): {"200", "401"},
+    ("get", "/api/v1/roadmaps/"): {"200", "401", "404"},
     ("post", "/api/v1/roadmaps/"): {"201", "400", "401", "413", "429"},
     ("get", "/api/v1/roadmaps/{roadmap_id}/"): {"200", "401", "404"},
     ("delete", "/api/v1/roadmaps/{roadmap_id}/"): {"204", "401", "404", "409"},
