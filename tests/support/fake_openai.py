@@ -15,6 +15,8 @@ Register as a plugin (`pytest_plugins = ["tests.support.fake_openai"]`), then:
 """
 
 import json
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -86,17 +88,21 @@ VALID_QUIZ = {
 
 @dataclass
 class Behaviour:
-    """One scripted answer. `kind` is ok | error | malformed | hang.
+    """One scripted answer. `kind` is ok | error | malformed | hang | reset.
 
     ok: `content` (str, or a dict/list sent as JSON text) answered as JSON, or as an
     event stream when the request asked for one (`None` means the default valid
     content for the request). `refusal` answers with a refusal instead. A stream
     sends `CHUNK_CHARS` characters per chunk, `chunk_delay` apart, and after
     `hang_after_chunks` chunks stops sending (without ending the stream); its last
-    chunk says `finish_reason` ("length": cut off at the length limit).
+    chunk says `finish_reason` ("length": cut off at the length limit). After
+    `cut_after_chunks` chunks the connection ends instead (no final chunk, no
+    [DONE]): closed in order, or reset when `reset` is set.
     error: `status` with `body` (JSON if dict) and `headers`.
-    malformed: 200 with a body that is not JSON although it says it is.
+    malformed: 200 with a body that is not JSON although it says it is (`body`, a
+    str, replaces the default broken text).
     hang: sends nothing for `delay` seconds (or until the server stops), then closes.
+    reset: reads the request and resets the connection (TCP RST) without answering.
     Every behaviour first waits `delay` seconds (except hang, whose delay is the hang)."""
 
     kind: str = "ok"
@@ -108,6 +114,8 @@ class Behaviour:
     delay: float = 0.0
     chunk_delay: float = 0.0
     hang_after_chunks: int | None = None
+    cut_after_chunks: int | None = None
+    reset: bool = False
     finish_reason: str = "stop"
 
 
@@ -129,8 +137,18 @@ def error(status: int, body: Any = None, headers: dict[str, str] | None = None) 
     return Behaviour(kind="error", status=status, body=body, headers=headers)
 
 
-def malformed() -> Behaviour:
-    return Behaviour(kind="malformed")
+def malformed(body: str | None = None) -> Behaviour:
+    return Behaviour(kind="malformed", body=body)
+
+
+def reset() -> Behaviour:
+    """The connection is reset before any answer (a proxy or server crash)."""
+    return Behaviour(kind="reset")
+
+
+def cut(after_chunks: int = 3, *, reset: bool = False) -> Behaviour:
+    """A streamed answer whose connection ends halfway: no final chunk, no [DONE]."""
+    return Behaviour(kind="ok", cut_after_chunks=after_chunks, reset=reset)
 
 
 def hang(seconds: float = 30.0) -> Behaviour:
@@ -281,10 +299,13 @@ class _Handler(BaseHTTPRequestHandler):
             fake._sleep(behaviour.delay)
             return
         fake._sleep(behaviour.delay)
-        if behaviour.kind == "error":
+        if behaviour.kind == "reset":
+            self._reset()
+        elif behaviour.kind == "error":
             self._send_json(behaviour.status, behaviour.body, behaviour.headers)
         elif behaviour.kind == "malformed":
-            self._send_raw(200, b'{"id": "chatcmpl-broken", "choices": [', "application/json")
+            broken = behaviour.body or '{"id": "chatcmpl-broken", "choices": ['
+            self._send_raw(200, broken.encode(), "application/json")
         elif body.get("stream"):
             self._stream(behaviour, body)
         else:
@@ -336,6 +357,10 @@ class _Handler(BaseHTTPRequestHandler):
             if behaviour.hang_after_chunks is not None and index >= behaviour.hang_after_chunks:
                 fake._sleep(60)
                 return
+            if behaviour.cut_after_chunks is not None and index >= behaviour.cut_after_chunks:
+                if behaviour.reset:
+                    self._reset()
+                return  # HTTP/1.0 without content-length: the close ends the body
             self._event(self._chunk(completion_id, delta, None))
             fake._sleep(behaviour.chunk_delay)
         self._event(self._chunk(completion_id, {}, behaviour.finish_reason))
@@ -352,6 +377,12 @@ class _Handler(BaseHTTPRequestHandler):
                 {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
             ],
         }
+
+    def _reset(self) -> None:
+        """Close with SO_LINGER 0, so the peer sees a TCP RST, not an orderly end."""
+        self.wfile.flush()
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
 
     def _event(self, data: dict) -> None:
         self.wfile.write(b"data: " + json.dumps(data).encode() + b"\n\n")
