@@ -31,6 +31,7 @@ from tests.support.fake_openai import (
     VALID_QUIZ,
     VALID_RESOURCES,
     VALID_TUTORIAL,
+    cut,
     error,
     hang,
     malformed,
@@ -199,6 +200,30 @@ async def test_timeout_fails_within_bounded_time(fake_openai, settings):
     assert len(fake_openai.requests) == attempts
     # Each attempt waits one timeout; the SDK's pauses between retries are < 0.5 s.
     assert elapsed < attempts * settings.GENERATION_STALL_SECONDS + 1.5
+
+
+async def test_stream_cut_halfway_is_retried_and_never_kept(fake_openai):
+    """A stream that ends without a finish reason (the connection closed mid-answer)
+    is a lost connection, not an answer: the fragment is dropped and asked again."""
+    fake_openai.script(cut(after_chunks=3))
+
+    async def on_progress(percentage: int) -> None:
+        pass
+
+    draft, _ = await get_provider().tutorial(hooks_request(), on_progress)
+
+    assert draft.markdown.strip() == VALID_TUTORIAL.strip()
+    assert len(fake_openai.requests) == 2
+
+
+async def test_stream_cut_every_time_fails_as_unavailable(fake_openai, settings):
+    fake_openai.script(*[cut(after_chunks=3)] * 10)
+
+    with pytest.raises(ProviderUnavailable) as raised:
+        await get_provider().quiz(hooks_request())
+
+    assert raised.value.retryable
+    assert len(fake_openai.requests) == settings.GENERATION_TRANSIENT_ATTEMPTS
 
 
 async def test_connection_refused_is_unavailable(fake_openai, settings):

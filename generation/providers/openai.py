@@ -75,6 +75,12 @@ class TruncatedOutput(InvalidOutput):
     """The answer stopped at the length limit (finish_reason "length")."""
 
 
+class StreamCut(Exception):
+    """The stream ended without a finish reason: the connection closed halfway
+    through the answer. Transient, like any other lost connection; what arrived is
+    a fragment and is never kept."""
+
+
 def strict_json_schema(model: type[pydantic.BaseModel]) -> dict[str, Any]:
     """The model's JSON schema in the subset strict structured output accepts:
     every object closed and every property required, unsupported keywords dropped."""
@@ -164,7 +170,7 @@ def provider_error(exc: BaseException) -> GenerationError:
     detail = _detail(exc)
     if isinstance(exc, openai.APITimeoutError | TimeoutError):
         return ProviderTimeout(detail)
-    if isinstance(exc, openai.APIConnectionError):
+    if isinstance(exc, openai.APIConnectionError | StreamCut):
         return ProviderUnavailable(detail)
     if isinstance(exc, openai.RateLimitError):
         if exc.code == "insufficient_quota":
@@ -301,7 +307,7 @@ class OpenAIProvider:
         for failed_rounds in range(1, rounds + 1):
             try:
                 return await call()
-            except (openai.OpenAIError, TimeoutError) as exc:
+            except (openai.OpenAIError, TimeoutError, StreamCut) as exc:
                 error = provider_error(exc)
                 if not isinstance(error, TRANSIENT_ERRORS) or failed_rounds == rounds:
                     raise error from exc
@@ -343,8 +349,9 @@ class OpenAIProvider:
         response_format: dict[str, Any] | None = None,
         progress: _Progress | None = None,
     ) -> "_Answer":
-        """One streamed answer, whole: its text, or InvalidOutput for a refusal, an
-        empty answer or one cut off at the length limit."""
+        """One streamed answer, whole: its text; InvalidOutput for a refusal, an
+        empty answer or one cut off at the length limit; StreamCut for one whose
+        connection ended before the model finished."""
         answer = _Answer()
         options = {"response_format": response_format} if response_format else {}
         try:
@@ -357,6 +364,7 @@ class OpenAIProvider:
             async with stream:
                 async for chunk in stream:
                     report_activity()
+                    answer.chunks += 1
                     answer.model_name = chunk.model or answer.model_name
                     for choice in chunk.choices[:1]:
                         answer.finish_reason = choice.finish_reason or answer.finish_reason
@@ -369,6 +377,8 @@ class OpenAIProvider:
                                 await progress.received(answer.received)
         except json.JSONDecodeError as exc:
             raise InvalidOutput("the event stream is not JSON") from exc
+        if answer.chunks and answer.finish_reason is None:
+            raise StreamCut(f"the stream ended unfinished after {answer.chunks} chunks")
         if answer.refusal:
             raise InvalidOutput(f"the model refused: {''.join(answer.refusal)}")
         if answer.finish_reason == "length":
@@ -405,6 +415,7 @@ class _LoopClient:
 class _Answer:
     parts: list[str] = field(default_factory=list)
     refusal: list[str] = field(default_factory=list)
+    chunks: int = 0
     received: int = 0
     finish_reason: str | None = None
     model_name: str = ""
