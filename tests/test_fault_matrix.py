@@ -17,12 +17,14 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connections
 
 from generation import engine
 from generation.errors import (
@@ -39,6 +41,7 @@ from notifications.models import Event
 from roadmaps.models import ConceptContent
 from tests.conftest import auth, redis_reachable, require_service
 from tests.support import processes
+from tests.support.celery_workers import running_stack
 from tests.support.fake_openai import (
     VALID_TUTORIAL,
     Behaviour,
@@ -152,24 +155,36 @@ def finished(task_id: str) -> bool:
         pytest.param("celery", marks=[pytest.mark.celery, pytest.mark.redis]),
     ]
 )
-async def deployment(request, api, matrix_provider, tmp_path):
-    if request.param == "inprocess":
+async def deployment(request, transactional_db, api, matrix_provider, tmp_path):
+    """Requests the database first, so every process stops before it is flushed."""
+    async with AsyncExitStack() as cleanup:
+        # ORM calls of an async test run in asgiref's sync thread: close its
+        # connection, or PostgreSQL refuses to drop the test database.
+        cleanup.push_async_callback(sync_to_async(connections.close_all))
+        if request.param == "inprocess":
+            yield in_process(api)
+        else:
+            yield await cleanup.enter_async_context(celery_worker(matrix_provider, tmp_path))
 
-        async def wait_in_process(task_id: str) -> None:
-            # In another thread: the engine's work runs on this test's loop.
-            idle = await sync_to_async(engine.wait_until_idle, thread_sensitive=False)(
-                timeout=CELL_TIMEOUT_SECONDS
-            )
-            assert idle, f"task {task_id} still running after {CELL_TIMEOUT_SECONDS} s"
 
-        yield Deployment(client=api, wait_finished=wait_in_process)
-        return
+def in_process(api: httpx.AsyncClient) -> Deployment:
+    """The embedded engine: the ASGI app in this test's loop runs the work there."""
 
+    async def wait_in_process(task_id: str) -> None:
+        # In another thread: the engine's work runs on this test's loop.
+        idle = await sync_to_async(engine.wait_until_idle, thread_sensitive=False)(
+            timeout=CELL_TIMEOUT_SECONDS
+        )
+        assert idle, f"task {task_id} still running after {CELL_TIMEOUT_SECONDS} s"
+
+    return Deployment(client=api, wait_finished=wait_in_process)
+
+
+@asynccontextmanager
+async def celery_worker(matrix_provider, tmp_path) -> AsyncIterator[Deployment]:
+    """One daphne server and one Celery worker, with the openai provider pointed at
+    the fake and the matrix's bounds; the server enqueues to the worker."""
     redis_url = celery_redis_url()
-    from tests.support.celery_workers import running_stack
-
-    # One daphne server and one Celery worker, with the openai provider pointed at
-    # the fake and the matrix's bounds; the server enqueues to the worker.
     processes_running = running_stack(
         database_url=processes.test_database_url(),
         redis_url=redis_url,
