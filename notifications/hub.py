@@ -179,7 +179,7 @@ class Feed:
         any, left (and the feed forgotten) when there are none. A failed join is
         retried by the hub's periodic check."""
         async with self.membership:
-            while self.members and not self.joined:
+            if self.members and not self.joined:
                 try:
                     async with asyncio.timeout(LAYER_TIMEOUT_SECONDS):
                         await self.hub.layer.group_add(self.group, await self.hub.channel())
@@ -188,15 +188,15 @@ class Feed:
                     return
                 self.joined = True
                 self.hub.layer_recovered("group_add")
-            while not self.members and self.joined:
+            if not self.members and self.joined:
                 self.joined = False
-                if "group_add" in self.hub.failing:
-                    break  # the layer is down: the membership expires with it
-                try:
-                    async with asyncio.timeout(LAYER_TIMEOUT_SECONDS):
-                        await self.hub.layer.group_discard(self.group, await self.hub.channel())
-                except Exception:
-                    self.hub.layer_failed("group_discard")  # the membership expires in the layer
+                # While the layer is down, the membership expires with it.
+                if "group_add" not in self.hub.failing:
+                    try:
+                        async with asyncio.timeout(LAYER_TIMEOUT_SECONDS):
+                            await self.hub.layer.group_discard(self.group, await self.hub.channel())
+                    except Exception:
+                        self.hub.layer_failed("group_discard")  # it expires in the layer
             if not self.members:
                 self.hub.forget(self)
 

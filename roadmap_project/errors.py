@@ -57,26 +57,20 @@ def exception_handler(exc, context):
 # like every other answer of the API. Other paths (admin) keep Django's pages.
 
 
-def api_path(request) -> bool:
-    return request.path.startswith("/api/")
+def _json_under_api(detail: str, status: int, django_page):
+    """A handler answering `{"detail": …}` under /api/ and Django's page elsewhere."""
+
+    def handler(request, *args, **kwargs):  # Django passes `exception=` by keyword
+        if request.path.startswith("/api/"):
+            return JsonResponse({"detail": detail}, status=status)
+        return django_page(request, *args, **kwargs)
+
+    return handler
 
 
-def bad_request(request, exception):
-    if api_path(request):
-        return JsonResponse({"detail": "Bad request."}, status=400)
-    return defaults.bad_request(request, exception)
-
-
-def page_not_found(request, exception):
-    if api_path(request):
-        return JsonResponse({"detail": "Not found."}, status=404)
-    return defaults.page_not_found(request, exception)
-
-
-def server_error(request):
-    if api_path(request):
-        return JsonResponse({"detail": "Internal server error."}, status=500)
-    return defaults.server_error(request)
+bad_request = _json_under_api("Bad request.", 400, defaults.bad_request)
+page_not_found = _json_under_api("Not found.", 404, defaults.page_not_found)
+server_error = _json_under_api("Internal server error.", 500, defaults.server_error)
 
 
 # --- The shapes of error answers, for the OpenAPI schema ---------------------
