@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
@@ -32,8 +32,13 @@ def in_worker_thread(function):
     """Run ORM work of background tasks in the loop's own executor threads, not in
     asgiref's one process-wide thread: concurrent items do not queue behind each
     other or behind requests, and a loop that stops mid-call strands only its own
-    threads (publish-after-commit calls back into the loop that made the call)."""
-    return sync_to_async(function, thread_sensitive=False)
+    threads (publish-after-commit calls back into the loop that made the call).
+
+    Each call checks its thread's connection first, as Django does per request
+    (CONN_HEALTH_CHECKS): these threads live as long as the process, and a
+    connection the database dropped meanwhile (restart, failover,
+    pg_terminate_backend) would otherwise fail every later call of that thread."""
+    return database_sync_to_async(function, thread_sensitive=False)
 
 
 class WaitingWork:

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -97,7 +98,9 @@ class Behaviour:
     `hang_after_chunks` chunks stops sending (without ending the stream); its last
     chunk says `finish_reason` ("length": cut off at the length limit). After
     `cut_after_chunks` chunks the connection ends instead (no final chunk, no
-    [DONE]): closed in order, or reset when `reset` is set.
+    [DONE]): closed in order, or reset when `reset` is set. `before_finish` is
+    called just before the final chunk (or the whole answer, when not streamed):
+    the moment a generation is about to complete.
     error: `status` with `body` (JSON if dict) and `headers`.
     malformed: 200 with a body that is not JSON although it says it is (`body`, a
     str, replaces the default broken text).
@@ -117,6 +120,7 @@ class Behaviour:
     cut_after_chunks: int | None = None
     reset: bool = False
     finish_reason: str = "stop"
+    before_finish: Callable[[], None] | None = None
 
 
 def ok(content: Any = None, **options: Any) -> Behaviour:
@@ -309,6 +313,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif body.get("stream"):
             self._stream(behaviour, body)
         else:
+            if behaviour.before_finish is not None:
+                behaviour.before_finish()
             self._send_json(200, self._completion(behaviour, body))
 
     def _text(self, behaviour: Behaviour, body: dict[str, Any]) -> str:
@@ -363,6 +369,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return  # HTTP/1.0 without content-length: the close ends the body
             self._event(self._chunk(completion_id, delta, None))
             fake._sleep(behaviour.chunk_delay)
+        if behaviour.before_finish is not None:
+            behaviour.before_finish()
         self._event(self._chunk(completion_id, {}, behaviour.finish_reason))
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
