@@ -147,6 +147,8 @@ def test_connections_killed_as_a_generation_completes_leave_nothing_generating(
         assert_coherent_stream(task)
         for content in contents.filter(status="failed"):
             assert content.public_error and "Traceback" not in content.public_error
+        outcome = sorted(contents.values_list("status", flat=True))
+        print(f"outage[{engine}]: {kills[0]} connections terminated; pairs ended {outcome}")
 
         # The processes recovered their connections: the next batch completes.
         second = start_batch(server, alice, roadmap, ["completed", "failed"])
@@ -294,3 +296,8 @@ def test_redis_stopped_mid_batch_loses_nothing(alice, make_roadmap, tmp_path):
         frames, code = stream_frames(f"{ws_url}&after={last_seen}", timeout=10)
         assert [frame["seq"] for frame in frames] == [e.seq for e in events[last_seen:]]
         assert code == 1000
+        print(
+            f"outage[redis]: {len(running)} generations running at the stop completed; "
+            f"{task.completed}/{concepts} completed; {len(frames)} events replayed "
+            f"after seq {last_seen}"
+        )
