@@ -300,6 +300,11 @@ SPECTACULAR_SETTINGS = {
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
+# The reference web client's session login (roadmaps.pages).
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "roadmap-list"
+LOGOUT_REDIRECT_URL = "login"
+
 # --- I18N, static, media ----------------------------------------------------
 LANGUAGE_CODE = os.environ.get("LANGUAGE_CODE", "en")
 LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 from drf_spectacular.views import (
     SpectacularAPIView,
@@ -7,6 +8,7 @@ from drf_spectacular.views import (
 )
 
 from roadmap_project.health import health
+from roadmaps import pages
 
 api_patterns = [
     path("", include("roadmaps.urls")),
@@ -31,4 +33,17 @@ handler500 = "roadmap_project.errors.server_error"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_patterns)),
+    # The reference web client (roadmaps.pages): session login, then pages that
+    # act only through the API above.
+    path("", pages.roadmap_list, name="roadmap-list"),
+    path("roadmaps/<uuid:roadmap_id>/", pages.roadmap_page, name="roadmap-page"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            template_name="roadmaps/login.html", redirect_authenticated_user=True
+        ),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("i18n/", include("django.conf.urls.i18n")),
 ]
