@@ -278,7 +278,9 @@ def test_page_reconnects_after_a_server_restart_and_ends_on_the_true_statuses(
         )
         if os.environ.get("WEB_CLIENT_SCREENSHOT"):
             wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "progress:not([hidden])"), 5)
+            browser.set_window_size(1280, 1250)  # the whole roadmap
             browser.save_screenshot(os.environ["WEB_CLIENT_SCREENSHOT"])
+            browser.set_window_size(1280, 900)
     assert ConceptContent.objects.filter(roadmap=roadmap, status="generating").exists()
     wait(
         browser,
