@@ -22,6 +22,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -223,7 +224,7 @@ def test_retry_shows_generating_at_once_then_completed_without_a_reload(
         assert failed.get_attribute("data-status") == "failed"
         assert failed.find_element(By.CSS_SELECTOR, ".badge-text").text == "Tutorial: Failed"
 
-        failed.find_element(By.CSS_SELECTOR, "button.retry").click()
+        failed.find_element(By.CSS_SELECTOR, "button.retry").send_keys(Keys.ENTER)  # keyboard
 
         wait(browser, lambda _: failed.get_attribute("data-status") == "generating", 2)
         assert failed.find_element(By.CSS_SELECTOR, ".badge-text").text == "Tutorial: Generating"
