@@ -356,7 +356,7 @@ def test_a_tutorial_with_script_in_its_markdown_is_shown_as_text(
         wait(browser, lambda _: not viewer.is_displayed())
 
 
-def test_the_demo_bits_resources_and_quiz_open_as_text(
+def test_resources_and_quiz_viewers_show_model_text_as_text_with_http_links_only(
     browser, alice, make_roadmap, settings, tmp_path
 ):
     """Resources and quiz viewers: model text through textContent, links http(s) only."""
