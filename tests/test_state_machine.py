@@ -6,20 +6,16 @@ module is the one test allowed to import generation.state (pyproject.toml)."""
 import contextlib
 import socket
 import threading
-import time
-from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
-from django.utils import timezone
 
 from generation import leases, services, state
 from generation.errors import WorkerLost
 from generation.models import GenerationItem
 from generation.schemas import TutorialDraft
 from notifications.models import Event
-from roadmaps.models import ConceptContent
-from tests.support.lifecycle import retry, tutorial_of
+from tests.support.lifecycle import expire_lease, retry, tutorial_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,13 +25,12 @@ def roadmap(alice, make_roadmap):
     return make_roadmap(alice, concepts=2)
 
 
-def test_late_result_of_superseded_attempt_is_ignored(roadmap, no_runner, settings):
+def test_late_result_of_superseded_attempt_is_ignored(roadmap, no_runner):
     """I4: attempt A stalls, its lease expires, attempt B takes over; A's late
     result must not overwrite B's state."""
-    settings.GENERATION_LEASE_SECONDS = 0.2
     first = retry(roadmap)
     run_a = state.begin_item(item_id=GenerationItem.objects.get(task=first).pk)
-    time.sleep(0.3)  # A's lease expires without a heartbeat
+    expire_lease(tutorial_of(roadmap))  # A's lease runs out without a heartbeat
 
     second = retry(roadmap)  # take-over of an expired generation
     run_b = state.begin_item(item_id=GenerationItem.objects.get(task=second).pk)
@@ -76,13 +71,12 @@ def test_admin_reset_fences_the_running_attempt_and_closes_its_task(roadmap, no_
     assert (changed["previous_status"], changed["status"]) == ("generating", "pending")
 
 
-def test_take_over_of_a_dead_attempt_ends_its_task(roadmap, no_runner, settings):
+def test_take_over_of_a_dead_attempt_ends_its_task(roadmap, no_runner):
     """I3: the superseded attempt's worker is gone; its task must still finish and
     its stream close, or it would stay `running` forever."""
-    settings.GENERATION_LEASE_SECONDS = 0.2
     dead = retry(roadmap)
     state.begin_item(item_id=GenerationItem.objects.get(task=dead).pk)
-    time.sleep(0.3)
+    expire_lease(tutorial_of(roadmap))
 
     fresh = retry(roadmap)
 
@@ -98,29 +92,35 @@ def test_sweep_never_fails_a_lease_renewed_while_it_waited(roadmap, no_runner):
     """I3 without false positives: the sweeper read an expired lease, then waited
     for the row while another process renewed it; the renewal wins."""
     task = retry(roadmap)
-    item = GenerationItem.objects.get(task=task)
-    ConceptContent.objects.filter(pk=item.content_id).update(
-        lease_expires_at=timezone.now() - timedelta(seconds=5)
-    )
-    renewed, go, results = threading.Event(), threading.Event(), {}
+    expire_lease(tutorial_of(roadmap))
+    renewed, read_stale, go, results = threading.Event(), threading.Event(), threading.Event(), {}
 
     def renew() -> None:
         with transaction.atomic():
             results["renewed"] = leases.renew_queued(enqueued_since=task.created_at)
             renewed.set()
-            go.wait(5)  # hold the row while the sweep starts
+            go.wait(5)  # hold the row until the sweep has read it as expired
         connection.close()
 
+    def signal_after_the_first_query(execute, sql, params, many, context):
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            read_stale.set()
+
     def sweep() -> None:
-        results["recovered"] = services.recover_stale()
+        # The sweep's first query reads the expired leases (the renewal is not
+        # committed yet); its next statements wait for the renewer's lock.
+        with connection.execute_wrapper(signal_after_the_first_query):
+            results["recovered"] = services.recover_stale()
         connection.close()
 
     renewer = threading.Thread(target=renew)
     renewer.start()
-    assert renewed.wait(5)
+    assert renewed.wait(5), "the renewer never renewed"
     sweeper = threading.Thread(target=sweep)
     sweeper.start()
-    time.sleep(0.5)
+    assert read_stale.wait(5), "the sweep never read the leases"
     go.set()
     renewer.join(10)
     sweeper.join(10)

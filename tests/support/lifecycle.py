@@ -1,6 +1,9 @@
 """Helpers for tests that drive generations through the services directly."""
 
 import time
+from datetime import timedelta
+
+from django.utils import timezone
 
 from generation import services
 from generation.models import GenerationTask
@@ -19,14 +22,24 @@ def retry(roadmap, content=None) -> GenerationTask:
     return services.retry_content(content=content, user=roadmap.owner).task
 
 
-def wait_until(predicate, timeout: float = 10.0):
+def wait_until(predicate, timeout: float = 10.0, message: str = "condition not reached"):
+    """Poll `predicate` until it returns something truthy, and return that."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+    raise AssertionError(f"{message} within {timeout} s")
+
+
+def expire_lease(content: ConceptContent) -> None:
+    """The pair's lease runs out now, as if its holder had stopped beating a lease
+    ago: the lease is back-dated, so no test sleeps through one."""
+    expired = timezone.now() - timedelta(seconds=1)
+    assert ConceptContent.objects.filter(pk=content.pk, status="generating").update(
+        lease_expires_at=expired
+    ), "only a generating pair holds a lease"
 
 
 def event_types(task_id: str) -> list[str]:
