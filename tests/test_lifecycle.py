@@ -4,7 +4,6 @@ machine's own fencing tests are in test_state_machine.py."""
 
 import signal
 import subprocess
-import time
 from datetime import timedelta
 
 import pytest
@@ -17,7 +16,7 @@ from generation.errors import AlreadyGenerating, WorkerLost
 from generation.models import GenerationItem, GenerationTask, ItemState, TaskKind
 from notifications.models import Event
 from tests.support.daphne_server import daphne_server
-from tests.support.lifecycle import event_types, retry, tutorial_of, wait_until
+from tests.support.lifecycle import event_types, expire_lease, retry, tutorial_of, wait_until
 from tests.support.processes import manage, process_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -59,13 +58,12 @@ def test_work_is_enqueued_only_when_the_start_commits(roadmap, use_task_backend)
     assert result.task.name == "generate_content"
 
 
-def test_lost_message_ends_failed_after_the_lease(roadmap, no_runner, settings):
+def test_lost_message_ends_failed_after_the_lease(roadmap, no_runner):
     """I3: nobody ever runs the item; the sweeper fails it once the lease expires."""
-    settings.GENERATION_LEASE_SECONDS = 0.3
     task = retry(roadmap)
     assert services.recover_stale() == 0  # the lease is still running
 
-    time.sleep(0.4)
+    expire_lease(tutorial_of(roadmap))
     call_command("recover_stale")
 
     content = tutorial_of(roadmap)
@@ -82,7 +80,11 @@ def test_engine_sweeps_stale_rows_by_itself(roadmap, no_runner, settings):
     retry(roadmap)
     engine.start_maintenance(engine._private())  # running already, if an earlier test ran work
 
-    content = wait_until(lambda: (c := tutorial_of(roadmap)).status == "failed" and c, timeout=5)
+    content = wait_until(
+        lambda: (c := tutorial_of(roadmap)).status == "failed" and c,
+        timeout=5,
+        message="the engine's maintenance did not fail the expired pair",
+    )
     assert content.public_error == str(WorkerLost.public_message)
 
 
@@ -95,7 +97,9 @@ def test_a_server_sweeps_stale_generations_by_itself(roadmap, no_runner, setting
 
     with daphne_server(tmp_path, GENERATION_LEASE_SECONDS="1.0"):
         content = wait_until(
-            lambda: (c := tutorial_of(roadmap)).status == "failed" and c, timeout=10
+            lambda: (c := tutorial_of(roadmap)).status == "failed" and c,
+            timeout=10,
+            message="the server did not fail the stale pair",
         )
 
     assert content.public_error == str(WorkerLost.public_message)
@@ -124,22 +128,31 @@ def test_killed_runner_ends_failed_within_the_lease(roadmap):
     )
     try:
         wait_until(
-            lambda: GenerationItem.objects.filter(state=ItemState.RUNNING).exists(), timeout=30
+            lambda: GenerationItem.objects.filter(state=ItemState.RUNNING).exists(),
+            timeout=30,
+            message="the runner never began the item",
         )
-        time.sleep(lease / 2)  # a heartbeat or two has happened
+        # Killed mid-call. A 60 s provider shows no progress within the lease, so
+        # no heartbeat renews it: nothing else to wait for before the kill.
         runner.send_signal(signal.SIGKILL)
         runner.wait(10)
         killed_at = timezone.now()
     finally:
         runner.kill()
 
+    # The dead attempt's lease ends at most a lease after the kill (it was set or
+    # renewed before it); the sweep fails the pair once it has run out, not before.
+    lease_at_kill = tutorial_of(roadmap).lease_expires_at
+    assert lease_at_kill is not None, "the pair ended before the kill"
+    assert lease_at_kill <= killed_at + timedelta(seconds=lease)
     wait_until(
         lambda: services.recover_stale() or tutorial_of(roadmap).status == "failed",
         timeout=lease * 3,
+        message="the killed runner's pair was not failed",
     )
     content = tutorial_of(roadmap)
     assert content.status == "failed"
-    assert content.updated_at <= killed_at + timedelta(seconds=lease + 1)
+    assert content.updated_at >= lease_at_kill
     task = GenerationTask.objects.get()
     assert event_types(task.pk) == ["concept_start", "concept_failed"]
     failed = Event.objects.get(stream=task.pk, type="concept_failed").body
@@ -153,10 +166,9 @@ def test_generating_pair_with_live_lease_cannot_be_taken_over(roadmap, no_runner
     assert tutorial_of(roadmap).task_id == task.pk
 
 
-def test_cancel_after_a_take_over_restores_failed_not_generating(roadmap, no_runner, settings):
-    settings.GENERATION_LEASE_SECONDS = 0.2
+def test_cancel_after_a_take_over_restores_failed_not_generating(roadmap, no_runner):
     retry(roadmap)
-    time.sleep(0.3)
+    expire_lease(tutorial_of(roadmap))
     batch = services.start_generation(
         roadmap=roadmap, user=roadmap.owner, kind=TaskKind.BATCH, contents=[tutorial_of(roadmap)]
     ).task
