@@ -2,16 +2,19 @@
 database stays right, events stay replayable and the API keeps answering."""
 
 import asyncio
+import json
 import time
 from urllib.parse import urlsplit
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 
 from generation import services
 from generation.models import GenerationTask
+from notifications import hub as hubs
 from notifications.models import Event
-from notifications.services import PUBLISH_TIMEOUT_SECONDS
+from notifications.services import PUBLISH_TIMEOUT_SECONDS, envelope, feed_group
 from roadmaps.models import ConceptContent
 from tests.conftest import auth
 from tests.test_websocket import (
@@ -31,6 +34,43 @@ UNREACHABLE_REDIS = {
         "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]},
     }
 }
+
+
+async def store_checks(hub: hubs.Hub, count: int, *, within: float = 10.0) -> None:
+    """Wait until the hub has made `count` more periodic store checks; each one
+    first retries the layer joins that failed."""
+    target = hub.rounds + count
+    deadline = time.monotonic() + within
+    while hub.rounds < target:
+        assert time.monotonic() < deadline, f"{count} store checks not made within {within} s"
+        await asyncio.sleep(0.02)
+
+
+async def live_again(sockets: list, topic: str, *, within: float = 15.0) -> None:
+    """Send live-only probes through the topic's layer group until they reach the
+    sockets: the layer delivers live again. Probes are never stored, so no store
+    check can carry them; each socket reads up to the last probe sent."""
+    layer, group = get_channel_layer(), feed_group("topic", topic)
+    deadline = time.monotonic() + within
+    sent = 0
+    while True:
+        assert time.monotonic() < deadline, f"live delivery did not resume within {within} s"
+        sent += 1
+        probe = envelope(kind="topic", key=topic, text=json.dumps({"type": "probe", "n": sent}))
+        try:
+            async with asyncio.timeout(2):
+                await layer.group_send(group, probe)
+        except Exception:
+            await asyncio.sleep(0.1)  # the layer still refuses: try again
+            continue
+        # receive_nothing, not a receive with a timeout: that would end the socket.
+        if not await sockets[0].receive_nothing(timeout=0.3):
+            break
+    # One probe arrived, so the group is subscribed again and every later probe
+    # follows it in order: read each socket up to the last one.
+    for socket in sockets:
+        while (message := json.loads(await socket.receive_from(timeout=5)))["n"] < sent:
+            assert message["type"] == "probe", message
 
 
 async def test_retry_completes_and_replays_with_the_layer_down(api, alice, make_roadmap, settings):
@@ -88,7 +128,7 @@ async def test_a_client_connecting_while_the_layer_is_down_is_served_from_the_st
     committed = time.monotonic()
     [changed] = await read_events(communicator, 1, within=10)
     waited = time.monotonic() - committed
-    await asyncio.sleep(2.5)  # a few more catch-up rounds with the join still failing
+    await store_checks(hubs.hub(), 2)  # two more rounds of joins that fail
     assert await communicator.receive_nothing(timeout=0.2)
     await communicator.disconnect()
 
@@ -160,12 +200,15 @@ async def test_live_delivery_resumes_when_the_layer_comes_back(
             }
         }
         communicator, accepted = await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice)
-        await asyncio.sleep(1)  # join and receive fail a few times
+        checks = hubs.hub()
+        await store_checks(checks, 2)  # the join fails, and fails again at each check
+        assert "group_add" in checks.failing
         redis.up = True
-        await asyncio.sleep(4)  # the next join round, the next receive after its backoff
-        # From here on the store is read once a minute: what arrives came live.
+        await live_again([communicator], f"roadmap-{roadmap.pk}")  # joined, receiving
+        # After the check under way, the store is read once a minute: what arrives
+        # from here on came live.
         settings.NOTIFICATIONS_CATCH_UP_SECONDS = 60
-        await asyncio.sleep(1)
+        await store_checks(checks, 1)
         assert await asyncio.to_thread(services.reset_status, content=content, status="failed")
         [changed] = await read_events(communicator, 1, within=3)
         await communicator.disconnect()
