@@ -16,7 +16,7 @@ from notifications import services as notification_services
 from notifications.models import Event
 from notifications.services import envelopes, feed_group
 from roadmaps.models import ConceptContent
-from tests.test_layer_down import RedisSwitch
+from tests.test_layer_down import RedisSwitch, live_again, store_checks
 from tests.test_websocket import (
     connect,
     group_size,
@@ -209,10 +209,12 @@ async def test_redis_down_and_back_loses_nothing_and_repeats_nothing(
         redis.up = True
         caught_up = [await read_events(socket, 2, within=10) for socket in sockets]
 
-        # Live again: the periodic check would take a minute from here.
-        await asyncio.sleep(3)  # the layer's receiver reconnects and subscribes again
+        # Live again: the layer's receiver reconnects and subscribes again. After
+        # the check under way, the store is read once a minute: what arrives from
+        # here on came through the layer.
+        await live_again(sockets, topic_of(roadmap))
         settings.NOTIFICATIONS_CATCH_UP_SECONDS = 60
-        await asyncio.sleep(0.6)
+        await store_checks(hubs.hub(), 1)
         await asyncio.to_thread(reset, "pending")
         after = [await read_events(socket, 1, within=3) for socket in sockets]
         assert all([await socket.receive_nothing(timeout=0.2) for socket in sockets])
