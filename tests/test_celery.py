@@ -181,14 +181,17 @@ def test_killed_worker_mid_batch_ends_every_pair_within_the_lease(start_stack, a
     roadmap = make_roadmap(alice, concepts=16)
     task_id = start_batch(stack.servers[0].url, alice, roadmap, 16)
 
-    # Kill the doomed worker in the middle of its second round of generations: its
-    # threads took their first items together, finished them together, and took
-    # the next ones at once.
+    # Kill the doomed worker during its second round of generations, once each of
+    # the two workers' threads holds an item: after the doomed worker finished a
+    # generation, that means its threads took their next ones.
     deadline = time.monotonic() + 30
     while doomed.succeeded_tasks() < 1:
         assert time.monotonic() < deadline, "the worker never finished a generation"
         time.sleep(0.05)
-    time.sleep(delay * 0.4)
+    running = GenerationItem.objects.filter(task_id=task_id, state="running")
+    while running.count() < 2 * concurrency:
+        assert time.monotonic() < deadline, "the workers' threads never all held an item"
+        time.sleep(0.05)
     assert stack.waiting_messages() > 0, "the batch ended before the kill; make it longer"
     doomed.kill()
     killed_at = datetime.now(UTC)
