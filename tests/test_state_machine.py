@@ -115,15 +115,18 @@ def test_sweep_never_fails_a_lease_renewed_while_it_waited(roadmap, no_runner):
             results["recovered"] = services.recover_stale()
         connection.close()
 
-    renewer = threading.Thread(target=renew)
+    renewer, sweeper = threading.Thread(target=renew), threading.Thread(target=sweep)
     renewer.start()
-    assert renewed.wait(5), "the renewer never renewed"
-    sweeper = threading.Thread(target=sweep)
-    sweeper.start()
-    assert read_stale.wait(5), "the sweep never read the leases"
-    go.set()
-    renewer.join(10)
-    sweeper.join(10)
+    try:
+        assert renewed.wait(5), "the renewer never renewed"
+        sweeper.start()
+        assert read_stale.wait(5), "the sweep never read the leases"
+    finally:  # neither thread outlives the test, whatever failed
+        go.set()
+        renewer.join(10)
+        if sweeper.ident is not None:
+            sweeper.join(10)
+    assert not renewer.is_alive() and not sweeper.is_alive()
 
     assert results == {"renewed": 1, "recovered": 0}
     assert tutorial_of(roadmap).status == "generating"

@@ -248,9 +248,11 @@ async def test_roadmap_events_committed_during_the_replay_arrive_once_in_order(a
 
     writer = threading.Thread(target=toggle_statuses, args=(contents, 5))
     writer.start()  # 300 more, committed while the socket connects and replays
-    communicator, _ = await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice)
-    events = await read_events(communicator, 900, within=60)
-    await asyncio.to_thread(writer.join)
+    try:
+        communicator, _ = await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice)
+        events = await read_events(communicator, 900, within=60)
+    finally:  # a failed read must not leave the writer running into the next test
+        await asyncio.to_thread(writer.join)
     assert await communicator.receive_nothing(timeout=2.5)  # one catch-up round later
     await communicator.disconnect()
 
