@@ -136,6 +136,33 @@ def wait_until_idle(timeout: float | None = None) -> bool:
         return False
 
 
+def stop_private_loop(timeout: float = 40.0) -> None:
+    """Cancel the private loop's work and sweeps, let its ORM calls in flight end,
+    and stop its thread; the next enqueue outside a server starts a fresh one.
+    For whoever started work outside a server and must not leave it running (a
+    test: its sweep would fail the rows of the next one)."""
+    global _private_loop
+    with _private_lock:
+        loop, _private_loop = _private_loop, None
+    if loop is None or loop.is_closed():
+        return
+
+    async def wind_down() -> None:
+        current = asyncio.current_task()
+        tasks = [task for task in asyncio.all_tasks() if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await loop.shutdown_default_executor(timeout=timeout)
+
+    asyncio.run_coroutine_threadsafe(wind_down(), loop).result(timeout=timeout)
+    loop.call_soon_threadsafe(loop.stop)
+    for thread in threading.enumerate():
+        if thread.name == "generation-engine":
+            thread.join(timeout)
+    loop.close()
+
+
 class InProcessBackend(BaseTaskBackend):
     """Runs each enqueued coroutine as an asyncio task; results are not kept
     (the database rows are the results)."""

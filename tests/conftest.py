@@ -1,8 +1,6 @@
 """Shared fixtures: real HTTP against the ASGI app, users with tokens, roadmaps."""
 
-import asyncio
 import os
-import threading
 from pathlib import Path
 
 import httpx
@@ -90,32 +88,14 @@ def stop_private_engine():
     private loop in a daemon thread (generation.engine). Stop it at the end of the
     test that started it: left running, its sweep fails the rows of later tests
     (every half lease of whatever lease they set) and leftover work writes into
-    their database. The next enqueue starts a fresh loop (engine._private)."""
+    their database. The next enqueue starts a fresh loop (engine.stop_private_loop)."""
     yield
     from generation import engine
 
-    loop = engine._private_loop
-    if loop is None or loop.is_closed():
-        return
-
-    async def wind_down() -> None:
-        current = asyncio.current_task()
-        tasks = [task for task in asyncio.all_tasks() if task is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await loop.shutdown_default_executor(timeout=30)  # ORM calls in flight end
-
     try:
-        asyncio.run_coroutine_threadsafe(wind_down(), loop).result(timeout=40)
+        engine.stop_private_loop(timeout=40)
     except TimeoutError:
         pytest.fail("the engine's private loop did not wind down within 40 s")
-    loop.call_soon_threadsafe(loop.stop)
-    for thread in threading.enumerate():
-        if thread.name == "generation-engine":
-            thread.join(10)
-            assert not thread.is_alive(), "the engine's private loop did not stop"
-    loop.close()
 
 
 @pytest.fixture(autouse=True)
