@@ -106,7 +106,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         goes on delivering."""
         try:
             message = json.loads(text_data) if text_data is not None else None
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON; JSON nested too deep to parse
             return
         if isinstance(message, dict) and message.get("type") == "ping" and not self.finished:
             await self.send(text_data=PONG)
@@ -142,8 +142,11 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         after = parse_after(self.scope.get("query_string", b""))
         if after is None:
             return CLOSE_BAD_REQUEST
-        kwargs = self.scope["url_route"]["kwargs"]
-        key = kwargs["stream_id"] if self.kind == "stream" else kwargs["topic_id"]
+        key = self.scope["url_route"]["kwargs"].get(
+            "stream_id" if self.kind == "stream" else "topic_id"
+        )
+        if key is None:  # routing's fallback: a path no stream or topic has
+            return CLOSE_NOT_FOUND
         authorize = import_string(settings.NOTIFICATIONS_STREAM_AUTHORIZER)
         self.store_key = await database_sync_to_async(authorize)(user=user, kind=self.kind, key=key)
         if self.store_key is None:

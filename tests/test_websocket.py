@@ -338,6 +338,11 @@ async def test_close_codes(alice, bob, make_roadmap, make_user):
     assert await close_code(task_path, user=alice, query="after=abc") == 4400
     assert await close_code(task_path, user=alice, query="after=-1") == 4400
     assert await close_code(task_path, user=alice, query=f"after={2**64}") == 4400
+    # An id no stream could have, or no stream path at all: the same refusals, not a
+    # router error (an HTTP 500 on the handshake and a traceback per attempt).
+    for path in ("/api/v1/ws/a b", f"/api/v1/ws/{'a' * 101}", "/api/v1/ws/roadmaps/zz", "/x"):
+        assert await close_code(path) == 4401
+        assert await close_code(path, user=bob) == 4404
     staff = await sync_to_async(make_user)("operator", is_staff=True)
     communicator, _ = await connect(task_path, user=staff)
     events, code = await read_until_close(communicator)  # staff see all: replay, then end
@@ -382,7 +387,12 @@ async def test_ping_is_answered_and_other_frames_are_ignored(alice, make_roadmap
 
     await communicator.send_to(text_data='{"type": "ping"}')
     assert json.loads(await communicator.receive_from(timeout=5)) == {"type": "pong"}
-    for frame in ({"text_data": "ping"}, {"bytes_data": b"\x00\xff"}, {"text_data": "[1, 2]"}):
+    for frame in (
+        {"text_data": "ping"},
+        {"bytes_data": b"\x00\xff"},
+        {"text_data": "[1, 2]"},
+        {"text_data": "[" * 100_000},  # json.loads raises RecursionError, not ValueError
+    ):
         await communicator.send_to(**frame)
     assert await communicator.receive_nothing(timeout=0.3)
     # The stream goes on delivering, live or by catch-up.
