@@ -16,6 +16,11 @@ from django.contrib.auth.models import AnonymousUser
 def _user_for_token(key: str):
     from rest_framework.authtoken.models import Token
 
+    # A key no token can have is not looked up: one longer than the column, or with
+    # a NUL, which PostgreSQL refuses in a query (an error and an HTTP 500 on the
+    # handshake, where the client is owed a 4401).
+    if len(key) > Token._meta.get_field("key").max_length or "\x00" in key:
+        return None
     try:
         token = Token.objects.select_related("user").get(key=key)
     except Token.DoesNotExist:

@@ -327,6 +327,9 @@ async def test_close_codes(alice, bob, make_roadmap, make_user):
 
     assert await close_code(task_path) == 4401
     assert await close_code(task_path, query="token=not-a-token") == 4401
+    # PostgreSQL refuses a NUL in a query: looked up, it would be a 500, not a 4401.
+    assert await close_code(task_path, query="token=a%00b") == 4401
+    assert await close_code(task_path, query=f"token={'a' * 5000}") == 4401
     assert await close_code(roadmap_path) == 4401
     assert await close_code(task_path, user=bob) == 4404
     assert await close_code(roadmap_path, user=bob) == 4404
