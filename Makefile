@@ -15,7 +15,7 @@ for candidate in "$(PYTHON)" python3.13 python3.12 \
 done; exit 1
 endef
 
-.PHONY: run test lint bench install migrate demo static run-distributed clean
+.PHONY: run test lint audit bench install migrate demo static run-distributed clean
 
 $(BIN)/python:
 	@py=$$( $(find_python) ) || { echo "error: Python 3.12+ is required. Install it or pass PYTHON=/path/to/python3.12" >&2; exit 1; }; \
@@ -49,6 +49,11 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py spectacular --validate --fail-on-warn --file /dev/null
+
+# Known vulnerabilities of every installed distribution, from PyPI (why not
+# pip-audit: .ci/audit_dependencies.py).
+audit: install
+	$(BIN)/python .ci/audit_dependencies.py
 
 bench: migrate
 	@command -v wrk >/dev/null || { echo "Installing wrk (Debian package)"; \
