@@ -5,8 +5,8 @@ library), from the test process (issue 13; docs/events.md, DESIGN §5):
   malformed cursors: each refused with its close code, not one event frame seen;
 * 1,000 rapid connects and disconnects (authorised, refused, TCP dropped after
   and during the handshake), 50 at a time: the server stays up and healthy, a
-  client connected throughout still gets the next event, the process's open files
-  come back to where they were and its resident memory stays bounded;
+  client connected throughout still gets the next event, the sockets the server
+  holds come back to where they were and its resident memory stays bounded;
 * oversized, binary, invalid and nested frames: over the limit the connection is
   dropped; anything else is ignored and the stream goes on.
 
@@ -76,9 +76,26 @@ def rss_mib(server: DaphneServer) -> float:
     return int(line.split()[1]) / 1024
 
 
-def open_files(server: DaphneServer) -> int:
-    """The server process's open file descriptors: its sockets among them."""
-    return len(os.listdir(f"/proc/{server.process.pid}/fd"))
+def client_sockets(server: DaphneServer) -> int:
+    """Connections the server process holds open on its own port (not its listening
+    socket, nor its database and Redis connections, which its threads keep)."""
+    held = set()
+    for fd in Path(f"/proc/{server.process.pid}/fd").iterdir():
+        try:
+            held.add(os.readlink(fd))
+        except FileNotFoundError:  # closed while we looked
+            continue
+    listening = "0A"
+    count = 0
+    for table in ("tcp", "tcp6"):
+        lines = Path(f"/proc/{server.process.pid}/net/{table}").read_text().splitlines()[1:]
+        for line in lines:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            inode = fields[9]
+            if local_port == server.port and fields[3] != listening:
+                count += f"socket:[{inode}]" in held
+    return count
 
 
 async def until(condition: Callable[[], bool], *, within: float, what: str) -> None:
@@ -382,7 +399,7 @@ async def test_a_thousand_rapid_connects_and_drops_leave_the_server_healthy_and_
         await pong(bystander)
         # Warm-up: every code path imported, the thread pool and its connections made.
         await churn(server, 140, **people)
-        files_before = open_files(server)
+        sockets_before = client_sockets(server)
         rss_before = rss_mib(server)
 
         started = time.monotonic()
@@ -393,11 +410,11 @@ async def test_a_thousand_rapid_connects_and_drops_leave_the_server_healthy_and_
         assert await healthy(server)
         # Settled: the server has let go of the 1,000 sockets.
         await until(
-            lambda: open_files(server) <= files_before,
+            lambda: client_sockets(server) <= sockets_before,
             within=20,
-            what=f"open files back to {files_before} (now {open_files(server)})",
+            what=f"client sockets back to {sockets_before} (now {client_sockets(server)})",
         )
-        files_after = open_files(server)
+        sockets_after = client_sockets(server)
         rss_after = rss_mib(server)
 
         # The connections that lived through it still work, and only for their owner.
@@ -414,7 +431,7 @@ async def test_a_thousand_rapid_connects_and_drops_leave_the_server_healthy_and_
     figure("churn connects survived", f"{sum(outcomes.values())} of 1000")
     figure("churn outcomes", dict(sorted(outcomes.items())))
     figure("churn duration s", round(duration, 1))
-    figure("churn open files before/after", f"{files_before}/{files_after}")
+    figure("churn client sockets held before/after", f"{sockets_before}/{sockets_after}")
     figure(
         "churn RSS MiB at start/before/after",
         f"{rss_start:.1f}/{rss_before:.1f}/{rss_after:.1f} (growth {rss_after - rss_before:+.1f})",
