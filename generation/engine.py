@@ -3,11 +3,14 @@ on the server's own event loop (DESIGN §10), with no broker and no worker proce
 
 The loop is captured when the ASGI application is first called. Outside a server
 (management commands, tests calling services directly) a private loop runs in a
-daemon thread instead, and `wait_until_idle()` lets a command wait for its work."""
+daemon thread instead, and `wait_until_idle()` lets a command wait for its work.
+When daphne shuts down, the engine's work is cancelled before the loop stops
+(`wind_down`); what it cut short is failed by the lease (I3)."""
 
 import asyncio
 import contextvars
 import logging
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -55,6 +58,7 @@ def capture_server_loop(app: Callable) -> Callable:
         if _server_loop is not loop:
             _server_loop = loop
             start_maintenance(loop)
+            _wind_down_before_the_server_stops()
         return await app(scope, receive, send)
 
     return application
@@ -136,31 +140,58 @@ def wait_until_idle(timeout: float | None = None) -> bool:
         return False
 
 
+async def wind_down(thread_seconds: float) -> None:
+    """Cancel the engine's work and sweeps on the running loop, then wait for its
+    worker threads to finish the calls they are in. Those calls may call back into
+    this loop (publish after commit), so this must run while the loop still runs:
+    a thread left waiting for a stopped loop blocks the process's exit for good.
+    Work cut short stays `generating` until its lease ends (I3)."""
+    loop = asyncio.get_running_loop()
+    tasks = [task for task in (*_work, *_maintenance) if task.get_loop() is loop]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await loop.shutdown_default_executor(timeout=thread_seconds)
+
+
 def stop_private_loop(timeout: float = 40.0) -> None:
-    """Cancel the private loop's work and sweeps, let its ORM calls in flight end,
-    and stop its thread; the next enqueue outside a server starts a fresh one.
-    For whoever started work outside a server and must not leave it running (a
-    test: its sweep would fail the rows of the next one)."""
+    """Wind down the private loop and stop its thread; the next enqueue outside a
+    server starts a fresh one. For whoever started work outside a server and must
+    not leave it running (a test: its sweep would fail the rows of the next one)."""
     global _private_loop
     with _private_lock:
         loop, _private_loop = _private_loop, None
     if loop is None or loop.is_closed():
         return
-
-    async def wind_down() -> None:
-        current = asyncio.current_task()
-        tasks = [task for task in asyncio.all_tasks() if task is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await loop.shutdown_default_executor(timeout=timeout)
-
-    asyncio.run_coroutine_threadsafe(wind_down(), loop).result(timeout=timeout)
+    asyncio.run_coroutine_threadsafe(wind_down(timeout), loop).result(timeout=timeout)
     loop.call_soon_threadsafe(loop.stop)
     for thread in threading.enumerate():
         if thread.name == "generation-engine":
             thread.join(timeout)
     loop.close()
+
+
+SERVER_SHUTDOWN_SECONDS = 5.0
+
+
+def _wind_down_before_the_server_stops() -> None:
+    """Under daphne the loop is Twisted's reactor, which stops it right after its
+    shutdown triggers: wind the engine down in one (Twisted waits for it). Only
+    if the reactor is already installed: importing it would install one."""
+    if "twisted.internet.reactor" not in sys.modules:
+        return
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+
+    async def bounded() -> None:
+        try:
+            await asyncio.wait_for(wind_down(SERVER_SHUTDOWN_SECONDS), SERVER_SHUTDOWN_SECONDS)
+        except TimeoutError:
+            logger.warning("Generations still running %s s into shutdown", SERVER_SHUTDOWN_SECONDS)
+
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(bounded()))
+    )
 
 
 class InProcessBackend(BaseTaskBackend):

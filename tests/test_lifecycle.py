@@ -6,6 +6,7 @@ import signal
 import subprocess
 from datetime import timedelta
 
+import httpx
 import pytest
 from django.core.management import call_command
 from django.db import transaction
@@ -197,3 +198,24 @@ def test_storage_failure_while_saving_fails_at_once_not_after_the_lease(
     assert content.status == "failed" and content.version == 0
     assert str(blocker) not in content.public_error
     assert event_types(task.pk) == ["concept_start", "concept_failed"]
+
+
+def test_a_server_stopped_mid_batch_exits_promptly(alice, make_roadmap, tmp_path):
+    """SIGTERM while a batch is starting: the engine's work is cancelled before
+    the loop stops, so no thread is left waiting for it (a publish after commit
+    calls back into the loop) and the process exits instead of hanging until it
+    is killed. The pairs left generating are the lease's to fail (I3)."""
+    roadmap = make_roadmap(alice, concepts=40)
+    with daphne_server(tmp_path, OFFLINE_PROVIDER_DELAY_SECONDS="5") as server:
+        response = httpx.post(
+            f"{server.http_url}/api/v1/roadmaps/{roadmap.pk}/generate",
+            headers={"Authorization": f"Token {alice.token}"},
+            timeout=10,
+        )
+        assert response.status_code == 202, response.text
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(5)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"daphne still running 5 s after SIGTERM:\n{server.output()}")
+        assert server.process.returncode == 0, server.output()
