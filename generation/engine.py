@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 _server_loop: asyncio.AbstractEventLoop | None = None
 _private_loop: asyncio.AbstractEventLoop | None = None
+_private_thread: threading.Thread | None = None
 _private_lock = threading.Lock()
 _work: set[asyncio.Task] = set()
 _maintenance: set[asyncio.Task] = set()
@@ -81,12 +82,14 @@ def _loop_for_work() -> asyncio.AbstractEventLoop:
 
 
 def _private() -> asyncio.AbstractEventLoop:
-    global _private_loop
+    global _private_loop, _private_thread
     with _private_lock:
         if _private_loop is None or _private_loop.is_closed():
             loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="generation-engine", daemon=True).start()
-            _private_loop = loop
+            thread = threading.Thread(target=loop.run_forever, name="generation-engine")
+            thread.daemon = True
+            thread.start()
+            _private_loop, _private_thread = loop, thread
     return _private_loop
 
 
@@ -141,10 +144,9 @@ def wait_until_idle(timeout: float | None = None) -> bool:
 
 
 async def wind_down(thread_seconds: float) -> None:
-    """Cancel the engine's work and sweeps on the running loop, then wait for its
-    worker threads to finish the calls they are in. Those calls may call back into
-    this loop (publish after commit), so this must run while the loop still runs:
-    a thread left waiting for a stopped loop blocks the process's exit for good.
+    """Cancel the engine's work and sweeps on the running loop, then give its
+    worker threads `thread_seconds` to finish the calls they are in: those calls
+    may call back into this loop (publish after commit), which must still run.
     Work cut short stays `generating` until its lease ends (I3)."""
     loop = asyncio.get_running_loop()
     tasks = [task for task in (*_work, *_maintenance) if task.get_loop() is loop]
@@ -158,19 +160,23 @@ def stop_private_loop(timeout: float = 40.0) -> None:
     """Wind down the private loop and stop its thread; the next enqueue outside a
     server starts a fresh one. For whoever started work outside a server and must
     not leave it running (a test: its sweep would fail the rows of the next one)."""
-    global _private_loop
+    global _private_loop, _private_thread
     with _private_lock:
-        loop, _private_loop = _private_loop, None
+        loop, thread = _private_loop, _private_thread
+        _private_loop = _private_thread = None
     if loop is None or loop.is_closed():
         return
-    asyncio.run_coroutine_threadsafe(wind_down(timeout), loop).result(timeout=timeout)
-    loop.call_soon_threadsafe(loop.stop)
-    for thread in threading.enumerate():
-        if thread.name == "generation-engine":
-            thread.join(timeout)
-    loop.close()
+    try:
+        winding = asyncio.run_coroutine_threadsafe(wind_down(timeout / 2), loop)
+        winding.result(timeout=timeout)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        if not thread.is_alive():
+            loop.close()
 
 
+# Daphne's own wait for applications at shutdown is 10 s; the engine takes less.
 SERVER_SHUTDOWN_SECONDS = 5.0
 
 
@@ -183,14 +189,12 @@ def _wind_down_before_the_server_stops() -> None:
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
 
-    async def bounded() -> None:
-        try:
-            await asyncio.wait_for(wind_down(SERVER_SHUTDOWN_SECONDS), SERVER_SHUTDOWN_SECONDS)
-        except TimeoutError:
-            logger.warning("Generations still running %s s into shutdown", SERVER_SHUTDOWN_SECONDS)
+    async def before_shutdown() -> None:
+        await wind_down(SERVER_SHUTDOWN_SECONDS)
+        logger.info("Generation engine wound down; the server stops")
 
     reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(bounded()))
+        "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(before_shutdown()))
     )
 
 

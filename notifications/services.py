@@ -6,7 +6,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.db.models import F, Max, OuterRef, Q, Subquery
@@ -90,6 +90,9 @@ def publish(events: list[Event]) -> None:
         for event in events:
             await apublish(envelopes(event))
 
+    if _event_loop_stopped():
+        logger.info("Not publishing %d event(s): the server is stopping", len(events))
+        return
     try:
         async_to_sync(publish_each)()
     except Exception:
@@ -101,6 +104,15 @@ def publish(events: list[Event]) -> None:
             events[0].id,
             exc_info=True,
         )
+
+
+def _event_loop_stopped() -> bool:
+    """Whether this is a worker thread of an event loop that has stopped (a server
+    shutting down while the thread finished a database call). async_to_sync would
+    hand the publish to that loop and wait for it forever, and the process could
+    not exit. asgiref records the loop a worker thread serves in this thread-local."""
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    return loop is not None and not loop.is_running()
 
 
 def envelope(

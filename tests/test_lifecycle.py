@@ -3,13 +3,14 @@ starts, lost messages, killed runners, take-overs, storage failures. The state
 machine's own fencing tests are in test_state_machine.py."""
 
 import signal
+import sqlite3
 import subprocess
 from datetime import timedelta
 
 import httpx
 import pytest
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from generation import engine, services
@@ -200,6 +201,27 @@ def test_storage_failure_while_saving_fails_at_once_not_after_the_lease(
     assert event_types(task.pk) == ["concept_start", "concept_failed"]
 
 
+# A hang lasts forever; anything well past the engine's own bound means one.
+EXIT_WITHIN_SECONDS = engine.SERVER_SHUTDOWN_SECONDS + 15
+
+
+def start_generating(server, alice, roadmap) -> None:
+    response = httpx.post(
+        f"{server.http_url}/api/v1/roadmaps/{roadmap.pk}/generate",
+        headers={"Authorization": f"Token {alice.token}"},
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+
+
+def assert_exits(server) -> None:
+    try:
+        server.process.wait(EXIT_WITHIN_SECONDS)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"daphne still running {EXIT_WITHIN_SECONDS} s after SIGTERM")
+    assert server.process.returncode == 0, server.output()
+
+
 def test_a_server_stopped_mid_batch_exits_promptly(alice, make_roadmap, tmp_path):
     """SIGTERM while a batch is starting: the engine's work is cancelled before
     the loop stops, so no thread is left waiting for it (a publish after commit
@@ -207,15 +229,35 @@ def test_a_server_stopped_mid_batch_exits_promptly(alice, make_roadmap, tmp_path
     is killed. The pairs left generating are the lease's to fail (I3)."""
     roadmap = make_roadmap(alice, concepts=40)
     with daphne_server(tmp_path, OFFLINE_PROVIDER_DELAY_SECONDS="5") as server:
-        response = httpx.post(
-            f"{server.http_url}/api/v1/roadmaps/{roadmap.pk}/generate",
-            headers={"Authorization": f"Token {alice.token}"},
-            timeout=10,
-        )
-        assert response.status_code == 202, response.text
+        start_generating(server, alice, roadmap)
+        server.process.send_signal(signal.SIGTERM)
+        assert_exits(server)
+
+
+def test_a_server_stopped_while_its_writes_wait_for_a_lock_exits(alice, make_roadmap, tmp_path):
+    """The worse case: engine threads are still inside a database call when the
+    wind-down's wait ends (another writer holds SQLite's lock past it) and commit
+    after the loop stopped. Their publishes are skipped (the store has the events)
+    instead of waiting for the stopped loop forever."""
+    if connection.vendor != "sqlite":
+        pytest.skip("holds SQLite's database lock; the PostgreSQL pass has no such lock")
+    roadmap = make_roadmap(alice, concepts=40)
+    with daphne_server(tmp_path, OFFLINE_PROVIDER_DELAY_SECONDS="5") as server:
+        start_generating(server, alice, roadmap)
+        blocker = sqlite3.connect(connection.settings_dict["NAME"], timeout=30)
+        blocker.isolation_level = None
+        blocker.execute("BEGIN IMMEDIATE")  # the claims still running wait for it
         server.process.send_signal(signal.SIGTERM)
         try:
-            server.process.wait(5)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"daphne still running 5 s after SIGTERM:\n{server.output()}")
-        assert server.process.returncode == 0, server.output()
+            wait_until(
+                lambda: "engine wound down" in server.output(),
+                timeout=engine.SERVER_SHUTDOWN_SECONDS + 10,
+                message="the engine did not wind down",
+            )
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert_exits(server)
+        # The threads were inside their calls past the wind-down: they committed,
+        # and published nothing, after the loop stopped.
+        assert "Not publishing" in server.log.read_text()
