@@ -33,11 +33,8 @@ def in_worker_thread(function):
     asgiref's one process-wide thread: concurrent items do not queue behind each
     other or behind requests, and a loop that stops mid-call strands only its own
     threads (publish-after-commit calls back into the loop that made the call).
-
-    Each call checks its thread's connection first, as Django does per request
-    (CONN_HEALTH_CHECKS): these threads live as long as the process, and a
-    connection the database dropped meanwhile (restart, failover,
-    pg_terminate_backend) would otherwise fail every later call of that thread."""
+    These threads live as long as the process, so each call first checks the
+    thread's connection, as Django does per request."""
     return database_sync_to_async(function, thread_sensitive=False)
 
 

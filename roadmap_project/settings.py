@@ -149,8 +149,9 @@ else:
 REQUEST_THREADS = int(os.environ.get("REQUEST_THREADS", "4"))
 # Connections live as long as the thread that opened them: the handler's lanes
 # (roadmap_project/handlers.py) and the engine's worker threads are long-lived, so
-# each keeps one, checked before reuse after an error. With a thread per request
-# (REQUEST_THREADS=0) a kept connection would leak with its thread: close each time.
+# each keeps one, checked before each use (CONN_HEALTH_CHECKS). With a thread per
+# request (REQUEST_THREADS=0) a kept connection would leak with its thread: close
+# each time, and then the engine's threads too open one per call.
 DATABASES["default"]["CONN_MAX_AGE"] = None if REQUEST_THREADS else 0
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 

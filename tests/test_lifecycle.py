@@ -80,7 +80,7 @@ def test_engine_sweeps_stale_rows_by_itself(roadmap, no_runner, settings):
     """I3: the periodic maintenance of the in-process engine, not a manual call."""
     settings.GENERATION_LEASE_SECONDS = 0.4
     retry(roadmap)
-    engine.start_maintenance(engine._private())  # running already, if an earlier test ran work
+    engine.start_maintenance(engine._private())  # as an enqueue outside a server does
 
     content = wait_until(
         lambda: (c := tutorial_of(roadmap)).status == "failed" and c,

@@ -428,7 +428,6 @@ async def test_a_thousand_rapid_connects_and_drops_leave_the_server_healthy_and_
         ]
         await pong(bystander)  # nothing of alice's came before the pong
 
-    figure("churn connects survived", f"{sum(outcomes.values())} of 1000")
     figure("churn outcomes", dict(sorted(outcomes.items())))
     figure("churn duration s", round(duration, 1))
     figure("churn client sockets held before/after", f"{sockets_before}/{sockets_after}")
@@ -436,7 +435,13 @@ async def test_a_thousand_rapid_connects_and_drops_leave_the_server_healthy_and_
         "churn RSS MiB at start/before/after",
         f"{rss_start:.1f}/{rss_before:.1f}/{rss_after:.1f} (growth {rss_after - rss_before:+.1f})",
     )
-    assert sum(outcomes.values()) == 1000
+    # Each attempt asserted its own outcome; these check the mix reached the server
+    # as meant (1,000 in rotation over 7 kinds) and that reset refusals stay rare.
+    reset = outcomes["refused, reset before the client read its close"]
+    assert outcomes["closed at once"] == outcomes["dropped after handshake"] == 286
+    assert outcomes["dropped mid-handshake"] == 142
+    assert outcomes["refused 4401"] + outcomes["refused 4404"] + reset == 286
+    assert reset <= 10, outcomes
     assert rss_after - rss_before < RSS_GROWTH_BOUND_MIB
     assert_no_application_error(server)
 
