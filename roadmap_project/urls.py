@@ -37,13 +37,7 @@ urlpatterns = [
     # act only through the API above.
     path("", pages.roadmap_list, name="roadmap-list"),
     path("roadmaps/<uuid:roadmap_id>/", pages.roadmap_page, name="roadmap-page"),
-    path(
-        "login/",
-        auth_views.LoginView.as_view(
-            template_name="roadmaps/login.html", redirect_authenticated_user=True
-        ),
-        name="login",
-    ),
+    path("login/", pages.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/", include("django.conf.urls.i18n")),
 ]

@@ -8,16 +8,21 @@ public REST and WebSocket API from `static/roadmaps/client.js`, exactly as an
 external frontend would, so the client is also a working example of that API and
 this module never imports `generation`."""
 
+import math
 from dataclasses import dataclass
 from functools import wraps
 
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.csp import CSP, build_policy
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
+from roadmap_project.throttling import LoginAddressThrottle, LoginUsernameThrottle
 from roadmaps import selectors
 from roadmaps.models import ContentStatus, ContentType, Roadmap
 
@@ -44,7 +49,12 @@ PAGE_POLICY = build_policy(
 
 
 def content_security_policy(view):
-    """Send PAGE_POLICY with the page (the API's JSON answers need none)."""
+    """Send PAGE_POLICY with the page (the API's JSON answers need none).
+
+    Not Django's `csp_override`: that decorator only marks the response, and the
+    header is written by ContentSecurityPolicyMiddleware, which this project does
+    not install (a global SECURE_CSP would also cover the admin and the API docs,
+    whose inline scripts it would break)."""
 
     @wraps(view)
     def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
@@ -53,6 +63,53 @@ def content_security_policy(view):
         return response
 
     return wrapped
+
+
+class FormLogin:
+    """A login form's request as the token login's throttles (roadmap_project.throttling)
+    read one: everything is the request's (the client address), and `data` is
+    the very form the login form authenticates with, so what is counted and what is
+    checked cannot differ. (A DRF Request would parse the body again with its own
+    parsers, and a type they lack would make the username throttle fail open.)"""
+
+    def __init__(self, request: HttpRequest) -> None:
+        self._request = request
+        self.data = request.POST
+
+    def __getattr__(self, name: str):
+        return getattr(self._request, name)
+
+
+@method_decorator(content_security_policy, name="dispatch")
+class LoginView(auth_views.LoginView):
+    """Django's login form, throttled as the token login is (AUTH_THROTTLE_RATE per
+    username and per client address): over either limit the form is shown again
+    with the wait, answering 429 with Retry-After, and no password is checked."""
+
+    template_name = "roadmaps/login.html"
+    redirect_authenticated_user = True
+    throttle_classes = (LoginAddressThrottle, LoginUsernameThrottle)
+
+    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        attempt = FormLogin(request)
+        # Every throttle counts the attempt, as DRF's check_throttles does.
+        throttles = [throttle() for throttle in self.throttle_classes]
+        refused = [t for t in throttles if not t.allow_request(attempt, self)]
+        if not refused:
+            return super().post(request, *args, **kwargs)
+        seconds = max(math.ceil(t.wait() or t.duration) for t in refused)
+        message = ngettext(
+            "Too many login attempts. Try again in %(seconds)d second.",
+            "Too many login attempts. Try again in %(seconds)d seconds.",
+            seconds,
+        ) % {"seconds": seconds}
+        # An unbound form: a bound one would authenticate as soon as it is asked
+        # for its errors.
+        form = self.get_form_class()(request, initial={"username": request.POST.get("username")})
+        response = self.render_to_response(self.get_context_data(form=form, refusal=message))
+        response.status_code = 429
+        response.headers["Retry-After"] = str(seconds)
+        return response
 
 
 @dataclass(frozen=True)

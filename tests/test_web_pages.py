@@ -4,6 +4,7 @@ English, and a policy that lets only the site's own scripts run. The page's
 behaviour in a browser is tests/test_web_client.py."""
 
 import json
+import secrets
 
 import pytest
 from django.test import Client
@@ -49,6 +50,38 @@ def test_wrong_password_stays_on_the_login_form(alice):
 
     assert response.status_code == 200
     assert 'role="alert"' in response.text
+
+
+def unique_address() -> str:
+    """Throttle history lives in the shared cache, across tests (as in test_auth)."""
+    return f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250)}"
+
+
+def test_form_logins_are_throttled_per_username_and_per_address(make_user, settings):
+    settings.AUTH_THROTTLE_RATE = "10/minute"
+    # Fresh names and addresses: other tests' logins are in the shared cache too.
+    carol, dave, erin = [make_user(f"{name}-{secrets.token_hex(4)}") for name in "cde"]
+    first, second, third = [unique_address() for _ in range(3)]
+    client = Client()
+
+    def log_in(user, password, address):
+        return client.post(
+            "/login/", {"username": user.username, "password": password}, REMOTE_ADDR=address
+        )
+
+    guesses = [log_in(carol, "wrong", first).status_code for _ in range(10)]
+    same_username = log_in(carol, f"{carol.username}-password", second)
+    same_address = log_in(dave, f"{dave.username}-password", first)
+    elsewhere = log_in(erin, f"{erin.username}-password", third)
+
+    assert guesses == [200] * 10
+    assert same_username.status_code == 429  # even with the right password
+    assert int(same_username["Retry-After"]) > 0
+    assert "Too many login attempts" in same_username.text and 'role="alert"' in same_username.text
+    assert "_auth_user_id" not in same_username.wsgi_request.session
+    assert same_username["Content-Security-Policy"]
+    assert same_address.status_code == 429
+    assert (elsewhere.status_code, elsewhere["Location"]) == (302, "/")
 
 
 def test_the_list_shows_own_roadmaps_only(alice, bob, make_roadmap):
@@ -121,9 +154,12 @@ def test_the_page_is_english_by_default(alice, make_roadmap):
     assert '<html lang="en">' in text and "Retry all failed" in text
 
 
-def test_pages_allow_only_the_sites_own_scripts(alice, make_roadmap):
-    response = signed_in(alice).get(page_url(make_roadmap(alice)))
+@pytest.mark.parametrize("path", ["page", "/", "/login/"])
+def test_pages_allow_only_the_sites_own_scripts(path, alice, make_roadmap):
+    client = Client() if path == "/login/" else signed_in(alice)
+    response = client.get(page_url(make_roadmap(alice)) if path == "page" else path)
 
+    assert response.status_code == 200
     policy = response["Content-Security-Policy"]
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
     assert "object-src 'none'" in policy
