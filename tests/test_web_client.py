@@ -12,11 +12,7 @@ fuzz. WEB_CLIENT_SCREENSHOT=path saves the roadmap page mid-batch (mixed
 statuses) to that path: how docs/web-client.png is made."""
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from selenium import webdriver
@@ -29,14 +25,12 @@ from selenium.webdriver.support.ui import WebDriverWait
 from generation import engine, services
 from roadmaps.models import ConceptContent
 from tests.conftest import require_service
-from tests.support.daphne_server import DaphneServer, _wait_until_healthy, free_port
+from tests.support.daphne_server import DaphneServer, daphne_server, free_port
 from tests.support.fake_openai import ok
 from tests.support.lifecycle import wait_until
-from tests.support.processes import ROOT, process_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-DAPHNE = [sys.executable, "-m", "daphne", "-b", "127.0.0.1"]
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 LABELS = {"pending": "Pending", "generating": "Generating", "completed": "Completed"}
@@ -111,32 +105,6 @@ def browser(tmp_path_factory) -> Iterator[WebDriver]:
         yield driver
     finally:
         driver.quit()
-
-
-@contextmanager
-def daphne_on(port: int, log_dir: Path, **env: str) -> Iterator[DaphneServer]:
-    """A daphne on a given port (a restart keeps the page's address), stopped with
-    SIGTERM at exit, as a deployment stops it."""
-    log = log_dir / f"daphne-{port}-{len(list(log_dir.glob('daphne-*')))}.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [*DAPHNE, "-p", str(port), "roadmap_project.asgi:application"],
-            cwd=ROOT,
-            env=process_env(**env),
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    server = DaphneServer(port=port, process=process, log=log)
-    try:
-        _wait_until_healthy(server, 30)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 def server_env(settings, **overrides) -> dict[str, str]:
@@ -217,7 +185,7 @@ def test_retry_shows_generating_at_once_then_completed_without_a_reload(
     services.reset_status(content=tutorial, status="failed")
 
     env = server_env(settings, OFFLINE_PROVIDER_DELAY_SECONDS=3)
-    with daphne_on(free_port(), tmp_path, **env) as server:
+    with daphne_server(tmp_path, **env) as server:
         log_in(browser, server, alice)
         open_roadmap(browser, roadmap)
         failed = badge(browser, "c001", "tutorial")
@@ -261,7 +229,7 @@ def test_page_reconnects_after_a_server_restart_and_ends_on_the_true_statuses(
         GENERATION_LEASE_SECONDS=2,
     )
 
-    with daphne_on(port, tmp_path, **env) as server:
+    with daphne_server(tmp_path, port=port, **env) as server:
         log_in(browser, server, alice)
         open_roadmap(browser, roadmap)
         browser.find_element(By.ID, "generate-all").click()
@@ -290,7 +258,7 @@ def test_page_reconnects_after_a_server_restart_and_ends_on_the_true_statuses(
         "the page did not notice the server going away",
     )
 
-    with daphne_on(port, tmp_path, **env):
+    with daphne_server(tmp_path, port=port, **env):
         wait_connected(browser, 20)
         # Settled: the new server's sweep failed what the restart interrupted.
         wait_until(
@@ -323,7 +291,7 @@ def test_a_tutorial_with_script_in_its_markdown_is_shown_as_text(
     tutorial.refresh_from_db()
     assert tutorial.status == "completed", tutorial.public_error
 
-    with daphne_on(free_port(), tmp_path, **server_env(settings)) as server:
+    with daphne_server(tmp_path, **server_env(settings)) as server:
         log_in(browser, server, alice)
         open_roadmap(browser, roadmap)
         badge(browser, "c001", "tutorial").find_element(By.CSS_SELECTOR, "button.view").click()
@@ -365,7 +333,7 @@ def test_resources_and_quiz_viewers_show_model_text_as_text_with_http_links_only
         services.retry_content(content=content, user=alice)
     assert engine.wait_until_idle(30)
 
-    with daphne_on(free_port(), tmp_path, **server_env(settings)) as server:
+    with daphne_server(tmp_path, **server_env(settings)) as server:
         log_in(browser, server, alice)
         open_roadmap(browser, roadmap)
         viewer = browser.find_element(By.ID, "viewer")

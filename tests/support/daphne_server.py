@@ -45,12 +45,17 @@ class DaphneServer:
 
 @contextmanager
 def daphne_server(
-    log_dir: Path, *, startup_timeout: float = 30.0, **env: str
+    log_dir: Path, *, port: int | None = None, startup_timeout: float = 30.0, **env: str
 ) -> Iterator[DaphneServer]:
     """Start daphne with `env` on top of the test process's environment, wait
-    until /api/v1/health answers, and stop it (SIGTERM, then SIGKILL) at exit."""
-    port = free_port()
-    log = log_dir / f"daphne-{port}.log"
+    until /api/v1/health answers, and stop it (SIGTERM, then SIGKILL) at exit.
+    On a free port unless `port` is given (a restart on the same port keeps a
+    client's address); each start has its own log."""
+    port = port or free_port()
+    log, restart = log_dir / f"daphne-{port}.log", 0
+    while log.exists():
+        restart += 1
+        log = log_dir / f"daphne-{port}-{restart}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [
