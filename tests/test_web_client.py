@@ -46,6 +46,43 @@ MALICIOUS_TUTORIAL = (
     "```html\n<script>window.__pwned = 4</script>\n```\n"
 )
 
+HOSTILE = "<img src=x onerror=window.__pwned=1> <script>window.__pwned=2</script>"
+RESOURCES_WITH_A_JAVASCRIPT_URL = {
+    "items": [
+        {
+            "title": "Click me",
+            "url": "javascript:window.__pwned=3",
+            "type": "article",
+            "description": "A link that runs code.",
+            "estimated_minutes": 5,
+        }
+    ]
+}
+HOSTILE_RESOURCES = {
+    "items": [
+        {
+            "title": f"Title {HOSTILE}",
+            "url": "https://example.com/docs?q=<script>",
+            "type": "article",
+            "description": f"Description {HOSTILE}",
+            "estimated_minutes": 5,
+        }
+    ]
+}
+HOSTILE_QUIZ = {
+    "questions": [
+        {
+            "question_id": "q1",
+            "type": "single_choice",
+            "question": f"Question {HOSTILE}",
+            "options": [f"Option {HOSTILE}", "<b>not bold</b>"],
+            "correct_answers": [0],
+            "explanation": f"Because {HOSTILE}",
+            "difficulty": "easy",
+        }
+    ]
+}
+
 REACT_FRAMEWORK = {
     "stages": [
         {
@@ -324,14 +361,37 @@ def test_a_tutorial_with_script_in_its_markdown_is_shown_as_text(
         wait(browser, lambda _: not viewer.is_displayed())
 
 
+def viewer_contents(driver: WebDriver) -> dict:
+    return driver.execute_script(
+        "const b = document.getElementById('viewer-body');"
+        "return {text: b.innerText,"
+        " elements: b.querySelectorAll('script, img, [onerror], [onclick], [onload]').length,"
+        " hrefs: [...b.querySelectorAll('a')].map(a => a.getAttribute('href')),"
+        " rels: [...b.querySelectorAll('a')].map(a => a.getAttribute('rel')),"
+        " pwned: typeof window.__pwned}"
+    )
+
+
 def test_resources_and_quiz_viewers_show_model_text_as_text_with_http_links_only(
-    browser, alice, make_roadmap, settings, tmp_path
+    browser, alice, make_roadmap, settings, tmp_path, fake_openai
 ):
     """Resources and quiz viewers: model text through textContent, links http(s) only."""
     roadmap = make_roadmap(alice)
-    for content in ConceptContent.objects.filter(roadmap=roadmap).exclude(content_type="tutorial"):
-        services.retry_content(content=content, user=alice)
+    resources, quiz = (
+        ConceptContent.objects.get(roadmap=roadmap, content_type=content_type)
+        for content_type in ("resources", "quiz")
+    )
+    # A javascript: URL fails the output's validation (HttpUrl): the second answer is kept.
+    fake_openai.script(ok(RESOURCES_WITH_A_JAVASCRIPT_URL), ok(HOSTILE_RESOURCES))
+    services.retry_content(content=resources, user=alice)
     assert engine.wait_until_idle(30)
+    fake_openai.script(ok(HOSTILE_QUIZ))
+    services.retry_content(content=quiz, user=alice)
+    assert engine.wait_until_idle(30)
+    assert fake_openai.unused_script == 0
+    for content in (resources, quiz):
+        content.refresh_from_db()
+        assert content.status == "completed", content.public_error
 
     with daphne_server(tmp_path, **server_env(settings)) as server:
         log_in(browser, server, alice)
@@ -340,16 +400,22 @@ def test_resources_and_quiz_viewers_show_model_text_as_text_with_http_links_only
 
         badge(browser, "c001", "resources").find_element(By.CSS_SELECTOR, "button.view").click()
         wait(browser, lambda _: viewer.get_attribute("data-state") == "ready")
-        links = browser.find_elements(By.CSS_SELECTOR, "#viewer-body a")
-        assert links and all(a.get_attribute("href").startswith("https://") for a in links)
-        assert all(a.get_attribute("rel") == "noopener noreferrer" for a in links)
+        shown = viewer_contents(browser)
+        assert f"Title {HOSTILE}" in shown["text"] and f"Description {HOSTILE}" in shown["text"]
+        assert shown["hrefs"] and all(href.startswith("https://") for href in shown["hrefs"])
+        assert shown["rels"] == ["noopener noreferrer"] * len(shown["hrefs"])
+        assert (shown["elements"], shown["pwned"]) == (0, "undefined")
         browser.find_element(By.ID, "viewer-close").click()
 
         badge(browser, "c001", "quiz").find_element(By.CSS_SELECTOR, "button.view").click()
         wait(browser, lambda _: viewer.get_attribute("data-state") == "ready")
-        assert (
-            "What problem does Concept 1 solve?" in browser.find_element(By.ID, "viewer-body").text
-        )
+        shown = viewer_contents(browser)
+        for text in (f"Question {HOSTILE}", f"Option {HOSTILE}", "<b>not bold</b>"):
+            assert text in shown["text"]
+        assert (shown["elements"], shown["pwned"]) == (0, "undefined")
+        browser.find_element(By.CSS_SELECTOR, "#viewer-body details summary").click()
+        assert f"Because {HOSTILE}" in viewer_contents(browser)["text"]
+        assert browser.execute_script("return typeof window.__pwned") == "undefined"
         browser.find_element(By.ID, "viewer-close").click()
 
         badge(browser, "c001", "tutorial").find_element(By.CSS_SELECTOR, "button.view").click()
