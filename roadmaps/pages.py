@@ -32,13 +32,15 @@ API_BASE = "/api/v1"
 
 # Model-written Markdown is sanitised before it reaches the page (client.js); the
 # policy is the second wall: only the site's own scripts run, never an inline one,
-# so a sanitiser bug still cannot execute model output.
+# so a sanitiser bug still cannot execute model output. Images only from the site
+# itself: a Markdown image in model output must not make the reader's browser
+# fetch (and so report the reader to) an arbitrary host.
 PAGE_POLICY = build_policy(
     {
         "default-src": [CSP.SELF],
         "script-src": [CSP.SELF],
         "style-src": [CSP.SELF],
-        "img-src": [CSP.SELF, "https:", "data:"],
+        "img-src": [CSP.SELF, "data:"],
         "connect-src": [CSP.SELF],
         "object-src": [CSP.NONE],
         "base-uri": [CSP.NONE],

@@ -43,6 +43,7 @@ MALICIOUS_TUTORIAL = (
     "<script>window.__pwned = 1</script>\n\n"
     'An image: <img src=x onerror="window.__pwned = 2">\n\n'
     "[a harmless-looking link](javascript:window.__pwned=3)\n\n"
+    "![a tracking pixel](https://tracker.example/pixel.png)\n\n"
     "```html\n<script>window.__pwned = 4</script>\n```\n"
 )
 
@@ -351,6 +352,12 @@ def test_a_tutorial_with_script_in_its_markdown_is_shown_as_text(
         )
         assert inside["scripts"] == 0 and inside["images"] == 0 and inside["handlers"] == 0
         assert not any(href and href.lower().startswith("javascript:") for href in inside["hrefs"])
+        # The Markdown image is a link to it, never fetched.
+        assert "https://tracker.example/pixel.png" in inside["hrefs"]
+        fetched = browser.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)"
+        )
+        assert not [url for url in fetched if "tracker.example" in url], fetched
         heading = body.find_element(By.CSS_SELECTOR, "h1")
         assert heading.text == "Rendering safely"  # the Markdown itself is rendered
 

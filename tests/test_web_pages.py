@@ -155,7 +155,7 @@ def test_the_page_is_english_by_default(alice, make_roadmap):
 
 
 @pytest.mark.parametrize("path", ["page", "/", "/login/"])
-def test_pages_allow_only_the_sites_own_scripts(path, alice, make_roadmap):
+def test_pages_allow_only_the_sites_own_scripts_and_images(path, alice, make_roadmap):
     client = Client() if path == "/login/" else signed_in(alice)
     response = client.get(page_url(make_roadmap(alice)) if path == "page" else path)
 
@@ -163,6 +163,7 @@ def test_pages_allow_only_the_sites_own_scripts(path, alice, make_roadmap):
     policy = response["Content-Security-Policy"]
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
     assert "object-src 'none'" in policy
+    assert "img-src 'self' data:;" in policy  # no remote images (model Markdown)
     assert "cdn" not in response.text.lower()
 
 

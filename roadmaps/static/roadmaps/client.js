@@ -284,12 +284,20 @@
 
   // Raw HTML in model Markdown is shown as the text it is, never as markup; the
   // result is sanitised anyway (links to javascript:, anything marked let through).
+  // An image becomes a link to it: loading it would tell whatever host the model
+  // named that this reader opened the page (the policy allows no remote images).
   const markdown = new marked.Marked({
     gfm: true,
     renderer: {
       html(token) {
         const text = escapeHtml(token.text);
         return token.block ? `<p>${text}</p>` : text;
+      },
+      image(token) {
+        const link = document.createElement("a");
+        link.setAttribute("href", token.href);
+        link.textContent = token.text || token.href;
+        return link.outerHTML;
       },
     },
   });
@@ -303,7 +311,7 @@
   function renderMarkdown(text) {
     return DOMPurify.sanitize(markdown.parse(String(text || "")), {
       USE_PROFILES: { html: true },
-      FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select"],
+      FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "img"],
     });
   }
 
