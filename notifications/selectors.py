@@ -17,6 +17,13 @@ def topic_events(*, topic: str, after: int = 0) -> QuerySet[Event]:
     return Event.objects.filter(topic=topic, id__gt=after).order_by("id")
 
 
+def newest_topic_cursor(*, topic: str) -> int:
+    """The global id of a topic's newest stored event (0: none yet): where a client
+    that reads the current state after this starts its subscription, so it
+    neither misses an event nor replays the topic's whole history."""
+    return Event.objects.filter(topic=topic).aggregate(newest=Max("id"))["newest"] or 0
+
+
 def events_after(*, kind: str, key: str, after: int, limit: int = 500) -> list[Event]:
     """The next page of a subscription: a stream by `seq`, a topic by `id`."""
     events = (

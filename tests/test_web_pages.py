@@ -10,6 +10,8 @@ import pytest
 from django.test import Client
 
 from generation import services
+from generation.events import roadmap_topic
+from notifications.models import Event
 from roadmaps.models import ConceptContent
 
 pytestmark = pytest.mark.django_db
@@ -120,8 +122,35 @@ def test_the_page_shows_three_badges_per_concept_with_the_status_as_text(alice, 
     assert 'data-type="quiz" data-status="failed"' in text
     assert "Quiz: Failed" in text and "Tutorial: Pending" in text
     assert text.count('class="retry"') == 6  # nothing is generating: every badge has one
-    config = json.loads(text.split('id="client-config" type="application/json">')[1].split("<")[0])
+    config = client_config(response)
     assert config["wsPath"] == f"/api/v1/ws/roadmaps/{roadmap.pk}"
+
+
+def client_config(response) -> dict:
+    return json.loads(
+        response.text.split('id="client-config" type="application/json">')[1].split("<")[0]
+    )
+
+
+def test_the_page_streams_from_the_newest_event_not_the_whole_history(alice, make_roadmap):
+    roadmap = make_roadmap(alice, concepts=3)
+    for content in ConceptContent.objects.filter(roadmap=roadmap):
+        services.reset_status(content=content, status="failed")
+    newest = Event.objects.filter(topic=roadmap_topic(roadmap.pk)).latest("id").pk
+    make_roadmap(alice)  # another roadmap's events are not this page's cursor
+    for content in ConceptContent.objects.exclude(roadmap=roadmap):
+        services.reset_status(content=content, status="failed")
+
+    config = client_config(signed_in(alice).get(page_url(roadmap)))
+
+    assert Event.objects.filter(topic=roadmap_topic(roadmap.pk)).count() == 9
+    assert config["cursor"] == newest
+
+
+def test_a_roadmap_without_events_streams_from_the_start(alice, make_roadmap):
+    roadmap = make_roadmap(alice)
+
+    assert client_config(signed_in(alice).get(page_url(roadmap)))["cursor"] == 0
 
 
 def test_a_generating_badge_has_no_retry_button(alice, make_roadmap, no_runner):

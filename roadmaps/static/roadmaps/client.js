@@ -2,10 +2,12 @@
 //
 // It uses only what any frontend gets (DESIGN §4, §5; docs/events.md):
 // REST with the session cookie (CSRF header on writes) and the roadmap's event
-// stream, /api/v1/ws/roadmaps/{id}?after=<id>. No polling: on every (re)connect
-// it reads the roadmap once over REST, so statuses are true even if events were
-// pruned, and events that arrive while that read is in flight are applied again
-// after it, so an answer older than an event never wins.
+// stream, /api/v1/ws/roadmaps/{id}?after=<id>, starting from the newest event id
+// when the page was rendered (config.cursor), so a roadmap's history is never
+// replayed. No polling: on every (re)connect it reads the roadmap once over REST,
+// so statuses are true even if events were pruned, and events that arrive while
+// that read is in flight are applied again after it, so an answer older than an
+// event never wins.
 //
 // Model output reaches the page only as text (textContent), except the tutorial's
 // Markdown, which is rendered with raw HTML escaped and then sanitised (DOMPurify).
@@ -22,7 +24,9 @@
   const notice = document.getElementById("notice");
   const announcer = document.getElementById("announcer");
 
-  let cursor = 0; // the last stored event's global id (never a progress event's null)
+  // The last stored event's global id (never a progress event's null); at first,
+  // the newest one when the page's statuses were read.
+  let cursor = Number(config.cursor) || 0;
   let socket = null;
   let backoff = 0;
   let stopped = false;
