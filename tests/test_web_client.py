@@ -14,6 +14,7 @@ statuses) to that path: how docs/web-client.png is made."""
 import os
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -23,6 +24,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from generation import engine, services
+from notifications.models import Event
 from roadmaps.models import ConceptContent
 from tests.conftest import require_service
 from tests.support.daphne_server import DaphneServer, daphne_server, free_port
@@ -247,6 +249,42 @@ def test_retry_shows_generating_at_once_then_completed_without_a_reload(
         assert browser.execute_script("return window.__sameDocument") is True
         tutorial.refresh_from_db()
         assert tutorial.status == "completed"
+
+
+def test_a_batch_started_elsewhere_shows_its_pairs_generating_before_they_start(
+    browser, alice, make_roadmap, settings, tmp_path
+):
+    """Another tab (here: a token client) starts a batch: its pairs are `generating`
+    in the database at once, but the stream names each only when it starts. The
+    page reads the roadmap when a task it did not know shows up."""
+    roadmap = make_roadmap(alice, concepts=3)
+    for content in ConceptContent.objects.filter(roadmap=roadmap, content_type="tutorial"):
+        services.reset_status(content=content, status="failed")
+    # One pair at a time, 3 s each: the last pair starts 6 s after the first.
+    env = server_env(settings, OFFLINE_PROVIDER_DELAY_SECONDS=3, GENERATION_CONCURRENCY=1)
+
+    with daphne_server(tmp_path, **env) as server:
+        log_in(browser, server, alice)
+        open_roadmap(browser, roadmap)
+        answer = httpx.post(
+            f"{server.http_url}/api/v1/roadmaps/{roadmap.pk}/concepts/retry-batch",
+            json={"content_types": ["tutorial"]},
+            headers={"Authorization": f"Token {alice.token}"},
+        )
+        assert answer.status_code == 202, answer.text
+        task_id = answer.json()["data"]["task_id"]
+
+        tutorials = [badge(browser, f"c00{n}", "tutorial") for n in (1, 2, 3)]
+        wait(
+            browser,
+            lambda _: all(b.get_attribute("data-status") == "generating" for b in tutorials),
+            3,
+            "the page showed the batch's pairs only as each started",
+        )
+        started = Event.objects.filter(stream=task_id, type="concept_start").count()
+        assert started < 3  # the page did not wait for every pair's own event
+        retries = [b.find_element(By.CSS_SELECTOR, "button.retry") for b in tutorials]
+        assert not any(retry.is_displayed() for retry in retries)
 
 
 def test_page_reconnects_after_a_server_restart_and_ends_on_the_true_statuses(

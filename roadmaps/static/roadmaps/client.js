@@ -33,6 +33,8 @@
   let buffered = null; // events received while a REST read is in flight
   let refreshing = Promise.resolve();
   const seenTasks = new Map(); // pair key -> task ids whose events already arrived
+  const knownTasks = new Set(); // every task named by an event, a REST read or an answer
+  let taskRefresh = null;
 
   function format(template, values) {
     return template.replace(/%\((\w+)\)s/g, (_, name) => String(values[name] ?? ""));
@@ -81,6 +83,7 @@
       for (const module of stage.modules) {
         for (const concept of module.concepts) {
           const id = concept.concept_id;
+          Object.values(concept.tasks || {}).forEach((task) => task && knownTasks.add(task));
           setStatus(id, "tutorial", concept.content_status, { announce: false });
           setStatus(id, "resources", concept.resources_status, { announce: false });
           setStatus(id, "quiz", concept.quiz_status, { announce: false });
@@ -97,7 +100,21 @@
     concept_failed: "failed",
   };
 
+  // A task started elsewhere (another tab, the CLI, an admin action) marked all
+  // its pairs `generating` at once, but names each only when it starts: read the
+  // roadmap once when a new task shows up, instead of showing `failed` until then.
+  function noteTask(taskId) {
+    if (!taskId || knownTasks.has(taskId)) return;
+    knownTasks.add(taskId);
+    if (taskRefresh) return;
+    taskRefresh = setTimeout(() => {
+      taskRefresh = null;
+      refresh();
+    }, 200);
+  }
+
   function apply(event) {
+    noteTask(event.task_id);
     if (!event.concept_id || !event.content_type) return;
     if (event.type === "concept_progress") {
       setProgress(event.concept_id, event.content_type, event.progress_percentage);
@@ -241,6 +258,7 @@
     try {
       const url = `${roadmapUrl}concepts/${encodeURIComponent(conceptId)}/${contentType}/retry`;
       const answer = await request("POST", url, {});
+      knownTasks.add(answer.data.task_id);
       // Already `generating` in the database (202); unless this task's own events
       // have overtaken the answer, show it now.
       const seen = seenTasks.get(`${conceptId}/${contentType}`);
@@ -259,6 +277,7 @@
     try {
       const answer = await request("POST", url, body);
       const data = answer.data || {};
+      if (data.task_id) knownTasks.add(data.task_id);
       let text = data.task_id ? format(words.started, { total: data.total }) : words.nothing;
       if (data.skipped && data.skipped.length) {
         text += " " + format(words.skipped, { count: data.skipped.length });
