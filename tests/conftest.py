@@ -1,5 +1,6 @@
 """Shared fixtures: real HTTP against the ASGI app, users with tokens, roadmaps."""
 
+import functools
 import os
 from pathlib import Path
 
@@ -135,13 +136,22 @@ def no_runner(use_task_backend):
     use_task_backend("django.tasks.backends.dummy.DummyBackend")
 
 
+@functools.cache
+def password_hash(password: str) -> str:
+    """Django's real hash of a test password, computed once per run: hashing takes
+    about half a second here, and nearly every test creates alice."""
+    from django.contrib.auth.hashers import make_password
+
+    return make_password(password)
+
+
 @pytest.fixture
 def make_user(django_user_model):
     from rest_framework.authtoken.models import Token
 
     def make(username: str, *, is_staff: bool = False):
-        user = django_user_model.objects.create_user(
-            username=username, password=f"{username}-password", is_staff=is_staff
+        user = django_user_model.objects.create(
+            username=username, password=password_hash(f"{username}-password"), is_staff=is_staff
         )
         user.token = Token.objects.create(user=user).key
         return user
