@@ -26,6 +26,7 @@ from roadmaps.models import ConceptContent
 from tests.conftest import auth
 from tests.support import processes
 from tests.support.celery_workers import Stack, running_stack
+from tests.support.lifecycle import assert_coherent_stream, stored_stream
 
 pytestmark = [
     pytest.mark.celery,
@@ -33,8 +34,6 @@ pytestmark = [
     pytest.mark.redis,
     pytest.mark.django_db(transaction=True),
 ]
-
-TERMINAL_EVENTS = {"concept_complete", "concept_failed"}
 
 
 @pytest.fixture
@@ -58,10 +57,6 @@ def start_stack(transactional_db, redis_url, tmp_path):
         yield start
 
 
-def stored_stream(task_id: str) -> list[Event]:
-    return list(Event.objects.filter(stream=task_id).order_by("seq"))
-
-
 def wait_until_finished(task_id: str, timeout: float) -> GenerationTask:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -82,18 +77,6 @@ def start_batch(server_url: str, user, roadmap, count: int) -> str:
     assert response.status_code == 202, response.text
     assert response.json()["data"]["total"] == count
     return response.json()["data"]["task_id"]
-
-
-def assert_coherent_stream(task: GenerationTask) -> list[Event]:
-    """seq 1..n without gaps, one terminal event per item, task_complete last."""
-    events = stored_stream(task.pk)
-    assert [event.seq for event in events] == list(range(1, len(events) + 1))
-    terminal = [event for event in events if event.type in TERMINAL_EVENTS]
-    assert len(terminal) == task.total
-    assert len({(e.body["concept_id"], e.body["content_type"]) for e in terminal}) == task.total
-    assert events[-1].type == "task_complete" and events[-1].final
-    assert [event.final for event in events].count(True) == 1
-    return events
 
 
 @pytest.fixture

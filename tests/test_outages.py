@@ -24,12 +24,12 @@ import websockets.sync.client
 from django.db import connection
 
 from generation.models import GenerationItem, GenerationTask
-from notifications.models import Event
 from roadmaps.models import ConceptContent
 from tests.conftest import auth, require_service
 from tests.support import processes
 from tests.support.celery_workers import running_stack
 from tests.support.fake_openai import streaming_seconds
+from tests.support.lifecycle import assert_coherent_stream
 
 pytestmark = [
     pytest.mark.postgres,
@@ -38,7 +38,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
-TERMINAL_EVENTS = {"concept_complete", "concept_failed"}
 # The processes of the stack name themselves, so the test kills their connections
 # and no other (its own, other tests').
 APPLICATION_NAME = "outage-stack"
@@ -77,16 +76,6 @@ def wait_for(condition, timeout: float, what: str):
 def task_finished(task_id: str) -> GenerationTask | None:
     task = GenerationTask.objects.get(pk=task_id)
     return task if task.status != "running" else None
-
-
-def assert_coherent_stream(task: GenerationTask) -> list[Event]:
-    """seq 1..n without gaps, one terminal event per item, the last one final."""
-    events = list(Event.objects.filter(stream=task.pk).order_by("seq"))
-    assert [event.seq for event in events] == list(range(1, len(events) + 1))
-    terminal = [event for event in events if event.type in TERMINAL_EVENTS]
-    assert len(terminal) == task.total, [event.type for event in events]
-    assert [event.final for event in events].count(True) == 1 and events[-1].final
-    return events
 
 
 # --- The database connection killed as a generation completes ---------------
@@ -260,14 +249,18 @@ def test_redis_stopped_mid_batch_loses_nothing(alice, make_roadmap, tmp_path):
                 last_seen = max(last_seen, frame["seq"] or 0)  # progress has no seq
                 if frame["type"] == "concept_complete":
                     break
+            # Stop while the next generations run and more wait in the queue.
+            running = wait_for(
+                lambda: set(
+                    GenerationItem.objects.filter(task_id=task_id, state="running").values_list(
+                        "pk", flat=True
+                    )
+                ),
+                10,
+                "a generation running after the first completed",
+            )
             assert stack.waiting_messages() > 0, "the batch ended before the stop; make it longer"
             redis_server.stop()
-            running = set(
-                GenerationItem.objects.filter(task_id=task_id, state="running").values_list(
-                    "pk", flat=True
-                )
-            )
-            assert running, "nothing was running at the stop"
 
         # Redis is down. What was running completes and is stored (I6)...
         wait_for(

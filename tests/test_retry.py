@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 
-from generation.models import GenerationTask
+from generation.models import GenerationItem, GenerationTask
 from notifications.models import Event
 from roadmaps.models import ConceptContent
 from tests.conftest import auth
@@ -169,6 +169,10 @@ async def test_previous_version_stays_readable_while_regenerating_and_after_fail
     during = await api.get(url, headers=auth(alice))
     assert during.status_code == 200 and during.json() == first
 
+    # Cancel it in flight (one not yet begun would go back to `completed`).
+    await wait_for(
+        lambda: GenerationItem.objects.filter(task_id=task_id, state="running").aexists()
+    )
     cancel = await api.post(f"/api/v1/tasks/{task_id}/cancel", headers=auth(alice))
     assert cancel.status_code == 202
     content = await content_of(roadmap, content_type=content_type)

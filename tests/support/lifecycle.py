@@ -44,3 +44,22 @@ def expire_lease(content: ConceptContent) -> None:
 
 def event_types(task_id: str) -> list[str]:
     return list(Event.objects.filter(stream=task_id).order_by("seq").values_list("type", flat=True))
+
+
+TERMINAL_EVENTS = {"concept_complete", "concept_failed"}
+
+
+def stored_stream(task_id: str) -> list[Event]:
+    return list(Event.objects.filter(stream=task_id).order_by("seq"))
+
+
+def assert_coherent_stream(task: GenerationTask) -> list[Event]:
+    """seq 1..n without gaps, one terminal event per item, task_complete last."""
+    events = stored_stream(task.pk)
+    assert [event.seq for event in events] == list(range(1, len(events) + 1))
+    terminal = [event for event in events if event.type in TERMINAL_EVENTS]
+    assert len(terminal) == task.total, [event.type for event in events]
+    assert len({(e.body["concept_id"], e.body["content_type"]) for e in terminal}) == task.total
+    assert events[-1].type == "task_complete" and events[-1].final
+    assert [event.final for event in events].count(True) == 1
+    return events
