@@ -86,8 +86,9 @@ def _private() -> asyncio.AbstractEventLoop:
     with _private_lock:
         if _private_loop is None or _private_loop.is_closed():
             loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, name="generation-engine")
-            thread.daemon = True
+            thread = threading.Thread(
+                target=loop.run_forever, name="generation-engine", daemon=True
+            )
             thread.start()
             _private_loop, _private_thread = loop, thread
     return _private_loop

@@ -9,7 +9,6 @@ external frontend would, so the client is also a working example of that API and
 this module never imports `generation`."""
 
 import math
-from dataclasses import dataclass
 from functools import wraps
 
 from django.conf import settings
@@ -117,23 +116,6 @@ class LoginView(auth_views.LoginView):
         return response
 
 
-@dataclass(frozen=True)
-class Badge:
-    """One (concept, content type) pair as the page first shows it; the script
-    keeps it current from events."""
-
-    content_type: str
-    status: str
-
-    @property
-    def type_label(self) -> str:
-        return ContentType(self.content_type).label
-
-    @property
-    def status_label(self) -> str:
-        return ContentStatus(self.status).label
-
-
 def client_strings() -> dict:
     """The script's words, translated here so the client needs no JS catalogue."""
     return {
@@ -205,8 +187,9 @@ def roadmap_page(request: HttpRequest, roadmap_id) -> HttpResponse:
     for stage in roadmap.stages.all():
         for module in stage.modules.all():
             for concept in module.concepts.all():
-                contents = sorted(concept.contents.all(), key=lambda c: order.index(c.content_type))
-                concept.badges = [Badge(c.content_type, c.status) for c in contents]
+                concept.badges = sorted(
+                    concept.contents.all(), key=lambda c: order.index(c.content_type)
+                )
     client = {
         "roadmapId": str(roadmap.pk),
         "api": API_BASE,

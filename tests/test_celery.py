@@ -26,7 +26,7 @@ from roadmaps.models import ConceptContent
 from tests.conftest import auth
 from tests.support import processes
 from tests.support.celery_workers import Stack, running_stack
-from tests.support.lifecycle import assert_coherent_stream, stored_stream
+from tests.support.lifecycle import assert_coherent_stream, stored_stream, wait_until_finished
 
 pytestmark = [
     pytest.mark.celery,
@@ -55,16 +55,6 @@ def start_stack(transactional_db, redis_url, tmp_path):
             )
 
         yield start
-
-
-def wait_until_finished(task_id: str, timeout: float) -> GenerationTask:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = GenerationTask.objects.get(pk=task_id)
-        if task.status != "running":
-            return task
-        time.sleep(0.2)
-    raise AssertionError(f"task {task_id} still running after {timeout} s")
 
 
 def start_batch(server_url: str, user, roadmap, count: int) -> str:

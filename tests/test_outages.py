@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -23,13 +22,13 @@ import websockets
 import websockets.sync.client
 from django.db import connection
 
-from generation.models import GenerationItem, GenerationTask
+from generation.models import GenerationItem
 from roadmaps.models import ConceptContent
 from tests.conftest import auth, require_service
 from tests.support import processes
 from tests.support.celery_workers import running_stack
 from tests.support.fake_openai import streaming_seconds
-from tests.support.lifecycle import assert_coherent_stream
+from tests.support.lifecycle import assert_coherent_stream, wait_until, wait_until_finished
 
 pytestmark = [
     pytest.mark.postgres,
@@ -63,19 +62,6 @@ def terminate_stack_connections() -> int:
             [APPLICATION_NAME],
         ).fetchall()
     return len(rows)
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
-        time.sleep(0.1)
-    return result
-
-
-def task_finished(task_id: str) -> GenerationTask | None:
-    task = GenerationTask.objects.get(pk=task_id)
-    return task if task.status != "running" else None
 
 
 # --- The database connection killed as a generation completes ---------------
@@ -128,7 +114,7 @@ def test_connections_killed_as_a_generation_completes_leave_nothing_generating(
         first = start_batch(server, alice, roadmap, ["pending"])
 
         # Within a lease and a sweep of the kill, every pair has left generating.
-        task = wait_for(lambda: task_finished(first), lease * 3 + 10, "the killed batch ended")
+        task = wait_until_finished(first, lease * 3 + 10)
         assert kills and kills[0] >= 1, "no connection of the stack was terminated"
         contents = ConceptContent.objects.filter(roadmap=roadmap, content_type="tutorial")
         assert set(contents.values_list("status", flat=True)) <= {"completed", "failed"}
@@ -141,7 +127,7 @@ def test_connections_killed_as_a_generation_completes_leave_nothing_generating(
 
         # The processes recovered their connections: the next batch completes.
         second = start_batch(server, alice, roadmap, ["completed", "failed"])
-        task = wait_for(lambda: task_finished(second), 30, "the batch after the kill ended")
+        task = wait_until_finished(second, 30)
         logs = [service.log()[-3000:] for service in stack.servers + stack.workers]
         assert (task.status, task.completed) == ("completed", concepts), logs
         assert set(contents.values_list("status", flat=True)) == {"completed"}
@@ -174,7 +160,7 @@ class PrivateRedis:
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        wait_for(self.answers, 10, "the private Redis started")
+        wait_until(self.answers, 10, "the private Redis did not start")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -250,23 +236,23 @@ def test_redis_stopped_mid_batch_loses_nothing(alice, make_roadmap, tmp_path):
                 if frame["type"] == "concept_complete":
                     break
             # Stop while the next generations run and more wait in the queue.
-            running = wait_for(
+            running = wait_until(
                 lambda: set(
                     GenerationItem.objects.filter(task_id=task_id, state="running").values_list(
                         "pk", flat=True
                     )
                 ),
                 10,
-                "a generation running after the first completed",
+                "no generation running after the first completed",
             )
             assert stack.waiting_messages() > 0, "the batch ended before the stop; make it longer"
             redis_server.stop()
 
         # Redis is down. What was running completes and is stored (I6)...
-        wait_for(
+        wait_until(
             lambda: not GenerationItem.objects.filter(pk__in=running, state="running").exists(),
             20,
-            "the generations running at the stop ended",
+            "the generations running at the stop did not end",
         )
         assert set(
             GenerationItem.objects.filter(pk__in=running).values_list("state", flat=True)
@@ -276,7 +262,7 @@ def test_redis_stopped_mid_batch_loses_nothing(alice, make_roadmap, tmp_path):
         assert detail.status_code == 200, detail.text
 
         redis_server.start()
-        task = wait_for(lambda: task_finished(task_id), 60, "the batch ended after the restart")
+        task = wait_until_finished(task_id, 60)
         assert (task.status, task.completed, task.failed) == ("completed", concepts, 0)
         contents = ConceptContent.objects.filter(roadmap=roadmap, content_type="tutorial")
         assert set(contents.values_list("status", flat=True)) == {"completed"}

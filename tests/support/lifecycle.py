@@ -33,6 +33,15 @@ def wait_until(predicate, timeout: float = 10.0, message: str = "condition not r
     raise AssertionError(f"{message} within {timeout} s")
 
 
+def wait_until_finished(task_id: str, timeout: float) -> GenerationTask:
+    """The task once it has ended (any status but `running`)."""
+    return wait_until(
+        lambda: (task := GenerationTask.objects.get(pk=task_id)).status != "running" and task,
+        timeout=timeout,
+        message=f"task {task_id} still running",
+    )
+
+
 def expire_lease(content: ConceptContent) -> None:
     """The pair's lease runs out now, as if its holder had stopped beating a lease
     ago: the lease is back-dated, so no test sleeps through one."""
