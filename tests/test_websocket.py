@@ -317,6 +317,28 @@ async def test_roadmap_stream_carries_a_retry_and_an_operator_reset(
     assert start["id"] < complete["id"] < changed["id"]
 
 
+@pytest.mark.parametrize("spelling", [str.upper, lambda roadmap_id: roadmap_id.replace("-", "")])
+async def test_a_roadmap_id_spelled_otherwise_is_the_same_stream(
+    api, alice, make_roadmap, spelling
+):
+    """REST accepts the id in upper case or without dashes; the stream is the
+    roadmap's own, not an empty one named after the spelling."""
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    communicator, accepted = await connect(
+        f"/api/v1/ws/roadmaps/{spelling(str(roadmap.pk))}", user=alice
+    )
+    assert accepted
+
+    response = await api.post(retry_url(roadmap), headers=auth(alice))
+    assert response.status_code == 202, response.text
+    # Live or by the store catch-up (every 2 s): either way within a few seconds.
+    [first] = await read_events(communicator, 1, within=6)
+    await communicator.disconnect()
+
+    assert first["type"] == "concept_start"
+    assert first["task_id"] == response.json()["data"]["task_id"]
+
+
 # --- who may subscribe -------------------------------------------------------------
 
 
