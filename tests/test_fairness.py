@@ -81,3 +81,45 @@ async def test_work_waiting_for_a_slot_outlives_the_lease(api, alice, make_roadm
     task = await wait_for(lambda: task_finished(response.json()["data"]["task_id"]), within=30)
 
     assert (task.status, task.completed, task.failed) == ("completed", 12, 0)
+
+
+@sync_to_async
+def start_owners(after: int) -> list[str]:
+    """Whose `concept_start` events came after an event id, in stored order."""
+    starts = Event.objects.filter(type="concept_start", id__gt=after).order_by("id")
+    owners = GenerationTask.objects.filter(pk__in=starts.values("stream"))
+    owner_of = dict(owners.values_list("pk", "owner__username"))
+    return [owner_of[stream] for stream in starts.values_list("stream", flat=True)]
+
+
+async def test_slots_go_round_robin_across_users_not_across_tasks(
+    api, alice, bob, make_roadmap, settings
+):
+    """Alice has three tasks, Bob one: the two slots go one to each user, not one
+    to each task. Taken per task, Alice's three tasks (all older than Bob's) would
+    keep one of them free of running work at every turn and hold both slots until
+    her whole backlog drained."""
+    settings.GENERATION_CONCURRENCY = 2
+    settings.OFFLINE_PROVIDER_DELAY_SECONDS = 0.1
+    alices = [await sync_to_async(make_roadmap)(alice, concepts=4) for _ in range(3)]
+    bobs_roadmap = await sync_to_async(make_roadmap)(bob, concepts=1)
+    backlog = []
+    for roadmap in alices:  # 3 tasks of 12 pairs
+        response = await api.post(f"/api/v1/roadmaps/{roadmap.pk}/generate", headers=auth(alice))
+        assert response.status_code == 202, response.text
+        backlog.append(response.json()["data"]["task_id"])
+    await wait_for(lambda: first_start(backlog[0]))
+
+    response = await api.post(f"/api/v1/roadmaps/{bobs_roadmap.pk}/generate", headers=auth(bob))
+    assert response.status_code == 202, response.text
+    accepted_after = await last_event_id()
+    bobs = await wait_for(lambda: task_finished(response.json()["data"]["task_id"]), within=30)
+
+    assert (bobs.status, bobs.completed) == ("completed", 3)
+    owners = await start_owners(accepted_after)
+    bobs_last = len(owners) - owners[::-1].index("bob")
+    # Bob's three pairs started within his share: one slot each, after at most the
+    # claims in flight when his start committed (one per slot). Per task, Alice's
+    # 36 pairs would all have started first.
+    assert owners[:bobs_last].count("alice") <= 2 + 2 * 3, owners
+    assert not all([await task_finished(task_id) for task_id in backlog])
