@@ -12,15 +12,15 @@ channel-layer channel and polls nothing."""
 import json
 import logging
 from typing import Any
-from urllib.parse import SplitResult, parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.http.request import split_domain_port, validate_host
 from django.utils.module_loading import import_string
 
 from notifications.hub import Feed, hub
+from notifications.origins import origin_allowed
 from notifications.selectors import Marks, marks
 
 logger = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             return CLOSE_UNAUTHENTICATED
-        if not self.origin_allowed():
+        if not origin_allowed(self.scope):
             return CLOSE_FORBIDDEN_ORIGIN
         after = parse_after(self.scope.get("query_string", b""))
         if after is None:
@@ -154,23 +154,6 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         self.last_sent = after
         return None
 
-    def origin_allowed(self) -> bool:
-        """Browsers send Origin: its host must be one of ALLOWED_HOSTS (a page of
-        this site) or the whole origin one of CORS_ALLOWED_ORIGINS (a frontend
-        served elsewhere). Without one, only a token-authenticated (non-browser)
-        client is let in: a session cookie alone could be a cross-site request."""
-        origin = dict(self.scope.get("headers", [])).get(b"origin")
-        if origin is None:
-            return bool(self.scope.get("token_auth"))
-        try:
-            url = urlsplit(origin.decode("latin-1"))
-        except ValueError:  # e.g. an unbalanced "[" in an IPv6 host
-            return False
-        if cors_origin_allowed(url):
-            return True
-        domain, _ = split_domain_port(url.netloc)
-        return bool(domain) and validate_host(domain, allowed_hosts())
-
 
 def parse_after(query_string: bytes) -> int | None:
     """`?after=` as a non-negative integer (0 when absent), None when malformed."""
@@ -181,23 +164,3 @@ def parse_after(query_string: bytes) -> int | None:
     if not (value.isascii() and value.isdigit()) or int(value) > MAX_CURSOR:
         return None
     return int(value)
-
-
-def cors_origin_allowed(origin: SplitResult) -> bool:
-    """Whether an Origin is one of CORS_ALLOWED_ORIGINS, compared as
-    django-cors-headers compares them (scheme and host:port, exactly), so a frontend
-    the REST API answers can also open streams. "null" (sandboxed frames, local
-    files: any site can produce one) is never let in, even when listed."""
-    if not origin.netloc:
-        return False
-    return any(
-        (listed.scheme, listed.netloc) == (origin.scheme, origin.netloc)
-        for listed in map(urlsplit, settings.CORS_ALLOWED_ORIGINS)
-    )
-
-
-def allowed_hosts() -> list[str]:
-    """ALLOWED_HOSTS, with Django's own fallback for an empty list under DEBUG."""
-    if settings.ALLOWED_HOSTS or not settings.DEBUG:
-        return settings.ALLOWED_HOSTS
-    return [".localhost", "127.0.0.1", "[::1]"]

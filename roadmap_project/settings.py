@@ -33,12 +33,14 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver"
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 # Browser frontends on other origins ("https://app.example.com", scheme and host and
 # port, as the browser sends Origin): REST through django-cors-headers, and the
-# WebSocket origin check (notifications.consumers). Empty: same origin only.
+# WebSocket origin check (notifications.origins). Empty: same origin only.
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", "")
 # No credentials: a frontend on another origin authenticates with
-# `Authorization: Token`, which needs none (the header is in the library's default
-# CORS_ALLOW_HEADERS). Session cookies stay same-origin (admin, browsable API), so a
-# listed origin's script can never act with a logged-in operator's cookie.
+# `Authorization: Token` (REST; the header is in the library's default
+# CORS_ALLOW_HEADERS) or `?token=` (event streams), which need none. Session cookies
+# stay same-origin (admin, browsable API, this site's pages), so a listed origin's
+# script can never act with a logged-in operator's cookie: the WebSocket origin
+# check honours a cookie from a listed origin only when this is True.
 CORS_ALLOW_CREDENTIALS = False
 # Throttled responses say when to try again (docs: RETRY_AFTER); let scripts read it.
 CORS_EXPOSE_HEADERS = ["Retry-After"]

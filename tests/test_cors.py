@@ -9,13 +9,12 @@ import json
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
-from django.test import Client
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import auth
 from tests.support.daphne_server import daphne_server
-from tests.test_websocket import close_code, connect
+from tests.test_websocket import close_code, connect, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -124,18 +123,20 @@ async def test_a_listed_origin_may_open_a_stream(alice, make_roadmap, frontends)
         await communicator.disconnect()
 
 
-async def test_a_listed_origin_may_use_the_session_cookie(alice, make_roadmap, frontends):
-    """The origin, not the credential, says the page is trusted; the same cookie
-    without a listed origin is refused (test_websocket.py)."""
+async def test_a_listed_origin_uses_the_session_cookie_only_with_credentials_allowed(
+    alice, make_roadmap, frontends, settings
+):
+    """As for REST: without CORS_ALLOW_CREDENTIALS a listed origin's script acts by
+    its token, never by a logged-in user's cookie."""
     roadmap = await sync_to_async(make_roadmap)(alice)
-    client = Client()
-    await sync_to_async(client.force_login)(alice)
-    cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+    path = f"/api/v1/ws/roadmaps/{roadmap.pk}"
+    headers = [await session_cookie(alice), (b"origin", FRONTEND.encode())]
 
-    communicator, accepted = await connect(
-        f"/api/v1/ws/roadmaps/{roadmap.pk}", headers=[cookie, (b"origin", FRONTEND.encode())]
-    )
+    without_credentials = await close_code(path, headers=headers)
+    settings.CORS_ALLOW_CREDENTIALS = True
+    communicator, accepted = await connect(path, headers=headers)
 
+    assert without_credentials == 4403
     assert accepted and await communicator.receive_nothing(timeout=0.2)
     await communicator.disconnect()
 
@@ -202,9 +203,16 @@ async def test_a_real_browser_origin_against_a_daphne_from_its_environment(
         url = f"{server.ws_url}/api/v1/ws/roadmaps/{roadmap.pk}?token={alice.token}"
         # app.example.com is not in ALLOWED_HOSTS: only the CORS list admits it.
         listed = [await open_and_ping(url, origin) for origin in (FRONTEND, DEV_SERVER)]
-        # Not "http://localhost:5174": localhost is in ALLOWED_HOSTS, whose rule
-        # is by host alone (a page of this site, whatever the port).
-        unlisted = await open_and_ping(url, "http://evil.example:5173")
+        # The handshake's own origin, from daphne's Host and scheme; not another port.
+        own = await open_and_ping(url, server.http_url)
+        unlisted = [
+            await open_and_ping(url, origin)
+            for origin in (
+                "http://evil.example:5173",
+                "http://localhost:5174",
+                f"http://127.0.0.1:{server.port + 1}",
+            )
+        ]
 
     assert allowed.status_code == 200
     assert allowed.headers["access-control-allow-origin"] == DEV_SERVER
@@ -213,4 +221,5 @@ async def test_a_real_browser_origin_against_a_daphne_from_its_environment(
     assert read.status_code == 200 and read.json()["count"] == 1
     assert read.headers["access-control-allow-origin"] == DEV_SERVER
     assert listed == [{"type": "pong"}, {"type": "pong"}]
-    assert unlisted == 4403
+    assert own == {"type": "pong"}
+    assert unlisted == [4403, 4403, 4403]

@@ -374,27 +374,77 @@ async def test_close_codes(alice, bob, make_roadmap, make_user):
     assert len(events) == 2 and code == 1000
 
 
-async def test_origin_must_be_an_allowed_host(alice, make_roadmap):
+# The handshake's Host: a server at http://127.0.0.1:8000 (browsers always send it).
+SITE = (b"host", b"127.0.0.1:8000")
+
+
+async def session_cookie(user) -> tuple[bytes, bytes]:
+    """A `Cookie` header with a logged-in session of `user`."""
+    client = Client()
+    await sync_to_async(client.force_login)(user)
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+async def stays_open(path: str, *, user=None, headers=None) -> bool:
+    communicator, accepted = await connect(path, user=user, headers=headers)
+    open_ = accepted and await communicator.receive_nothing(timeout=0.2)
+    await communicator.disconnect()
+    return open_
+
+
+async def test_this_sites_own_origin_may_open_a_stream(alice, make_roadmap, settings):
     roadmap = await sync_to_async(make_roadmap)(alice)
     path = f"/api/v1/ws/roadmaps/{roadmap.pk}"
-    evil = [(b"origin", b"https://evil.example")]
-    assert await close_code(path, user=alice, headers=evil) == 4403
+    cookie = await session_cookie(alice)
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    behind_tls = [SITE, (b"x-forwarded-proto", b"https")]
 
-    client = Client()
-    await sync_to_async(client.force_login)(alice)
-    cookie = [(b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())]
-    # A session cookie without Origin could be a cross-site request: refused.
-    assert await close_code(path, headers=cookie) == 4403
-    assert await close_code(path, headers=[*cookie, *evil]) == 4403
+    assert await stays_open(path, headers=[SITE, cookie, (b"origin", b"http://127.0.0.1:8000")])
+    # Behind a proxy that ends TLS, as Django reads the scheme of a request.
+    assert await stays_open(
+        path, headers=[*behind_tls, cookie, (b"origin", b"https://127.0.0.1:8000")]
+    )
+    assert await stays_open(path, user=alice, headers=[SITE, (b"origin", b"http://127.0.0.1:8000")])
+    assert await stays_open(path, user=alice)  # a token client without Origin (not a browser)
 
-    for headers, user in (
-        ([*cookie, (b"origin", b"http://localhost:8000")], None),
-        ([(b"origin", b"http://127.0.0.1")], alice),
-        ([], alice),  # a token client without Origin (not a browser)
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        b"http://127.0.0.1:9999",  # another port
+        b"https://127.0.0.1:8000",  # another scheme
+        b"https://localhost",  # another host, though in ALLOWED_HOSTS
+        b"http://localhost.",
+        b"http://localhost:8000",
+        b"https://evil.example",
+        None,  # no Origin: a cookie alone could be a cross-site request
+    ],
+)
+async def test_a_session_cookie_from_another_origin_is_closed_4403(alice, make_roadmap, origin):
+    """Origins compared whole (scheme, host and port), as Django's CSRF check does."""
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    headers = [SITE, await session_cookie(alice)]
+    if origin is not None:
+        headers.append((b"origin", origin))
+
+    assert await close_code(f"/api/v1/ws/roadmaps/{roadmap.pk}", headers=headers) == 4403
+
+
+async def test_a_csrf_trusted_origin_may_use_the_session_cookie(alice, make_roadmap, settings):
+    """The public origin of a site behind a proxy that rewrites Host, say."""
+    settings.CSRF_TRUSTED_ORIGINS = ["https://roadmaps.example.org", "https://*.example.net"]
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    path = f"/api/v1/ws/roadmaps/{roadmap.pk}"
+    cookie = await session_cookie(alice)
+
+    for origin in (b"https://roadmaps.example.org", b"https://app.example.net"):
+        assert await stays_open(path, headers=[SITE, cookie, (b"origin", origin)])
+    for origin in (
+        b"http://roadmaps.example.org",
+        b"https://example.org",
+        b"http://app.example.net",
     ):
-        communicator, accepted = await connect(path, user=user, headers=headers)
-        assert accepted and await communicator.receive_nothing(timeout=0.2)
-        await communicator.disconnect()
+        assert await close_code(path, headers=[SITE, cookie, (b"origin", origin)]) == 4403
 
 
 # --- client frames and every exit path (issue 12) ----------------------------------
