@@ -15,18 +15,36 @@ for candidate in "$(PYTHON)" python3.13 python3.12 \
 done; exit 1
 endef
 
-.PHONY: run test lint audit bench install migrate demo static run-distributed clean
+.PHONY: run test lint audit bench install lock migrate demo static run-distributed clean
 
 $(BIN)/python:
 	@py=$$( $(find_python) ) || { echo "error: Python 3.12+ is required. Install it or pass PYTHON=/path/to/python3.12" >&2; exit 1; }; \
 	echo "Using $$py ($$($$py --version))"; \
 	"$$py" -m venv $(VENV)
 
-$(VENV)/.installed: requirements.txt | $(BIN)/python
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+# Exactly the lock: every transitive dependency pinned, each file checked against its
+# hash. Then requirements.txt must be satisfied with no index at all, so a pin
+# changed there without `make lock` fails here instead of installing the old one.
+$(VENV)/.installed: requirements.lock requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	@PIP_CONFIG_FILE=/dev/null $(BIN)/pip install --quiet --disable-pip-version-check \
+	  --dry-run --no-index --no-deps -r requirements.txt >/dev/null 2>&1 || { \
+	  echo "error: requirements.lock does not satisfy requirements.txt; run make lock" >&2; exit 1; }
 	touch $@
 
 install: $(VENV)/.installed
+
+# Regenerates requirements.lock from requirements.txt, keeping every pin that still
+# fits (LOCK_ARGS=--upgrade, or --upgrade-package NAME, to move them). pip-tools has
+# its own virtualenv so the product's holds only what the lock names
+# (docs/decisions/0009-dependency-lock.md).
+LOCK_TOOLS := $(VENV)/lock-tools
+lock: | $(BIN)/python
+	@[ -x $(LOCK_TOOLS)/bin/pip-compile ] || { $(BIN)/python -m venv $(LOCK_TOOLS) && \
+	  $(LOCK_TOOLS)/bin/pip install --quiet --disable-pip-version-check pip-tools==7.6.2; }
+	$(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-index-url --no-emit-find-links $(LOCK_ARGS) \
+	  --output-file requirements.lock requirements.txt
 
 migrate: install
 	$(BIN)/python manage.py migrate --no-input
