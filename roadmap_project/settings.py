@@ -69,7 +69,7 @@ DEFAULT_EXCEPTION_REPORTER_FILTER = "roadmap_project.reporting.SettingsHidingRep
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "roadmap_project.apps.AdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -256,11 +256,14 @@ NOTIFICATIONS_CATCH_UP_SECONDS = float(os.environ.get("NOTIFICATIONS_CATCH_UP_SE
 
 # --- REST -------------------------------------------------------------------
 RETRY_THROTTLE_RATE = os.environ.get("RETRY_THROTTLE_RATE", "30/minute")
-# Token logins, counted per username and per client address.
+# Failed logins (token endpoint, /login/, admin) per client address, and per username
+# from any address (roadmap_project.logins).
 AUTH_THROTTLE_RATE = os.environ.get("AUTH_THROTTLE_RATE", "10/minute")
+AUTH_USERNAME_THROTTLE_RATE = os.environ.get("AUTH_USERNAME_THROTTLE_RATE", "100/hour")
 for name, rate in (
     ("RETRY_THROTTLE_RATE", RETRY_THROTTLE_RATE),
     ("AUTH_THROTTLE_RATE", AUTH_THROTTLE_RATE),
+    ("AUTH_USERNAME_THROTTLE_RATE", AUTH_USERNAME_THROTTLE_RATE),
 ):
     if not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", rate):
         raise ImproperlyConfigured(f"{name} must look like 30/minute.")
@@ -276,7 +279,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "roadmap_project.errors.exception_handler",
     "DEFAULT_METADATA_CLASS": "roadmap_project.metadata.DescriptionMetadata",
-    # Client addresses for the login throttle: REMOTE_ADDR, unless this many trusted
+    # Client addresses for the login limits: REMOTE_ADDR, unless this many trusted
     # proxies append to X-Forwarded-For (a client could forge the header otherwise).
     "NUM_PROXIES": int(os.environ.get("NUM_PROXIES", "0")),
 }

@@ -1,8 +1,7 @@
-"""The API's throttles: per-user rates for starting and stopping work, and per
-username and per client address for the token login. All share one cache client
-and fail open."""
+"""The API's rate throttles, per user, for starting and stopping work, on one
+process-wide cache client (which the failed-login limits, roadmap_project.logins,
+share). They fail open."""
 
-import hashlib
 import logging
 from functools import cache
 
@@ -57,30 +56,3 @@ class GenerationRateThrottle(SharedCacheThrottle, UserRateThrottle):
 
     scope = "generation"
     rate_setting = "RETRY_THROTTLE_RATE"
-
-
-class LoginAddressThrottle(SharedCacheThrottle):
-    """Token logins per client address (AUTH_THROTTLE_RATE): slows guessing many
-    usernames from one place. The address is REMOTE_ADDR, or the one NUM_PROXIES
-    trusted proxies put in X-Forwarded-For."""
-
-    scope = "login_address"
-    rate_setting = "AUTH_THROTTLE_RATE"
-
-    def get_cache_key(self, request, view) -> str:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
-
-
-class LoginUsernameThrottle(SharedCacheThrottle):
-    """Token logins per username (AUTH_THROTTLE_RATE): slows guessing one user's
-    password from many addresses."""
-
-    scope = "login_username"
-    rate_setting = "AUTH_THROTTLE_RATE"
-
-    def get_cache_key(self, request, view) -> str | None:
-        username = request.data.get("username") if hasattr(request.data, "get") else None
-        if not isinstance(username, str) or not username:
-            return None  # the serializer answers 400; nothing to count
-        ident = hashlib.sha256(username.casefold().encode()).hexdigest()
-        return self.cache_format % {"scope": self.scope, "ident": ident}

@@ -8,7 +8,6 @@ public REST and WebSocket API from `static/roadmaps/client.js`, exactly as an
 external frontend would, so the client is also a working example of that API and
 this module never imports `generation`."""
 
-import math
 from functools import wraps
 
 from django.conf import settings
@@ -21,10 +20,9 @@ from django.utils.csp import CSP, build_policy
 from django.utils.decorators import method_decorator
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
 from notifications.selectors import newest_topic_cursor
-from roadmap_project.throttling import LoginAddressThrottle, LoginUsernameThrottle
+from roadmap_project.logins import LimitedLoginForm, mark_refused
 from roadmaps import selectors
 from roadmaps.models import ContentStatus, ContentType, Roadmap
 
@@ -69,51 +67,18 @@ def content_security_policy(view):
     return wrapped
 
 
-class FormLogin:
-    """A login form's request as the token login's throttles (roadmap_project.throttling)
-    read one: everything is the request's (the client address), and `data` is
-    the very form the login form authenticates with, so what is counted and what is
-    checked cannot differ. (A DRF Request would parse the body again with its own
-    parsers, and a type they lack would make the username throttle fail open.)"""
-
-    def __init__(self, request: HttpRequest) -> None:
-        self._request = request
-        self.data = request.POST
-
-    def __getattr__(self, name: str):
-        return getattr(self._request, name)
-
-
 @method_decorator(content_security_policy, name="dispatch")
 class LoginView(auth_views.LoginView):
-    """Django's login form, throttled as the token login is (AUTH_THROTTLE_RATE per
-    username and per client address): over either limit the form is shown again
-    with the wait, answering 429 with Retry-After, and no password is checked."""
+    """Django's login form under the failed-login limits (roadmap_project.logins):
+    past one, the form says how long to wait and answers 429 with Retry-After,
+    and no password is checked."""
 
     template_name = "roadmaps/login.html"
+    authentication_form = LimitedLoginForm
     redirect_authenticated_user = True
-    throttle_classes = (LoginAddressThrottle, LoginUsernameThrottle)
 
-    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        attempt = FormLogin(request)
-        # Every throttle counts the attempt, as DRF's check_throttles does.
-        throttles = [throttle() for throttle in self.throttle_classes]
-        refused = [t for t in throttles if not t.allow_request(attempt, self)]
-        if not refused:
-            return super().post(request, *args, **kwargs)
-        seconds = max(math.ceil(t.wait() or t.duration) for t in refused)
-        message = ngettext(
-            "Too many login attempts. Try again in %(seconds)d second.",
-            "Too many login attempts. Try again in %(seconds)d seconds.",
-            seconds,
-        ) % {"seconds": seconds}
-        # An unbound form: a bound one would authenticate as soon as it is asked
-        # for its errors.
-        form = self.get_form_class()(request, initial={"username": request.POST.get("username")})
-        response = self.render_to_response(self.get_context_data(form=form, refusal=message))
-        response.status_code = 429
-        response.headers["Retry-After"] = str(seconds)
-        return response
+    def form_invalid(self, form: LimitedLoginForm) -> HttpResponse:
+        return mark_refused(super().form_invalid(form))
 
 
 def client_strings() -> dict:

@@ -32,11 +32,8 @@ from roadmap_project.errors import (
     error_response,
     validation_error_response,
 )
-from roadmap_project.throttling import (
-    GenerationRateThrottle,
-    LoginAddressThrottle,
-    LoginUsernameThrottle,
-)
+from roadmap_project.logins import FailedLoginThrottle
+from roadmap_project.throttling import GenerationRateThrottle
 from roadmaps import selectors, services
 from roadmaps.models import ConceptContent, Roadmap
 from roadmaps.serializers import (
@@ -49,10 +46,10 @@ from roadmaps.serializers import (
 
 
 class TokenView(ObtainAuthToken):
-    """DRF's token login, documented with its real answer, throttled per username
-    and per client address (AUTH_THROTTLE_RATE)."""
+    """DRF's token login, documented with its real answer, under the failed-login
+    limits (roadmap_project.logins)."""
 
-    throttle_classes = [LoginAddressThrottle, LoginUsernameThrottle]
+    throttle_classes = [FailedLoginThrottle]
     # JSON like the rest of the API, and forms; no multipart (nothing to upload):
     # daphne's HTTP server parses multipart bodies itself and answers a malformed
     # one with an empty, type-less 400 before Django sees it.
@@ -65,7 +62,8 @@ class TokenView(ObtainAuthToken):
             200: inline_serializer("Token", {"token": serializers.CharField()}),
             400: validation_error_response("Wrong credentials (`non_field_errors`)."),
             429: error_response(
-                "Too many logins for this username or from this address (AUTH_THROTTLE_RATE)."
+                "Too many failed logins from this address (AUTH_THROTTLE_RATE) or for this "
+                "username (AUTH_USERNAME_THROTTLE_RATE)."
             ),
         },
     )
@@ -117,14 +115,6 @@ class RoadmapViewSet(
     def get_queryset(self):
         return selectors.roadmap_list(user=self.request.user)
 
-    def get_throttles(self):
-        """Creating a roadmap with `generate` starts work, so it is throttled like
-        every other start (RETRY_THROTTLE_RATE)."""
-        data = self.request.data if self.action == "create" else None
-        if isinstance(data, dict) and data.get("generate") is True:
-            return [GenerationRateThrottle()]
-        return super().get_throttles()
-
     def get_serializer_class(self):
         return RoadmapSummarySerializer if self.action == "list" else RoadmapDetailSerializer
 
@@ -158,11 +148,21 @@ class RoadmapViewSet(
     def create(self, request: Request) -> Response:
         serializer = RoadmapCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        if serializer.validated_data["generate"]:
+            self.throttle_generation(request)
         created = services.create_roadmap(owner=request.user, **serializer.validated_data)
         body = self.detail_body(created.roadmap.pk)
         if serializer.validated_data["generate"]:
             body["task_id"] = created.task_id
         return Response(body, status=status.HTTP_201_CREATED)
+
+    def throttle_generation(self, request: Request) -> None:
+        """Creating a roadmap with `generate` starts work, so it is throttled like
+        every other start (RETRY_THROTTLE_RATE), whichever spelling of true the
+        serializer accepted."""
+        throttle = GenerationRateThrottle()
+        if not throttle.allow_request(request, self):
+            self.throttled(request, throttle.wait())
 
     def list(self, request: Request) -> Response:
         page = self.paginate_queryset(self.get_queryset())

@@ -106,6 +106,7 @@ def generation_settings(settings, tmp_path):
     settings.OFFLINE_PROVIDER_DELAY_SECONDS = 0.05
     settings.RETRY_THROTTLE_RATE = "10000/minute"
     settings.AUTH_THROTTLE_RATE = "10000/minute"
+    settings.AUTH_USERNAME_THROTTLE_RATE = "10000/minute"
     reset_provider()
     yield settings
     reset_provider()

@@ -62,6 +62,7 @@ def server_env(settings) -> dict[str, str]:
         "OFFLINE_PROVIDER_DELAY_SECONDS": "0.05",
         "RETRY_THROTTLE_RATE": "100000/minute",
         "AUTH_THROTTLE_RATE": "100000/minute",
+        "AUTH_USERNAME_THROTTLE_RATE": "100000/minute",
     }
 
 

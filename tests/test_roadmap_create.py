@@ -348,3 +348,19 @@ async def wait_for_detail(api, user, roadmap_id, done) -> dict:
             if done(detail):
                 return detail
             await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("generate", [True, 1, "true", "on"])
+async def test_creating_with_generate_is_throttled_whatever_the_spelling_of_true(
+    api, alice, settings, generate
+):
+    """The throttle follows the validated value: every spelling the serializer takes
+    for true starts work, so every one counts against RETRY_THROTTLE_RATE."""
+    settings.RETRY_THROTTLE_RATE = "1/minute"
+
+    first = await create(api, alice, payload(generate=generate))
+    second = await create(api, alice, payload(generate=generate, title="Second"))
+
+    assert first.status_code == 201 and first.json()["task_id"]
+    assert second.status_code == 429 and int(second.headers["Retry-After"]) > 0
+    assert await sync_to_async(Roadmap.objects.filter(title="Second").exists)() is False

@@ -153,6 +153,7 @@ def server_env(settings, **overrides) -> dict[str, str]:
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "RETRY_THROTTLE_RATE": "10000/minute",
         "AUTH_THROTTLE_RATE": "10000/minute",
+        "AUTH_USERNAME_THROTTLE_RATE": "10000/minute",
         "LOG_LEVEL": "WARNING",
         **{key: str(value) for key, value in overrides.items()},
     }
