@@ -1,5 +1,6 @@
 """I5: an event is stored in the transaction of the state change it describes and
-published only after that commits; a rolled-back change leaves neither."""
+published only after that commits; a rolled-back change leaves neither. Checked
+for an operator's reset (status_changed) and for every event of a task."""
 
 import asyncio
 import json
@@ -7,12 +8,17 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from django.db import transaction
+from django.db import connection, transaction
 
 from generation import services
+from generation.models import GenerationTask
 from notifications.models import Event
 from notifications.services import feed_group
 from roadmaps.models import ConceptContent
+from tests.conftest import auth
+from tests.support.fake_openai import error
+from tests.test_batch import fail_contents, task_finished
+from tests.test_retry import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -71,3 +77,89 @@ async def test_events_are_stored_with_their_change_and_published_after_commit(al
     assert arrived[: arrived.index(committed)] == []  # nothing published before the commit
     assert (stored_after_rollback, status_after_rollback) == (0, "pending")
     assert arrived == [committed]
+
+
+def committed(event_id: int) -> bool:
+    """Whether another connection sees the event: only a committed row is visible."""
+    try:
+        return Event.objects.filter(pk=event_id).exists()
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def publishes(monkeypatch) -> list[tuple[str, bool]]:
+    """(type, committed) of every stored event as the channel layer is handed it,
+    checked from another connection meanwhile. The publisher waits for the layer,
+    so an event published inside its transaction is caught before the commit:
+    no window to sleep through."""
+    layer = get_channel_layer()
+    real_group_send = layer.group_send
+    seen: list[tuple[str, bool]] = []
+
+    async def group_send(group: str, message: dict) -> None:
+        if message["kind"] == "topic" and message["cursor"] is not None:  # once per event
+            visible = await asyncio.to_thread(committed, message["cursor"])
+            seen.append((json.loads(message["text"])["type"], visible))
+        await real_group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", group_send)
+    return seen
+
+
+async def test_every_task_event_is_published_after_its_transaction_commits(
+    api, alice, make_roadmap, fake_openai, publishes
+):
+    """A batch of two pairs, one failing: concept_start, concept_failed,
+    concept_complete and task_complete each reach the layer committed."""
+    roadmap = await sync_to_async(make_roadmap)(alice, concepts=2)
+    await fail_contents(roadmap, 2, content_types=("quiz",))
+    publishes.clear()  # the resets' status_changed
+    fake_openai.script(error(400))
+
+    response = await api.post(
+        f"/api/v1/roadmaps/{roadmap.pk}/concepts/retry-batch", json={}, headers=auth(alice)
+    )
+    assert response.status_code == 202, response.text
+    task = await wait_for(lambda: task_finished(response.json()["data"]["task_id"]), within=30)
+    stored = [e.type async for e in Event.objects.filter(stream=task.pk).order_by("seq")]
+
+    async def all_published() -> bool:  # the last publish follows the last commit
+        return len(publishes) >= len(stored)
+
+    await wait_for(all_published)
+
+    assert (task.status, task.completed, task.failed) == ("partial", 1, 1)
+    assert {"concept_start", "concept_complete", "concept_failed", "task_complete"} <= {*stored}
+    assert publishes == [(event_type, True) for event_type in stored]
+
+
+def cancel_then_roll_back(task_id: str, user) -> int:
+    """A cancel whose transaction rolls back; returns how many events of the task
+    the transaction itself stored."""
+    try:
+        with transaction.atomic():
+            services.cancel_task(task_id=task_id, user=user)
+            stored_inside = Event.objects.filter(stream=task_id).count()
+            raise RolledBack
+    except RolledBack:
+        return stored_inside
+
+
+async def test_a_rolled_back_cancel_publishes_nothing_and_a_committed_one_publishes_after(
+    api, alice, make_roadmap, no_runner, publishes
+):
+    """Cancel writes its task's terminal events; rolled back, none reaches the layer."""
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    response = await api.post(f"/api/v1/roadmaps/{roadmap.pk}/generate", headers=auth(alice))
+    assert response.status_code == 202, response.text
+    task_id = response.json()["data"]["task_id"]
+
+    stored_inside = await asyncio.to_thread(cancel_then_roll_back, task_id, alice)
+    assert stored_inside == 1  # task_complete, stored in the cancel's own transaction
+    assert publishes == []
+    assert (await GenerationTask.objects.aget(pk=task_id)).status == "running"
+
+    await asyncio.to_thread(services.cancel_task, task_id=task_id, user=alice)
+    assert [t for t, _ in publishes if t == "task_complete"] == ["task_complete"]
+    assert all(visible for _, visible in publishes), publishes
