@@ -66,6 +66,7 @@ test: demo static
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/python manage.py spectacular --validate --fail-on-warn --file /dev/null
 
 # Known vulnerabilities of every installed distribution, from PyPI (why not
