@@ -18,6 +18,7 @@ chain through async_to_sync, back on the event loop.
 In front of either handler, `RequireContentLength` refuses request bodies that
 come without a Content-Length (411) instead of letting them be read as empty."""
 
+import contextvars
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -63,7 +64,15 @@ class LaneASGIHandler(ASGIHandler):
                 lane.busy -= 1
 
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
-        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
+        """In a context of its own: when the client goes away, asgiref cancels
+        this call while the lane thread may still be inside an async view's
+        `async_to_sync`, and would copy that thread's context back into the
+        request's, executor of the view included. The request's `request_finished`
+        would then be sent to that finished executor and fail."""
+        call = sync_to_async(
+            self.get_response, thread_sensitive=True, context=contextvars.copy_context()
+        )
+        return await call(request)
 
 
 class RequireContentLength:

@@ -1,11 +1,13 @@
 """The HTTP edges of a deployment: request bodies without a Content-Length, TLS
 behind a proxy, the production checks, the debug page, static files (issue 13)."""
 
+import asyncio
 import json
 import re
 import secrets
 import subprocess
 import sys
+import threading
 
 import httpx
 import pytest
@@ -273,3 +275,71 @@ async def test_static_files_stream_asynchronously_under_asgi(api, recwarn):
     assert response.headers["Content-Type"].startswith("text/css")
     assert b"body" in response.content
     assert not [w for w in recwarn if "StreamingHttpResponse" in str(w.message)]
+
+
+# --- Clients that go away -----------------------------------------------------------
+
+
+async def test_a_client_leaving_mid_request_ends_it_after_its_view(monkeypatch):
+    """The client disconnects just as its lane thread hands the async health view
+    to the event loop (what the end of a `wrk` run does to many requests at once).
+    The request still ends after its view, on its lane, and raises nothing: it
+    must not take the view's executor for its own and send request_finished into
+    the middle of the view, or to that executor once it is finished
+    ("CurrentThreadExecutor already quit or is broken", an ERROR per client)."""
+    from django.core.signals import request_finished
+
+    from roadmap_project import health
+    from roadmap_project.asgi import django_asgi_app
+
+    happened: list[str] = []
+    monkeypatch.setattr(health, "_database_ok", lambda: happened.append("view") or True)
+
+    def finished(**kwargs) -> None:
+        happened.append("request_finished")
+
+    request_finished.connect(finished, dispatch_uid="test-client-leaving")
+    loop = asyncio.get_running_loop()
+    received = 0
+
+    async def receive() -> dict:
+        nonlocal received
+        received += 1
+        if received == 1:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        # Listening for the disconnect: the lane has the request. Hold the loop
+        # while it runs the middleware and schedules the view on this loop, so the
+        # disconnect is handled first (no state of the lane thread shows when it
+        # has; it takes milliseconds).
+        loop.call_soon(threading.Event().wait, 0.5)
+        return {"type": "http.disconnect"}
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    try:
+        await asyncio.wait_for(django_asgi_app(health_scope(), receive, send), timeout=10)
+    finally:
+        request_finished.disconnect(dispatch_uid="test-client-leaving")
+
+    assert sent == []
+    assert happened == ["view", "request_finished"]
+
+
+def health_scope() -> dict:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/api/v1/health",
+        "raw_path": b"/api/v1/health",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
