@@ -245,7 +245,11 @@ BATCH_MAX_PAIRS = int(os.environ.get("BATCH_MAX_PAIRS", "500"))
 # Admission control: pairs one user may have queued or generating at once; a start
 # that would pass it answers 429 and changes nothing (issue 11).
 GENERATION_MAX_ACTIVE_PER_USER = int(os.environ.get("GENERATION_MAX_ACTIVE_PER_USER", "1500"))
+# The size of one roadmap, checked before anything else is validated (DESIGN §4):
+# a 1 MB body holds 80,000 stages, which took minutes to create and seconds to read.
 ROADMAP_MAX_CONCEPTS = int(os.environ.get("ROADMAP_MAX_CONCEPTS", "500"))
+ROADMAP_MAX_STAGES = int(os.environ.get("ROADMAP_MAX_STAGES", "50"))
+ROADMAP_MAX_MODULES = int(os.environ.get("ROADMAP_MAX_MODULES", "200"))
 ROADMAP_MAX_NAME_LENGTH = 200
 ROADMAP_MAX_DESCRIPTION_LENGTH = 2000
 # Hooks through which the lower apps reach generation without importing it.

@@ -41,8 +41,8 @@ class ConceptIdField(StringOnlyMixin, serializers.RegexField):
 
 
 # Name and description limits are fixed settings (they match the model columns), so
-# they are read once here and appear in the OpenAPI schema; the concept count limit
-# comes from the environment and is read per request in FrameworkInputSerializer.
+# they are read once here and appear in the OpenAPI schema; the size limits (stages,
+# modules, concepts) come from the environment and are read per request.
 def name_field(**kwargs) -> StrictCharField:
     return StrictCharField(max_length=settings.ROADMAP_MAX_NAME_LENGTH, **kwargs)
 
@@ -95,11 +95,50 @@ class StageInputSerializer(serializers.Serializer):
     modules = ModuleInputSerializer(many=True, required=False, default=list)
 
 
+def refuse_oversized(stages) -> None:
+    """Raise a 400 naming the limit when the raw framework has more stages, modules
+    or concepts than the settings allow. Items of the wrong type are not counted:
+    validation refuses them next, and the counts bound how much of it runs."""
+    stages = stages if isinstance(stages, list) else []
+    modules = [
+        module
+        for stage in stages
+        if isinstance(stage, dict) and isinstance(stage.get("modules"), list)
+        for module in stage["modules"]
+    ]
+    concepts = sum(
+        len(module["concepts"])
+        for module in modules
+        if isinstance(module, dict) and isinstance(module.get("concepts"), list)
+    )
+    for key, count, limit in (
+        ("stages", len(stages), settings.ROADMAP_MAX_STAGES),
+        ("modules", len(modules), settings.ROADMAP_MAX_MODULES),
+        ("concepts", concepts, settings.ROADMAP_MAX_CONCEPTS),
+    ):
+        if count > limit:
+            raise serializers.ValidationError(
+                {key: [f"A roadmap has at most {limit} {key}; this one has {count}."]}
+            )
+
+
 class FrameworkInputSerializer(serializers.Serializer):
     """stages -> modules -> concepts. Stage and module ids are assigned by the
     server; concept ids may be supplied and must be unique within the roadmap."""
 
-    stages = StageInputSerializer(many=True, allow_empty=False)
+    stages = StageInputSerializer(
+        many=True,
+        allow_empty=False,
+        help_text="A roadmap has at most ROADMAP_MAX_STAGES stages, ROADMAP_MAX_MODULES "
+        "modules and ROADMAP_MAX_CONCEPTS concepts in all (by default 50, 200 and 500).",
+    )
+
+    def to_internal_value(self, data):
+        """Counts the tree on the raw input first: a 1 MB body holds some 80,000
+        stages, and validating each one would cost seconds before refusing them."""
+        if isinstance(data, dict):
+            refuse_oversized(data.get("stages"))
+        return super().to_internal_value(data)
 
     def validate(self, data: dict) -> dict:
         concepts = [
@@ -111,15 +150,6 @@ class FrameworkInputSerializer(serializers.Serializer):
         if not concepts:
             raise serializers.ValidationError(
                 {"concepts": ["A roadmap needs at least one concept."]}
-            )
-        limit = settings.ROADMAP_MAX_CONCEPTS
-        if len(concepts) > limit:
-            raise serializers.ValidationError(
-                {
-                    "concepts": [
-                        f"A roadmap has at most {limit} concepts; this one has {len(concepts)}."
-                    ]
-                }
             )
         seen: set[str] = set()
         duplicates: list[str] = []

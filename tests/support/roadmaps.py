@@ -55,6 +55,20 @@ def with_concepts(*concepts: dict) -> dict:
     )
 
 
+def framework_of(*, stages: int, modules: int, concepts: int) -> dict:
+    """A framework of that many stages, modules and concepts in all, spread as
+    evenly as they go (every stage has a module while modules last, and so on)."""
+    module_rows = [{"name": f"Module {m}", "concepts": []} for m in range(1, modules + 1)]
+    for i in range(concepts):
+        module_rows[i % modules]["concepts"].append(
+            {"concept_id": f"c{i + 1:03d}", "name": f"Concept {i + 1}"}
+        )
+    stage_rows = [{"name": f"Stage {s}", "modules": []} for s in range(1, stages + 1)]
+    for m, module in enumerate(module_rows):
+        stage_rows[m % stages]["modules"].append(module)
+    return {"stages": stage_rows}
+
+
 def concept(**fields) -> dict:
     return {"concept_id": "c1", "name": "Concept", **fields}
 
