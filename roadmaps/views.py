@@ -19,7 +19,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import APIException, NotFound
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import FormParser, JSONParser
+from rest_framework.parsers import FormParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -33,6 +33,7 @@ from roadmap_project.errors import (
     validation_error_response,
 )
 from roadmap_project.logins import FailedLoginThrottle
+from roadmap_project.parsers import JSONParser
 from roadmap_project.throttling import GenerationRateThrottle
 from roadmaps import selectors, services
 from roadmaps.models import ConceptContent, Roadmap

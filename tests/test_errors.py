@@ -1,5 +1,7 @@
 """Bad input answers 4xx, and nothing a client sees carries a traceback or a path (I7)."""
 
+import logging
+
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.files.storage import default_storage
@@ -24,6 +26,38 @@ NOT_A_UUID = "a" * 36
 async def test_malformed_roadmap_id_answers_404(api, alice, path):
     response = await api.post(path, headers=auth(alice))
     assert response.status_code == 404
+
+
+NESTED_TOO_DEEP = b"[" * 10_000 + b"]" * 10_000
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/roadmaps/",
+        "/api/v1/roadmaps/{roadmap_id}/concepts/retry-batch",
+        "/api/v1/roadmaps/{roadmap_id}/concepts/c001/tutorial/retry",
+        "/api/v1/auth/token",
+    ],
+)
+async def test_json_nested_too_deep_answers_400_without_an_error_log(
+    api, alice, make_roadmap, caplog, path
+):
+    roadmap = await sync_to_async(make_roadmap)(alice)
+
+    with caplog.at_level(logging.INFO):
+        response = await api.post(
+            path.format(roadmap_id=roadmap.pk),
+            content=NESTED_TOO_DEEP,
+            headers={**auth(alice), "Content-Type": "application/json"},
+        )
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": "JSON parse error - nested too deeply."}
+    assert [r.getMessage() for r in caplog.records if r.levelno > logging.WARNING] == []
+    assert (
+        await ConceptContent.objects.aget(concept__concept_id="c001", content_type="tutorial")
+    ).status == "pending"
 
 
 async def test_task_events_cursor_must_be_a_plain_number(api, alice, make_roadmap):
