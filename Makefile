@@ -52,7 +52,8 @@ migrate: install
 demo: migrate
 	$(BIN)/python manage.py seed_demo
 
-# Hashed, compressed copies for WhiteNoise; with DEBUG=0 the pages name them.
+# Hashed, compressed copies and their manifest for WhiteNoise, whatever DEBUG is
+# (roadmap_project/staticfiles.py); with DEBUG=0 the pages name them.
 static: install
 	$(BIN)/python manage.py collectstatic --no-input
 

@@ -332,14 +332,15 @@ MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 SERVE_FILES = env_bool("SERVE_FILES", True)
 # Static files the production way (WhiteNoise): `collectstatic` writes them with a
 # content hash in the name and compressed copies; they are served with a year's
-# Cache-Control. With DEBUG (as the process starts) the plain storage is used and
-# WhiteNoise reads the apps' files directly (finders), reread on change: development
-# and the test suite (pytest-django turns DEBUG off only later) need no
+# Cache-Control. `collectstatic` writes them so whatever DEBUG is, so `make run`
+# prepares a later DEBUG=0 start. With DEBUG (as the process starts) pages name the
+# plain files and WhiteNoise reads them from the apps (finders), reread on change:
+# development and the test suite (pytest-django turns DEBUG off only later) need no
 # collectstatic; tests/test_http_edges.py runs the production path in a DEBUG=0 daphne.
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
-        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        "BACKEND": "roadmap_project.staticfiles.DevelopmentStaticFilesStorage"
         if DEBUG
         else "whitenoise.storage.CompressedManifestStaticFilesStorage"
     },

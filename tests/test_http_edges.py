@@ -343,3 +343,31 @@ def health_scope() -> dict:
         "client": ("127.0.0.1", 50000),
         "server": ("testserver", 80),
     }
+
+
+def test_static_files_collected_as_make_does_serve_a_production_server(tmp_path):
+    """`make run` and `make test` collect with DEBUG=1 (the default); a server
+    started afterwards with DEBUG=0 finds the manifest and names the hashed files."""
+    collected = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--no-input"],
+        cwd=ROOT,
+        env=process_env(VAR_DIR=str(tmp_path), DEBUG="1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert collected.returncode == 0, collected.stderr
+
+    proxied = {"Host": PUBLIC_HOST, "X-Forwarded-Proto": "https"}
+    with daphne_server(tmp_path, **production_env(VAR_DIR=str(tmp_path))) as server:
+        with httpx.Client(base_url=server.http_url, headers=proxied) as client:
+            login = client.get("/login/")
+            stylesheet = re.search(
+                r'href="(/static/roadmaps/client\.[0-9a-f]{12}\.css)"', login.text
+            )
+            asset = client.get(stylesheet.group(1)) if stylesheet else None
+
+    assert login.status_code == 200, login.text[:2000]
+    assert stylesheet, login.text[:2000]
+    assert asset.status_code == 200
+    assert asset.headers["Cache-Control"] == "max-age=315360000, public, immutable"
