@@ -6,8 +6,9 @@ against the fake OpenAI server."""
 
 import pytest
 
-from generation import engine
+from generation import engine, leases
 from generation.errors import OutputTruncated, ProviderTimeout, TookTooLong, WorkerLost
+from generation.providers import reset_provider
 from generation.services import start_generation
 from notifications.models import Event
 from roadmaps.models import ConceptContent
@@ -56,13 +57,35 @@ def test_hung_stream_fails_within_the_stall_window(
     assert failure(task_id)["error"] == str(ProviderTimeout.public_message)
 
 
+@pytest.fixture
+def beats(monkeypatch) -> list[tuple[bool, bool]]:
+    """(progressed, still held) of every heartbeat of the engine, in order."""
+    real_heartbeat = leases.heartbeat
+    seen: list[tuple[bool, bool]] = []
+
+    def heartbeat(run, *, progressed: bool) -> bool:
+        held = real_heartbeat(run, progressed=progressed)
+        seen.append((progressed, held))
+        return held
+
+    monkeypatch.setattr(leases, "heartbeat", heartbeat)
+    return seen
+
+
 def test_without_progress_the_lease_runs_out_however_long_the_process_lives(
-    fake_openai, alice, make_roadmap, settings, one_round
+    fake_openai, alice, make_roadmap, settings, one_round, beats
 ):
     """The heartbeat keeps beating, but a call that sends nothing is not renewed:
-    the sweep fails it one lease later, long before its 30 s stall window."""
+    the sweep fails it one lease later, long before its 30 s stall window. Warmed
+    up first: in a cold process the first call's imports hold the event loop past
+    the 0.8 s lease, and the sweep would fail the pair before any beat."""
+    fake_openai.script(ok(VALID_TUTORIAL))
+    generate(make_roadmap(alice))
+    assert engine.wait_until_idle(timeout=10)
+    beats.clear()
     settings.GENERATION_STALL_SECONDS = 30
-    settings.GENERATION_LEASE_SECONDS = 0.8
+    settings.GENERATION_LEASE_SECONDS = 0.8  # a beat every 0.2 s
+    reset_provider()  # the stall window is the client's read timeout
     fake_openai.script(ok(LONG_TUTORIAL, hang_after_chunks=2))
     roadmap = make_roadmap(alice)
 
@@ -72,6 +95,11 @@ def test_without_progress_the_lease_runs_out_however_long_the_process_lives(
     assert content.public_error == str(WorkerLost.public_message)
     assert failure(task_id)["retryable"] is True
     assert engine.wait_until_idle(timeout=5)  # the fenced attempt stopped
+    # The lease ran out although the heartbeat found the attempt alive beat after
+    # beat once the bytes stopped: a beat without progress renews nothing.
+    last_progress = max((i for i, (progressed, _) in enumerate(beats) if progressed), default=-1)
+    idle_while_held = [held for progressed, held in beats[last_progress + 1 :] if held]
+    assert len(idle_while_held) >= 2, beats
 
 
 def test_progress_renews_the_lease_past_its_length(fake_openai, alice, make_roadmap, settings):
