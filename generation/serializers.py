@@ -286,8 +286,9 @@ CONTENT_SCHEMA = PolymorphicProxySerializer(
 
 
 class ContentMissingSerializer(serializers.Serializer):
-    """404 of a pair that never completed: its current status says why. An
-    unknown pair (or not yours) answers the plain `{"detail"}` without `status`."""
+    """404 of a pair that never completed, or whose tutorial file storage lost: its
+    current status says why. An unknown pair (or not yours) answers the plain
+    `{"detail"}` without `status`."""
 
     detail = serializers.CharField()
     status = serializers.ChoiceField(ContentStatus.choices, required=False)

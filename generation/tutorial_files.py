@@ -32,9 +32,22 @@ def delete_tutorial(name: str) -> None:
     default_storage.delete(name)
 
 
+class TutorialFileMissing(Exception):
+    """Storage lost a file the database still names: not a bug in the request, so
+    the API answers 404, and an operator is told where the file was."""
+
+
 def read_tutorial(content: ConceptContent) -> str:
-    with default_storage.open(content.content_ref) as file:
-        return file.read().decode()
+    try:
+        with default_storage.open(content.content_ref) as file:
+            return file.read().decode()
+    except FileNotFoundError:
+        logger.warning(
+            "Tutorial file %s of roadmap %s is missing from storage",
+            content.content_ref,
+            content.roadmap_id,
+        )
+        raise TutorialFileMissing(content.content_ref) from None
 
 
 def delete_roadmap_tutorials(roadmap_id) -> int:

@@ -26,6 +26,7 @@ from generation.serializers import (
     RetryInputSerializer,
     TaskSerializer,
 )
+from generation.tutorial_files import TutorialFileMissing
 from notifications.selectors import stream_events
 from roadmap_project.errors import (
     NOT_FOUND,
@@ -95,8 +96,9 @@ class ContentViewSet(viewsets.GenericViewSet):
             401: UNAUTHENTICATED,
             404: OpenApiResponse(
                 ContentMissingSerializer,
-                description="Unknown or not yours, or no version was completed yet (then "
-                "`status` is the content's current status).",
+                description="Unknown or not yours, or no version was completed yet, or "
+                "storage lost the tutorial's file (then `status` is the content's current "
+                "status).",
             ),
         },
     )
@@ -110,7 +112,19 @@ class ContentViewSet(viewsets.GenericViewSet):
             return Response(
                 ContentMissingSerializer(missing).data, status=status.HTTP_404_NOT_FOUND
             )
-        return Response(CONTENT_SERIALIZERS[content.content_type](content).data)
+        try:
+            return Response(CONTENT_SERIALIZERS[content.content_type](content).data)
+        except TutorialFileMissing:
+            missing = {
+                "detail": _(
+                    "The file of this content's last version is missing from storage; "
+                    "generate it again."
+                ),
+                "status": content.status,
+            }
+            return Response(
+                ContentMissingSerializer(missing).data, status=status.HTTP_404_NOT_FOUND
+            )
 
     @extend_schema(
         summary="Regenerate one content (tutorial, resources or quiz)",

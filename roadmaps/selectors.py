@@ -1,5 +1,6 @@
 """Reads of roadmaps and their content; every read is scoped to what the user may see."""
 
+import logging
 import uuid
 
 from django.core.files import File
@@ -16,6 +17,8 @@ from roadmaps.models import (
     Roadmap,
     Stage,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def visible_roadmaps(*, user) -> QuerySet[Roadmap]:
@@ -67,6 +70,7 @@ def tutorial_file(*, roadmap_id, concept_id: str, version: int, user) -> File:
     try:
         return default_storage.open(name)
     except FileNotFoundError:
+        logger.warning("Tutorial file %s is missing from storage", name)
         raise ConceptContent.DoesNotExist(concept_id) from None
 
 

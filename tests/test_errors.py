@@ -4,7 +4,6 @@ import logging
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.core.files.storage import default_storage
 
 from roadmaps.models import ConceptContent
 from tests.conftest import auth
@@ -73,7 +72,7 @@ async def test_task_events_cursor_must_be_a_plain_number(api, alice, make_roadma
 
 
 async def test_unexpected_error_answers_500_without_traceback_even_in_debug(
-    api, alice, make_roadmap, settings
+    api, alice, make_roadmap, settings, monkeypatch
 ):
     settings.DEBUG = True
     roadmap = await sync_to_async(make_roadmap)(alice)
@@ -81,7 +80,12 @@ async def test_unexpected_error_answers_500_without_traceback_even_in_debug(
         f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/tutorial/retry", headers=auth(alice)
     )
     content = await wait_for(lambda: settled(roadmap))
-    await sync_to_async(default_storage.delete)(content.content_ref)  # storage lost the file
+    unreadable = f"{settings.MEDIA_ROOT}/{content.content_ref}"
+
+    def storage_broke(content):
+        raise PermissionError(13, "Permission denied", unreadable)
+
+    monkeypatch.setattr("generation.serializers.read_tutorial", storage_broke)
 
     response = await api.get(
         f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/tutorial", headers=auth(alice)

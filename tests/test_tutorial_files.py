@@ -2,6 +2,8 @@
 the roadmap's owner (and staff) only, with a token or a session, and a roadmap's
 files are deleted from storage once its deletion commits."""
 
+import logging
+
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -155,15 +157,40 @@ async def test_only_the_current_version_is_served(api, alice, roadmap):
     assert [old.status_code, current.status_code, future.status_code] == [404, 200, 404]
 
 
-async def test_file_lost_by_storage_answers_404(api, alice, roadmap):
+async def test_file_lost_by_storage_answers_404(api, alice, roadmap, caplog):
     await generate_tutorial(api, alice, roadmap)
     content = await content_of(roadmap)
     await sync_to_async(default_storage.delete)(content.content_ref)
 
-    response = await api.get(file_path(roadmap, "c001", 1), headers=auth(alice))
+    with caplog.at_level(logging.INFO):
+        response = await api.get(file_path(roadmap, "c001", 1), headers=auth(alice))
 
     assert response.status_code == 404
     assert str(settings.MEDIA_ROOT) not in response.text
+    assert f"Tutorial file {content.content_ref} is missing from storage" in caplog.messages
+
+
+async def test_tutorial_whose_file_storage_lost_answers_404_and_warns(api, alice, roadmap, caplog):
+    """The row says completed but the file is gone: storage loss, not a server
+    bug. The client is told which status the content has (regenerate it), the
+    operator where the file was."""
+    await generate_tutorial(api, alice, roadmap)
+    content = await content_of(roadmap)
+    await sync_to_async(default_storage.delete)(content.content_ref)
+
+    with caplog.at_level(logging.INFO):
+        response = await api.get(
+            f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/tutorial", headers=auth(alice)
+        )
+
+    assert response.status_code == 404
+    body = response.json()
+    assert set(body) == {"detail", "status"} and body["status"] == "completed"
+    assert "missing" in body["detail"]
+    assert str(settings.MEDIA_ROOT) not in response.text
+    assert [r.getMessage() for r in caplog.records if r.levelno > logging.WARNING] == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(content.content_ref in message for message in warnings), warnings
 
 
 # --- Deletion ---------------------------------------------------------------
