@@ -174,6 +174,53 @@ async def test_a_socket_attaching_while_events_flow_misses_none(alice, make_road
     assert late
 
 
+async def events_before_pong(socket) -> list[dict]:
+    """The events a socket sends before it answers a ping: everything its connect
+    (replay, attach) sent, since a consumer handles one message at a time."""
+    await socket.send_to(text_data='{"type": "ping"}')
+    events = []
+    while (message := json.loads(await socket.receive_from(timeout=5))) != {"type": "pong"}:
+        events.append(message)
+    return events
+
+
+async def test_an_event_delivered_between_a_sockets_replay_and_its_attach_reaches_it(
+    alice, make_roadmap, settings, monkeypatch
+):
+    """The race of a connect, forced: a late socket has replayed the store (empty)
+    and is held before it attaches while the feed delivers an event to the sockets
+    already attached. Attaching, it reads the store again and gets that event."""
+    settings.NOTIFICATIONS_CATCH_UP_SECONDS = 60
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    content = await ConceptContent.objects.filter(roadmap=roadmap).afirst()
+    path = f"/api/v1/ws/roadmaps/{roadmap.pk}"
+    first, _ = await connect(path, user=alice)
+    await attached([first])
+    replayed, release = asyncio.Event(), asyncio.Event()
+    real_attach = hubs.Feed.attach
+
+    async def attach(feed, socket) -> None:
+        if feed.sockets:  # not the first socket: hold it between replay and attach
+            replayed.set()
+            await release.wait()
+        await real_attach(feed, socket)
+
+    monkeypatch.setattr(hubs.Feed, "attach", attach)
+    late, _ = await connect(path, user=alice)
+    async with asyncio.timeout(5):
+        await replayed.wait()
+
+    assert await asyncio.to_thread(services.reset_status, content=content, status="failed")
+    delivered = await read_events(first, 1, within=5)  # the feed has passed it on
+    release.set()
+    received = await events_before_pong(late)
+    for socket in (first, late):
+        await socket.disconnect()
+
+    assert delivered == await sync_to_async(stored)(topic=topic_of(roadmap))
+    assert received == delivered
+
+
 async def test_redis_down_and_back_loses_nothing_and_repeats_nothing(
     alice, make_roadmap, settings, redis_url
 ):
