@@ -19,6 +19,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from notifications.auth import credential_of, sentry
 from notifications.hub import Feed, hub
 from notifications.origins import origin_allowed
 from notifications.selectors import Marks, marks
@@ -96,6 +97,10 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             await self.close(CLOSE_NORMAL)
         if not self.finished:
             await self.feed.attach(self)
+        # From here until it closes, the socket's credentials are checked with
+        # every other socket's, every few seconds (notifications.auth.Sentry).
+        if not self.finished and (credential := credential_of(self.scope)):
+            sentry().watch(self, credential)
 
     async def disconnect(self, code: int) -> None:
         await self.release()
@@ -112,8 +117,9 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=PONG)
 
     async def release(self) -> None:
-        """Leave the feed; safe to call more than once."""
+        """Leave the feed and the credential checks; safe to call more than once."""
         self.finished = True
+        sentry().forget(self)
         feed, self.feed = self.feed, None
         if feed is not None:
             await feed.leave(self)
@@ -130,6 +136,12 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
 
     async def end(self) -> None:
         await self.close(CLOSE_NORMAL)
+
+    async def revoke(self) -> None:
+        """The credentials the socket was opened with no longer hold (logout, token
+        deleted, user deactivated): nothing more is sent, and it closes 4401."""
+        await self.release()
+        await self.close(CLOSE_UNAUTHENTICATED)
 
     async def refusal(self) -> int | None:
         """The close code for a connection that may not subscribe, else None.
