@@ -38,37 +38,53 @@ def create_roadmap(
     roadmap = Roadmap.objects.create(
         owner=owner, title=title, goal=goal, preferences=preferences or {}
     )
-    concept_order = 0
-    contents = []
-    for stage_order, stage_data in enumerate(framework["stages"], start=1):
-        stage = Stage.objects.create(
+    # One INSERT per level, not per row: a roadmap at the limits has 750 rows
+    # above its contents, and the SQLite writer is held for all of them.
+    stage_rows = list(enumerate(framework["stages"], start=1))
+    stages = Stage.objects.bulk_create(
+        Stage(
             roadmap=roadmap,
-            stage_id=stage_data.get("stage_id") or f"stage_{stage_order}",
-            name=stage_data["name"],
-            order=stage_order,
+            stage_id=data.get("stage_id") or f"stage_{order}",
+            name=data["name"],
+            order=order,
         )
-        for module_order, module_data in enumerate(stage_data.get("modules", []), start=1):
-            module = Module.objects.create(
-                stage=stage,
-                module_id=module_data.get("module_id") or f"module_{stage_order}_{module_order}",
-                name=module_data["name"],
-                order=module_order,
-            )
-            for concept_data in module_data.get("concepts", []):
-                concept_order += 1
-                concept = Concept.objects.create(
-                    roadmap=roadmap,
-                    module=module,
-                    concept_id=concept_data.get("concept_id") or uuid.uuid4().hex[:12],
-                    name=concept_data["name"],
-                    description=concept_data.get("description", ""),
-                    order=concept_order,
-                )
-                contents += [
-                    ConceptContent(concept=concept, roadmap=roadmap, content_type=content_type)
-                    for content_type in ContentType.values
-                ]
-    ConceptContent.objects.bulk_create(contents)
+        for order, data in stage_rows
+    )
+    module_rows = [
+        (stage, order, data)
+        for stage, (_, stage_data) in zip(stages, stage_rows, strict=True)
+        for order, data in enumerate(stage_data.get("modules", []), start=1)
+    ]
+    modules = Module.objects.bulk_create(
+        Module(
+            stage=stage,
+            module_id=data.get("module_id") or f"module_{stage.order}_{order}",
+            name=data["name"],
+            order=order,
+        )
+        for stage, order, data in module_rows
+    )
+    concept_rows = [
+        (module, data)
+        for module, (_, _, module_data) in zip(modules, module_rows, strict=True)
+        for data in module_data.get("concepts", [])
+    ]
+    concepts = Concept.objects.bulk_create(
+        Concept(
+            roadmap=roadmap,
+            module=module,
+            concept_id=data.get("concept_id") or uuid.uuid4().hex[:12],
+            name=data["name"],
+            description=data.get("description", ""),
+            order=order,
+        )
+        for order, (module, data) in enumerate(concept_rows, start=1)
+    )
+    ConceptContent.objects.bulk_create(
+        ConceptContent(concept=concept, roadmap=roadmap, content_type=content_type)
+        for concept in concepts
+        for content_type in ContentType.values
+    )
     task_id = start_generation_of(roadmap, user=owner) if generate else None
     return CreatedRoadmap(roadmap=roadmap, task_id=task_id)
 
