@@ -237,6 +237,38 @@ def storm_section() -> list[str]:
     ]
 
 
+def limits_section() -> list[str]:
+    results = load("roadmap_limits")
+    if not results:
+        return []
+    rows = {LABELS[k]: v for k, v in results.items() if k in LABELS}
+    return [
+        "## A roadmap at the size limits (`bench/roadmap_limits.py`)",
+        "",
+        f"`POST /roadmaps/` of {results['stages']} stages, {results['modules']} modules and "
+        f"{results['concepts']} concepts (the 201 carries",
+        f"the whole detail), then `GET` of that detail, {results['samples']} times each; one "
+        "daphne, `DEBUG=0`. And a",
+        f"framework of {results['oversized_stages']:,} stages ({results['oversized_kib']} KiB), "
+        "refused with 400 before its stages are validated.",
+        "Goal: created and read in well under a second.",
+        "",
+        *table(
+            "setup",
+            [
+                "create_median_ms",
+                "create_max_ms",
+                "read_median_ms",
+                "read_max_ms",
+                "detail_kib",
+                "refuse_oversized_median_ms",
+            ],
+            rows,
+        ),
+        "",
+    ]
+
+
 def write() -> None:
     current_path = RESULTS / "retry_load.json"
     if not current_path.exists():
@@ -265,6 +297,7 @@ def write() -> None:
         "",
     ]
     lines += queries_section() + lost_updates_section() + in_flight_section() + fairness_section()
+    lines += limits_section()
     lines += (
         latency_section() + fanout_section() + idle_section() + storm_section() + scaling_section()
     )
