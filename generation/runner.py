@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import close_old_connections
 from django.utils import timezone
 
@@ -26,6 +27,9 @@ from roadmaps.models import ContentType, Roadmap
 logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_SECONDS = 1.0
+# How often a running attempt checks that it still holds its pair: a cancel (or a
+# reset, a take-over, its roadmap deleted) stops the provider request within this.
+FENCE_CHECK_SECONDS = 0.5
 
 
 def in_worker_thread(function):
@@ -112,15 +116,18 @@ _claiming = threading.Lock()
 
 def claim_next() -> ItemRun | None:
     """Begin the fairest queued item; None when nothing waits. An item another
-    process claimed first is passed over."""
+    process claimed first, or deleted with its roadmap meanwhile, is passed over."""
     taken: set[int] = set()
     with _claiming:
         while (next_item := scheduling.next_item(exclude=taken)) is not None:
-            run = state.begin_item(
-                item_id=next_item.item_id,
-                task_id=next_item.task_id,
-                roadmap_id=next_item.roadmap_id,
-            )
+            try:
+                run = state.begin_item(
+                    item_id=next_item.item_id,
+                    task_id=next_item.task_id,
+                    roadmap_id=next_item.roadmap_id,
+                )
+            except ObjectDoesNotExist:
+                run = None
             if run is not None:
                 return run
             taken.add(next_item.item_id)
@@ -129,9 +136,11 @@ def claim_next() -> ItemRun | None:
 
 async def run_next() -> None:
     """One unit of work: wait for a provider slot, then run whichever item is
-    fairest at that moment, not necessarily one of the start that enqueued it."""
+    fairest at that moment, not necessarily one of the start that enqueued it.
+    A roadmap deleted under its work takes the work's rows with it: a normal end."""
     waiting_work.add(1)
     waited = True
+    run = None
     try:
         async with provider_slot():
             waiting_work.add(-1)
@@ -139,6 +148,9 @@ async def run_next() -> None:
             run = await in_worker_thread(claim_next)()
             if run is not None:
                 await _execute(run)
+    except ObjectDoesNotExist:
+        task = f"task {run.task_id}" if run else "a task"
+        logger.info("The roadmap of %s was deleted under its work; stopped", task)
     finally:
         if waited:
             waiting_work.add(-1)
@@ -195,6 +207,8 @@ async def _execute(run: ItemRun) -> None:
         return
     try:
         await in_worker_thread(state.complete_item)(run, draft=draft, model_name=model_name)
+    except ObjectDoesNotExist:
+        raise  # its roadmap was deleted: nothing to store, nothing to fail
     except Exception as exc:
         # Storage or database trouble while saving: fail now rather than wait out
         # the lease and report a lost worker.
@@ -243,14 +257,23 @@ async def _generate(run: ItemRun, context: ItemContext):
 async def _heartbeat(
     run: ItemRun, work: asyncio.Task, fenced: asyncio.Event, progress: Progress
 ) -> None:
-    """Renew the lease after progress; stop the work if it was fenced out."""
+    """Renew the lease after progress, every heartbeat interval; in between, every
+    FENCE_CHECK_SECONDS, only look whether the attempt still holds its pair. Once
+    it does not (cancelled, reset, taken over, deleted), cancel the work: the
+    provider's stream is closed with it, and so is its HTTP connection."""
+    last_beat = time.monotonic()
     while True:
-        await asyncio.sleep(heartbeat_interval())
+        await asyncio.sleep(min(FENCE_CHECK_SECONDS, heartbeat_interval()))
+        beat = time.monotonic() - last_beat >= heartbeat_interval()
         try:
-            alive = await in_worker_thread(leases.heartbeat)(run, progressed=progress.take())
+            # A beat without progress renews nothing: it only answers whether held.
+            progressed = progress.take() if beat else False
+            alive = await in_worker_thread(leases.heartbeat)(run, progressed=progressed)
         except Exception:
             logger.warning("Heartbeat failed for task %s", run.task_id, exc_info=True)
             continue
+        if beat:
+            last_beat = time.monotonic()
         if not alive:
             fenced.set()
             work.cancel()

@@ -1,13 +1,19 @@
 """Batch retry, whole-roadmap generation and cancel (DESIGN §4, issue 5)."""
 
+import logging
+import time
+
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
-from generation import services
+from generation import engine, services
 from generation.models import GenerationTask
 from notifications.models import Event
-from roadmaps.models import ConceptContent
+from roadmaps.models import ConceptContent, Roadmap
+from roadmaps.services import delete_roadmap
 from tests.conftest import auth
+from tests.support.fake_openai import ok
 from tests.test_retry import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -231,3 +237,84 @@ async def test_cancel_of_someone_elses_task_answers_404(api, alice, bob, make_ro
     assert (await api.get(f"/api/v1/tasks/{task_id}", headers=auth(bob))).status_code == 404
     assert (await GenerationTask.objects.aget(pk=task_id)).status == "running"
     await api.post(f"/api/v1/tasks/{task_id}/cancel", headers=auth(alice))
+
+
+# --- Cancel stops the provider; a deleted roadmap ends its work quietly ------------
+
+
+async def streaming(fake_openai) -> bool:
+    return fake_openai.in_flight > 0
+
+
+async def engine_idle() -> bool:
+    return await sync_to_async(engine.wait_until_idle, thread_sensitive=False)(timeout=10)
+
+
+def errors_logged(caplog) -> list[str]:
+    return [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_cancel_closes_the_provider_connection_within_a_second_then_delete_is_quiet(
+    api, alice, make_roadmap, fake_openai, caplog
+):
+    """DESIGN §4, §5: the pair in flight is cancelled and its provider request
+    stops within 1 s (the fake server sees the connection closed); the roadmap
+    deleted right after ends nothing with an error."""
+    caplog.set_level(logging.INFO)
+    fake_openai.default = ok(chunk_delay=0.5)  # a tutorial streamed over about 8 s
+    roadmap = await sync_to_async(make_roadmap)(alice, concepts=1)
+    started = await api.post(
+        f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/tutorial/retry", headers=auth(alice)
+    )
+    task_id = started.json()["data"]["task_id"]
+    await wait_for(lambda: streaming(fake_openai))
+
+    cancel = await api.post(f"/api/v1/tasks/{task_id}/cancel", headers=auth(alice))
+    cancelled_at = time.monotonic()
+    deleted = await api.delete(f"/api/v1/roadmaps/{roadmap.pk}/", headers=auth(alice))
+
+    assert cancel.status_code == 202 and deleted.status_code == 204
+    await wait_for(lambda: closed_by_client(fake_openai), within=5)
+    stopped_after = fake_openai.closed_by_client[0] - cancelled_at
+    assert stopped_after < 1.0, f"the provider request ran {stopped_after:.2f} s past the cancel"
+    assert await engine_idle()
+    assert not await Roadmap.objects.filter(pk=roadmap.pk).aexists()
+    assert len(fake_openai.requests) == 1  # nothing asked again after the cancel
+    assert errors_logged(caplog) == []
+
+
+async def closed_by_client(fake_openai) -> bool:
+    return bool(fake_openai.closed_by_client)
+
+
+async def test_an_answer_arriving_after_cancel_and_delete_ends_its_work_quietly(
+    api, alice, make_roadmap, fake_openai, caplog
+):
+    """The task is cancelled and its roadmap deleted (task, items, pairs) just
+    before the provider's last chunk, too late for the cancel to stop it: nothing
+    to store and nothing to fail, an INFO line, no error, no file left."""
+    caplog.set_level(logging.INFO)
+    roadmap = await sync_to_async(make_roadmap)(alice, concepts=1)
+
+    def cancel_and_delete() -> None:  # in the fake server's thread
+        task = GenerationTask.objects.get(roadmap=roadmap)
+        services.cancel_task(task_id=task.pk, user=alice)
+        delete_roadmap(roadmap=Roadmap.objects.get(pk=roadmap.pk))
+
+    fake_openai.script(ok(before_finish=cancel_and_delete))
+
+    started = await api.post(
+        f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/tutorial/retry", headers=auth(alice)
+    )
+
+    assert started.status_code == 202
+    await wait_for(lambda: closed_or_done(fake_openai))
+    assert await engine_idle()
+    assert not await Roadmap.objects.filter(pk=roadmap.pk).aexists()
+    assert errors_logged(caplog) == []
+    assert any("deleted under its work" in r.getMessage() for r in caplog.records)
+    assert not list(settings.MEDIA_ROOT.rglob("*.md"))
+
+
+async def closed_or_done(fake_openai) -> bool:
+    return len(fake_openai.requests) == 1 and fake_openai.in_flight == 0

@@ -4,7 +4,8 @@ The provider is tested over real HTTP through the real SDK (never by patching it
 The server answers POST /v1/chat/completions, as JSON or as a server-sent event
 stream, from a per-test script of behaviours; when the script is empty it answers
 with valid content for the requested content type. It records every request and
-the most requests it ever had in flight at once.
+the most requests it ever had in flight at once, and when clients closed their
+connections before the answer ended.
 
 Register as a plugin (`pytest_plugins = ["tests.support.fake_openai"]`), then:
 
@@ -15,6 +16,7 @@ Register as a plugin (`pytest_plugins = ["tests.support.fake_openai"]`), then:
 """
 
 import json
+import select
 import socket
 import struct
 import threading
@@ -204,6 +206,8 @@ class FakeOpenAI:
         self.delay = 0.0  # added before every answer (concurrency tests)
         self.in_flight = 0
         self.max_in_flight = 0
+        # time.monotonic() of each connection the client closed mid-answer.
+        self.closed_by_client: list[float] = []
         self._script: deque[Behaviour] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -259,6 +263,10 @@ class FakeOpenAI:
         with self._lock:
             self.in_flight -= 1
 
+    def _client_closed(self) -> None:
+        with self._lock:
+            self.closed_by_client.append(time.monotonic())
+
     def _sleep(self, seconds: float) -> None:
         if seconds > 0:
             self._stopping.wait(seconds)
@@ -290,19 +298,18 @@ class _Handler(BaseHTTPRequestHandler):
         request = RecordedRequest(path=self.path, headers=dict(self.headers.items()), body=body)
         behaviour = fake._next(request)
         try:
-            fake._sleep(fake.delay)
+            self._pause(fake.delay)
             self._answer(behaviour, body)
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (timeout) or went away
+            fake._client_closed()  # the client gave up (timeout) or went away
         finally:
             fake._done()
 
     def _answer(self, behaviour: Behaviour, body: dict[str, Any]) -> None:
-        fake = self.server_fake
         if behaviour.kind == "hang":
-            fake._sleep(behaviour.delay)
+            self._pause(behaviour.delay)
             return
-        fake._sleep(behaviour.delay)
+        self._pause(behaviour.delay)
         if behaviour.kind == "reset":
             self._reset()
         elif behaviour.kind == "error":
@@ -347,7 +354,6 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
     def _stream(self, behaviour: Behaviour, body: dict[str, Any]) -> None:
-        fake = self.server_fake
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("cache-control", "no-cache")
@@ -361,14 +367,14 @@ class _Handler(BaseHTTPRequestHandler):
             deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in pieces]
         for index, delta in enumerate(deltas):
             if behaviour.hang_after_chunks is not None and index >= behaviour.hang_after_chunks:
-                fake._sleep(60)
+                self._pause(60)
                 return
             if behaviour.cut_after_chunks is not None and index >= behaviour.cut_after_chunks:
                 if behaviour.reset:
                     self._reset()
                 return  # HTTP/1.0 without content-length: the close ends the body
             self._event(self._chunk(completion_id, delta, None))
-            fake._sleep(behaviour.chunk_delay)
+            self._pause(behaviour.chunk_delay)
         if behaviour.before_finish is not None:
             behaviour.before_finish()
         self._event(self._chunk(completion_id, {}, behaviour.finish_reason))
@@ -385,6 +391,20 @@ class _Handler(BaseHTTPRequestHandler):
                 {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
             ],
         }
+
+    def _pause(self, seconds: float) -> None:
+        """Wait `seconds` (less if the server stops), noticing at once a client that
+        closes the connection meanwhile: that raises ConnectionResetError, as the
+        next write would."""
+        fake = self.server_fake
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0 and not fake._stopping.is_set():
+            readable, _, _ = select.select([self.connection], [], [], min(remaining, 0.05))
+            if readable:
+                if not self.connection.recv(1, socket.MSG_PEEK):
+                    raise ConnectionResetError("the client closed the connection")
+                fake._sleep(remaining)  # unexpected bytes: not a close
+                return
 
     def _reset(self) -> None:
         """Close with SO_LINGER 0, so the peer sees a TCP RST, not an orderly end."""
