@@ -26,7 +26,13 @@ from roadmaps.models import ConceptContent
 from tests.conftest import auth
 from tests.support import processes
 from tests.support.celery_workers import Stack, running_stack
-from tests.support.lifecycle import assert_coherent_stream, stored_stream, wait_until_finished
+from tests.support.fake_openai import FAKE_API_KEY, ok
+from tests.support.lifecycle import (
+    assert_coherent_stream,
+    stored_stream,
+    wait_until,
+    wait_until_finished,
+)
 
 pytestmark = [
     pytest.mark.celery,
@@ -280,3 +286,39 @@ def test_a_single_retry_runs_next_while_another_users_backlog_waits_in_the_broke
     )
     assert overtaken.count() <= 4
     assert GenerationTask.objects.get(pk=backlog_id).status == "running"
+
+
+def test_cancel_stops_a_workers_provider_request_within_a_second_and_delete_is_quiet(
+    start_stack, fake_openai, alice, make_roadmap
+):
+    """DESIGN §5 in the distributed mode: the cancel reaches a web process, the
+    worker streaming from the provider notices through the database and closes
+    the connection within 1 s; the roadmap deleted right after logs no error."""
+    fake_openai.default = ok(chunk_delay=0.5)  # a tutorial streamed over about 8 s
+    stack = start_stack(
+        servers=1,
+        workers=1,
+        GENERATION_PROVIDER="openai",
+        OPENAI_BASE_URL=fake_openai.base_url,
+        OPENAI_API_KEY=FAKE_API_KEY,
+        OPENAI_MODEL="gpt-test",
+    )
+    server, worker = stack.servers[0], stack.workers[0]
+    roadmap = make_roadmap(alice, concepts=1)
+    with httpx.Client(base_url=server.url, headers=auth(alice), timeout=10) as client:
+        started = client.post(f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/tutorial/retry")
+        assert started.status_code == 202, started.text
+        wait_until(lambda: fake_openai.in_flight > 0, timeout=30, message="no provider request")
+
+        cancel = client.post(f"/api/v1/tasks/{started.json()['data']['task_id']}/cancel")
+        cancelled_at = time.monotonic()
+        deleted = client.delete(f"/api/v1/roadmaps/{roadmap.pk}/")
+
+    assert cancel.status_code == 202 and deleted.status_code == 204
+    wait_until(lambda: fake_openai.closed_by_client, timeout=5, message="the request ran on")
+    stopped_after = fake_openai.closed_by_client[0] - cancelled_at
+    assert stopped_after < 1.0, f"the provider request ran {stopped_after:.2f} s past the cancel"
+    wait_until(lambda: worker.succeeded_tasks() == 1, timeout=10, message="the work did not end")
+    assert len(fake_openai.requests) == 1
+    for service in (worker, server):
+        assert " ERROR" not in service.log() and "ERROR/" not in service.log(), service.log()
