@@ -67,6 +67,56 @@ def require_service(name: str, available: bool, why: str) -> None:
     pytest.skip(f"{name} is not configured: {why}")
 
 
+def distributed_services() -> None:
+    """PostgreSQL and Redis, for a test of the distributed pass (marked `distributed`)."""
+    from django.conf import settings
+
+    engine = settings.DATABASES["default"]["ENGINE"]
+    require_service(
+        "PostgreSQL",
+        engine.endswith("postgresql"),
+        f"DATABASE_URL names {engine.rsplit('.', 1)[-1]}, not a PostgreSQL database",
+    )
+    url = os.environ.get("REDIS_URL")
+    require_service(
+        "Redis",
+        bool(url) and redis_reachable(url),
+        f"no Redis answers at {url}" if url else "REDIS_URL is not set",
+    )
+
+
+def pytest_runtest_setup(item) -> None:
+    """A test of the distributed pass checks its services before its fixtures."""
+    if item.get_closest_marker("distributed"):
+        distributed_services()
+
+
+OUTCOMES = ("passed", "failed", "error", "skipped")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """What became of the distributed pass's tests, so a CI log shows they ran."""
+    stats = terminalreporter.stats
+    marked = [
+        (outcome, report.nodeid)
+        for outcome in OUTCOMES
+        for report in stats.get(outcome, [])
+        if "distributed" in getattr(report, "keywords", {})
+    ]
+    counts = {outcome: len({n for o, n in marked if o == outcome}) for outcome in OUTCOMES}
+    deselected = [i for i in stats.get("deselected", []) if i.get_closest_marker("distributed")]
+    if any(counts.values()):
+        terminalreporter.write_line(
+            "distributed-pass tests: {passed} passed, {failed} failed, {error} errors, "
+            "{skipped} skipped".format(**counts)
+        )
+    if deselected:
+        terminalreporter.write_line(
+            f"distributed-pass tests: {len(deselected)} deselected (they run in the "
+            "distributed pass)"
+        )
+
+
 @pytest.fixture(scope="session", autouse=True)
 def close_stray_connections(django_db_setup, django_db_blocker):
     """Background threads (the engine's loop, sync_to_async workers) keep their own

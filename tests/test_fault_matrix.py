@@ -10,8 +10,9 @@ file path, the provider's hostname, a traceback and a marker of the raw body, so
 a leak into any public surface shows.
 
 The in-process engine runs every cell in every pass. The Celery cells need a real
-worker and Redis: they run in the distributed CI pass (REDIS_URL set) and are
-skipped, with the reason, elsewhere."""
+worker and Redis: marked `distributed`, they run in the distributed CI pass, where
+a missing service fails them (tests/conftest.py), and the embedded pass deselects
+them."""
 
 import asyncio
 import json
@@ -39,7 +40,7 @@ from generation.models import GenerationTask
 from generation.providers import reset_provider
 from notifications.models import Event
 from roadmaps.models import ConceptContent
-from tests.conftest import auth, redis_reachable, require_service
+from tests.conftest import auth
 from tests.support import processes
 from tests.support.celery_workers import running_stack
 from tests.support.fake_openai import (
@@ -152,7 +153,9 @@ def finished(task_id: str) -> bool:
 @pytest.fixture(
     params=[
         "inprocess",
-        pytest.param("celery", marks=[pytest.mark.celery, pytest.mark.redis]),
+        pytest.param(
+            "celery", marks=[pytest.mark.distributed, pytest.mark.celery, pytest.mark.redis]
+        ),
     ]
 )
 async def deployment(request, transactional_db, api, matrix_provider, tmp_path):
@@ -212,16 +215,8 @@ async def celery_worker(matrix_provider, tmp_path) -> AsyncIterator[Deployment]:
 
 
 def celery_redis_url() -> str:
-    """The distributed CI pass sets REDIS_URL; without it the Celery half is not
-    this pass's to run. With it, Redis must answer (in CI a failure, not a skip)."""
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        pytest.skip(
-            "the Celery half of the fault matrix needs a real worker and Redis: it runs "
-            "in the distributed CI pass (REDIS_URL set)"
-        )
-    require_service("Redis", redis_reachable(url), f"no Redis answers at {url}")
-    return url
+    """The distributed pass's Redis: the `distributed` mark required that it answers."""
+    return os.environ["REDIS_URL"]
 
 
 # --- Assertions --------------------------------------------------------------

@@ -2,11 +2,11 @@
 database connections of the processes running a generation are killed as it
 completes, and Redis (broker and channel layer) stops in the middle of a batch.
 
-Real processes (daphne, Celery workers) against PostgreSQL and a Redis; these run
-in the distributed CI pass and are skipped, with the reason, elsewhere."""
+Real processes (daphne, Celery workers) against PostgreSQL and a Redis: marked
+`distributed`, they run in the distributed CI pass, where a missing service fails
+them (tests/conftest.py), and the embedded pass deselects them."""
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -20,7 +20,6 @@ import psycopg
 import pytest
 import websockets
 import websockets.sync.client
-from django.db import connection
 
 from generation.models import GenerationItem
 from roadmaps.models import ConceptContent
@@ -31,6 +30,7 @@ from tests.support.fake_openai import streaming_seconds
 from tests.support.lifecycle import assert_coherent_stream, wait_until, wait_until_finished
 
 pytestmark = [
+    pytest.mark.distributed,
     pytest.mark.postgres,
     pytest.mark.redis,
     pytest.mark.celery,
@@ -40,14 +40,6 @@ pytestmark = [
 # The processes of the stack name themselves, so the test kills their connections
 # and no other (its own, other tests').
 APPLICATION_NAME = "outage-stack"
-
-
-def distributed_pass() -> None:
-    if not os.environ.get("REDIS_URL") or connection.vendor != "postgresql":
-        pytest.skip(
-            "outages of PostgreSQL and Redis run in the distributed CI pass "
-            "(DATABASE_URL on PostgreSQL, REDIS_URL set)"
-        )
 
 
 def stack_database_url() -> str:
@@ -87,7 +79,6 @@ def test_connections_killed_as_a_generation_completes_leave_nothing_generating(
     failed (none stays generating), the stream is whole, and the same processes
     then complete a second batch of the four: every thread that held a killed
     connection replaced it."""
-    distributed_pass()
     lease, concepts = 3.0, 4
     kills: list[int] = []
     pace = streaming_seconds(1.0)
@@ -208,7 +199,6 @@ def test_redis_stopped_mid_batch_loses_nothing(alice, make_roadmap, tmp_path):
     at the stop complete and are stored; reads keep working; after the restart
     the worker takes the queued rest; the database ends right, and a client that
     lost its socket during the outage replays the missed events exactly once."""
-    distributed_pass()
     concepts = 8
     roadmap = make_roadmap(alice, concepts=concepts)
     with (
