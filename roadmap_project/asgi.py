@@ -11,6 +11,9 @@ from django.conf import settings  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
 from roadmap_project.handlers import LaneASGIHandler, RequireContentLength  # noqa: E402
+from roadmap_project.patches import daphne as daphne_patch  # noqa: E402
+
+daphne_patch.apply()
 
 # REQUEST_THREADS=0 keeps Django's own handler (a thread per request), for comparison.
 django_asgi_app = LaneASGIHandler() if settings.REQUEST_THREADS else ASGIHandler()

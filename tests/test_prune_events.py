@@ -10,11 +10,14 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.utils import timezone
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 from generation import engine, services
 from notifications.models import Event
 from notifications.services import record_event
 from roadmaps.models import ConceptContent
+from tests.support.daphne_server import daphne_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -101,7 +104,7 @@ async def test_a_pruned_finished_stream_still_closes_1000(alice, make_roadmap):
 
 
 async def test_resuming_below_the_pruned_mark_is_told_4410_with_the_cursor_to_use(
-    alice, make_roadmap
+    alice, make_roadmap, tmp_path
 ):
     """Issue 12: pruning leaves a mark; a client whose cursor is below it would miss
     events, so it is closed 4410 and told where the store's history now starts."""
@@ -151,3 +154,11 @@ async def test_resuming_below_the_pruned_mark_is_told_4410_with_the_cursor_to_us
     stream = await first_output(f"/api/v1/ws/{old.pk}?after=1")
     assert (stream["code"], stream["reason"]) == (4410, "pruned; resume with after=2")
     assert await Event.objects.filter(topic=topic).acount() == 2
+
+    # A real client behind daphne gets the reason too (roadmap_project/patches/daphne.py).
+    with daphne_server(tmp_path) as server:
+        url = f"{server.ws_url}/api/v1/ws/roadmaps/{roadmap.pk}"
+        async with ws_connect(f"{url}?after={min(pruned_ids)}&token={alice.token}") as socket:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(socket.recv(), 10)
+    assert (socket.close_code, socket.close_reason) == (4410, f"pruned; resume with after={mark}")

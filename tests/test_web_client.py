@@ -396,12 +396,6 @@ def page_sockets(driver: WebDriver) -> list[dict]:
     return driver.execute_script("return window.__sockets")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daphne drops the ASGI close reason (django/daphne#374): the 4410 reaches the "
-    "page without 'resume with after=<mark>', so it reconnects from its old cursor, is "
-    "refused again, at once, forever",
-)
 def test_page_told_its_events_were_pruned_reads_the_state_and_resumes_from_the_mark(
     browser, alice, make_roadmap, settings, tmp_path
 ):

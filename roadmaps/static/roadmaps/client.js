@@ -184,8 +184,11 @@
       socket = null;
       if (close.code === 4410) {
         // Events above the cursor were pruned: read the state, resume where told.
+        // Without a cursor in the reason, reconnecting would be refused again at
+        // once, forever: stop, and a reload starts from the newest event.
         const resume = Number(String(close.reason).split("after=")[1]);
-        if (Number.isFinite(resume)) cursor = resume;
+        if (!close.reason || !Number.isFinite(resume)) return stop("stopped");
+        cursor = resume;
         refresh().then(connect);
         return;
       }
