@@ -14,7 +14,7 @@ from importlib import import_module
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
-from channels.auth import AuthMiddleware
+from channels import auth as channels_auth
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.sessions import CookieMiddleware
@@ -72,38 +72,44 @@ class ReadOnlySessionMiddleware(BaseMiddleware):
 
 
 class TokenAuthMiddleware(BaseMiddleware):
-    """`?token=` when given: scope["user"] from the token alone (one database call
-    per connection; a reconnect storm is a thousand of them) and
-    scope["token_auth"]; otherwise the session cookie, through Channels'
-    AuthMiddleware on a read-only session."""
+    """What the handshake offers, read without a query: `?token=` as
+    scope["token_key"], else the session cookie as a lazy, read-only
+    scope["session"]. The consumer accepts the handshake first and authenticates
+    after (`authenticate`): in a connect storm, a handshake that waited for its
+    database call queued behind a thousand others outlived daphne's handshake
+    timeout (5 s), and the client saw its connection dropped without an answer."""
 
     def __init__(self, inner) -> None:
         super().__init__(inner)
-        self.session_auth = CookieMiddleware(ReadOnlySessionMiddleware(AuthMiddleware(inner)))
+        self.with_session = CookieMiddleware(ReadOnlySessionMiddleware(inner))
 
     async def __call__(self, scope, receive, send):
         key = (parse_qs(scope.get("query_string", b"").decode()).get("token") or [""])[0]
         if not key:
-            return await self.session_auth(scope, receive, send)
-        user = await _user_for_token(key)
-        scope = dict(scope, user=user or AnonymousUser(), token_auth=user is not None)
-        if user is not None:
-            scope["credential"] = Credential("token", key, user.pk)
-        return await self.inner(scope, receive, send)
+            return await self.with_session(scope, receive, send)
+        return await self.inner(dict(scope, token_key=key), receive, send)
 
 
 def TokenAuthMiddlewareStack(inner):
     return TokenAuthMiddleware(inner)
 
 
-def credential_of(scope: Mapping[str, Any]) -> Credential | None:
-    """The credential an authenticated socket was opened with."""
-    if "credential" in scope:
-        return scope["credential"]
-    user, session = scope.get("user"), scope.get("session")
-    if user is None or not user.is_authenticated or session is None or not session.session_key:
-        return None
-    return Credential("session", session.session_key, user.pk)
+async def authenticate(scope: dict[str, Any]) -> None:
+    """Set scope["user"] (AnonymousUser when the credentials do not hold),
+    scope["token_auth"] and scope["credential"] (what `Sentry` checks while the
+    socket is open): one database call, by the token alone when there is one,
+    else the session as Channels' AuthMiddleware reads it."""
+    key = scope.get("token_key")
+    if key:
+        user = await _user_for_token(key)
+        credential = Credential("token", key, user.pk) if user is not None else None
+        scope.update(user=user or AnonymousUser(), token_auth=user is not None)
+    else:
+        user, session_key = await channels_auth.get_user(scope), scope["session"].session_key
+        authenticated = user.is_authenticated and session_key
+        credential = Credential("session", session_key, user.pk) if authenticated else None
+        scope.update(user=user, token_auth=False)
+    scope["credential"] = credential
 
 
 def still_valid(credentials: Collection[Credential]) -> set[Credential]:

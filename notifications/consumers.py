@@ -19,7 +19,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from notifications.auth import credential_of, sentry
+from notifications.auth import authenticate, sentry
 from notifications.hub import Feed, hub
 from notifications.origins import origin_allowed
 from notifications.selectors import Marks, marks
@@ -66,7 +66,9 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             await self.release()
 
     async def connect(self) -> None:
-        # Accept first: a refusal before accept reaches the client as a bare HTTP 403.
+        # Accept first: a refusal before accept reaches the client as a bare HTTP 403,
+        # and a handshake that waits for the database can outlive daphne's handshake
+        # timeout in a connect storm (the client sees the connection dropped).
         await self.accept()
         refusal = await self.refusal()
         if refusal is not None:
@@ -99,7 +101,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             await self.feed.attach(self)
         # From here until it closes, the socket's credentials are checked with
         # every other socket's, every few seconds (notifications.auth.Sentry).
-        if not self.finished and (credential := credential_of(self.scope)):
+        if not self.finished and (credential := self.scope.get("credential")):
             sentry().watch(self, credential)
 
     async def disconnect(self, code: int) -> None:
@@ -145,9 +147,11 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
 
     async def refusal(self) -> int | None:
         """The close code for a connection that may not subscribe, else None.
-        Sets the store key and the starting cursor."""
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
+        Sets the store key and the starting cursor. Authenticates here, after the
+        accept: the handshake waits for no database call."""
+        await authenticate(self.scope)
+        user = self.scope["user"]
+        if not user.is_authenticated:
             return CLOSE_UNAUTHENTICATED
         if not origin_allowed(self.scope):
             return CLOSE_FORBIDDEN_ORIGIN

@@ -8,15 +8,18 @@ import json
 import subprocess
 import threading
 import time
+from functools import partial
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels import auth as channels_auth
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.db import transaction
 from django.test import Client
 
 from generation import engine, services
+from notifications import auth as ws_auth
 from notifications import consumers
 from notifications import hub as hubs
 from notifications.models import Event
@@ -383,6 +386,41 @@ async def session_cookie(user) -> tuple[bytes, bytes]:
     client = Client()
     await sync_to_async(client.force_login)(user)
     return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+@pytest.mark.parametrize("credential", ["token", "session"])
+async def test_the_handshake_is_accepted_before_any_database_call(
+    alice, make_roadmap, monkeypatch, credential
+):
+    """In a connect storm the database calls of a thousand handshakes queue on one
+    thread; a handshake that waited for its own outlived daphne's handshake
+    timeout (5 s) and was dropped without an answer. The accept comes first; the
+    credentials are read after it."""
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    database = asyncio.Event()  # the queue of database calls, held until set
+    token_lookup, session_lookup = ws_auth._user_for_token, channels_auth.get_user
+
+    async def queued(lookup, *args):
+        await database.wait()
+        return await lookup(*args)
+
+    monkeypatch.setattr(ws_auth, "_user_for_token", partial(queued, token_lookup))
+    monkeypatch.setattr(channels_auth, "get_user", partial(queued, session_lookup))
+    path = f"/api/v1/ws/roadmaps/{roadmap.pk}"
+    if credential == "token":
+        communicator = WebsocketCommunicator(application, f"{path}?token={alice.token}")
+    else:
+        origin = (b"origin", b"http://127.0.0.1:8000")
+        headers = [SITE, await session_cookie(alice), origin]
+        communicator = WebsocketCommunicator(application, path, headers=headers)
+
+    accepted, _ = await communicator.connect(timeout=2)
+    database.set()
+    await communicator.send_to(text_data='{"type": "ping"}')
+
+    assert accepted
+    assert json.loads(await communicator.receive_from(timeout=5)) == {"type": "pong"}
+    await communicator.disconnect()
 
 
 async def stays_open(path: str, *, user=None, headers=None) -> bool:
