@@ -176,6 +176,10 @@ def use_task_backend(settings):
     def use(path: str) -> None:
         settings.TASKS = {"default": {"BACKEND": path}}
         reset()
+        # Made here, in the test's context: a request runs in a copy of it
+        # (roadmap_project.handlers), which shares this instance but does not hand
+        # back one it made itself, so the test could not read what was enqueued.
+        task_backends["default"]
 
     yield use
     reset()
