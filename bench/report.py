@@ -237,6 +237,28 @@ def storm_section() -> list[str]:
     ]
 
 
+def disconnect_section() -> list[str]:
+    results = load("disconnect_storm")
+    if not results:
+        return []
+    return [
+        "## Clients leaving at once (`bench/disconnect_storm.py`)",
+        "",
+        f"`wrk {results['wrk']}`, {len(results['runs'])} runs against one daphne (SQLite);",
+        "when wrk stops it drops every connection, many mid-request. Goal: no ERROR",
+        "line and no traceback in the server's log.",
+        "",
+        "| run | requests/s | ERROR lines | tracebacks |",
+        "|---|---|---|---|",
+        *(
+            f"| {n} | {run['requests_per_second']:.0f} | {run['error_lines']} | "
+            f"{run['tracebacks']} |"
+            for n, run in enumerate(results["runs"], 1)
+        ),
+        "",
+    ]
+
+
 def limits_section() -> list[str]:
     results = load("roadmap_limits")
     if not results:
@@ -297,7 +319,7 @@ def write() -> None:
         "",
     ]
     lines += queries_section() + lost_updates_section() + in_flight_section() + fairness_section()
-    lines += limits_section()
+    lines += limits_section() + disconnect_section()
     lines += (
         latency_section() + fanout_section() + idle_section() + storm_section() + scaling_section()
     )
