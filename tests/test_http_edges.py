@@ -310,8 +310,8 @@ async def test_a_client_leaving_mid_request_ends_it_after_its_view(monkeypatch):
         # Listening for the disconnect: the lane has the request. Hold the loop
         # while it runs the middleware and schedules the view on this loop, so the
         # disconnect is handled first (no state of the lane thread shows when it
-        # has; it takes milliseconds).
-        loop.call_soon(threading.Event().wait, 0.5)
+        # has; it takes milliseconds, and 0.5 s was too short on a loaded CI).
+        loop.call_soon(threading.Event().wait, 2.0)
         return {"type": "http.disconnect"}
 
     sent: list[dict] = []
