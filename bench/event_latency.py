@@ -63,8 +63,8 @@ def _commit_event(roadmap, task, commits: dict[int, float], number: int) -> None
     from django.db import transaction
     from django.utils import timezone
 
-    from generation.events import roadmap_topic
     from notifications.services import record_event
+    from roadmaps.models import roadmap_topic
 
     with transaction.atomic():
         # Registered before record_event's publish: runs first, right after COMMIT.

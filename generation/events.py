@@ -12,11 +12,7 @@ from django.utils.translation import gettext_noop
 from generation.errors import GenerationError
 from generation.models import GenerationItem, GenerationTask
 from notifications.services import publish_live, record_event, record_topic_events
-from roadmaps.models import ConceptContent, ContentStatus, ContentType, Roadmap
-
-
-def roadmap_topic(roadmap_id) -> str:
-    return f"roadmap-{roadmap_id}"
+from roadmaps.models import ConceptContent, ContentStatus, ContentType, Roadmap, roadmap_topic
 
 
 def public_text(error: GenerationError, roadmap: Roadmap) -> str:

@@ -85,7 +85,7 @@ def generate_roadmap(*, roadmap: Roadmap, user) -> StartResult:
 
 
 def generate_new_roadmap(*, roadmap: Roadmap, user) -> str | None:
-    """The roadmaps app's hook (ROADMAP_GENERATION_STARTER) for a roadmap created
+    """The roadmaps app's hook (roadmaps.hooks.start_generation) for a roadmap created
     with `"generate": true`: the task id, or None when nothing is pending."""
     task = generate_roadmap(roadmap=roadmap, user=user).task
     return task.pk if task else None

@@ -1,9 +1,10 @@
-"""Who may subscribe to which event stream: the hook notifications asks."""
+"""Who may subscribe to which event stream: the hook notifications asks
+(notifications.hooks.authorize_stream, registered in generation.apps)."""
 
 import uuid
 
-from generation.events import roadmap_topic
 from generation.models import GenerationTask
+from roadmaps.models import roadmap_topic
 from roadmaps.selectors import visible_roadmaps
 
 

@@ -16,10 +16,9 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.conf import settings
-from django.utils.module_loading import import_string
 
 from notifications.auth import authenticate, sentry
+from notifications.hooks import authorize_stream
 from notifications.hub import Feed, hub
 from notifications.origins import origin_allowed
 from notifications.selectors import Marks, marks
@@ -163,8 +162,9 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         )
         if key is None:  # routing's fallback: a path no stream or topic has
             return CLOSE_NOT_FOUND
-        authorize = import_string(settings.NOTIFICATIONS_STREAM_AUTHORIZER)
-        self.store_key = await database_sync_to_async(authorize)(user=user, kind=self.kind, key=key)
+        self.store_key = await database_sync_to_async(authorize_stream)(
+            user=user, kind=self.kind, key=key
+        )
         if self.store_key is None:
             return CLOSE_NOT_FOUND
         self.last_sent = after

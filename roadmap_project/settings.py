@@ -252,9 +252,6 @@ ROADMAP_MAX_STAGES = int(os.environ.get("ROADMAP_MAX_STAGES", "50"))
 ROADMAP_MAX_MODULES = int(os.environ.get("ROADMAP_MAX_MODULES", "200"))
 ROADMAP_MAX_NAME_LENGTH = 200
 ROADMAP_MAX_DESCRIPTION_LENGTH = 2000
-# Hooks through which the lower apps reach generation without importing it.
-NOTIFICATIONS_STREAM_AUTHORIZER = "generation.streams.authorize_stream"
-ROADMAP_GENERATION_STARTER = "generation.services.generate_new_roadmap"
 # How often a connected consumer re-reads the event store (DESIGN §5: at least every 2 s).
 NOTIFICATIONS_CATCH_UP_SECONDS = float(os.environ.get("NOTIFICATIONS_CATCH_UP_SECONDS", "2.0"))
 

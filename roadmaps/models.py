@@ -22,6 +22,12 @@ class ContentStatus(models.TextChoices):
     FAILED = "failed", _("Failed")
 
 
+def roadmap_topic(roadmap_id: uuid.UUID | str) -> str:
+    """The event topic of a roadmap (notifications): generation stores every event
+    of the roadmap under it, and the roadmap stream and page read it."""
+    return f"roadmap-{roadmap_id}"
+
+
 class Roadmap(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(

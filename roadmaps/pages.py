@@ -10,7 +10,6 @@ this module never imports `generation`."""
 
 from functools import wraps
 
-from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -18,13 +17,12 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.csp import CSP, build_policy
 from django.utils.decorators import method_decorator
-from django.utils.module_loading import import_string
 from django.utils.translation import gettext_lazy as _
 
 from notifications.selectors import newest_topic_cursor
 from roadmap_project.logins import LimitedLoginForm, mark_refused
 from roadmaps import selectors
-from roadmaps.models import ContentStatus, ContentType, Roadmap
+from roadmaps.models import ContentStatus, ContentType, Roadmap, roadmap_topic
 
 ROADMAPS_PER_PAGE = 20
 # The public API's base path (roadmap_project.urls), as any client is told it.
@@ -125,16 +123,6 @@ def roadmap_list(request: HttpRequest) -> HttpResponse:
     return render(request, "roadmaps/roadmap_list.html", {"page": page, "rows": rows})
 
 
-def stream_cursor(*, user, roadmap_id) -> int:
-    """The roadmap stream's newest event id, which the page's script resumes from
-    (0: no events yet, or not the user's). The topic is the one the stream itself
-    subscribes to, named by the same hook (NOTIFICATIONS_STREAM_AUTHORIZER), so
-    this module needs no knowledge of how generation names it."""
-    authorize = import_string(settings.NOTIFICATIONS_STREAM_AUTHORIZER)
-    topic = authorize(user=user, kind="topic", key=str(roadmap_id))
-    return newest_topic_cursor(topic=topic) if topic else 0
-
-
 @login_required
 @content_security_policy
 def roadmap_page(request: HttpRequest, roadmap_id) -> HttpResponse:
@@ -143,7 +131,7 @@ def roadmap_page(request: HttpRequest, roadmap_id) -> HttpResponse:
     The stream's cursor is read before the tree: an event stored in between is
     replayed to the script (after the cursor) rather than lost, and nothing older
     is, so a busy roadmap's history is not replayed on every page load."""
-    cursor = stream_cursor(user=request.user, roadmap_id=roadmap_id)
+    cursor = newest_topic_cursor(topic=roadmap_topic(roadmap_id))
     try:
         roadmap = selectors.roadmap_detail(roadmap_id=roadmap_id, user=request.user)
     except Roadmap.DoesNotExist:

@@ -3,10 +3,9 @@
 import uuid
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.db import transaction
-from django.utils.module_loading import import_string
 
+from roadmaps import hooks
 from roadmaps.models import Concept, ConceptContent, ContentType, Module, Roadmap, Stage
 from roadmaps.selectors import has_generation_in_flight
 
@@ -85,16 +84,8 @@ def create_roadmap(
         for concept in concepts
         for content_type in ContentType.values
     )
-    task_id = start_generation_of(roadmap, user=owner) if generate else None
+    task_id = hooks.start_generation(roadmap=roadmap, user=owner) if generate else None
     return CreatedRoadmap(roadmap=roadmap, task_id=task_id)
-
-
-def start_generation_of(roadmap: Roadmap, *, user) -> str | None:
-    """Start generating every pending pair through the hook the generation app
-    provides (ROADMAP_GENERATION_STARTER), so roadmaps never imports generation.
-    Returns the task id, or None when nothing is pending."""
-    start = import_string(settings.ROADMAP_GENERATION_STARTER)
-    return start(roadmap=roadmap, user=user)
 
 
 @transaction.atomic

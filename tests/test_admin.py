@@ -10,10 +10,9 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.test import Client
 
 from generation import engine, services
-from generation.events import roadmap_topic
 from generation.models import GenerationTask, ItemState, TaskKind, TaskStatus
 from notifications.models import Event
-from roadmaps.models import ConceptContent, ContentStatus, Roadmap
+from roadmaps.models import ConceptContent, ContentStatus, Roadmap, roadmap_topic
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

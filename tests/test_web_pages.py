@@ -10,9 +10,8 @@ import pytest
 from django.test import Client
 
 from generation import services
-from generation.events import roadmap_topic
 from notifications.models import Event
-from roadmaps.models import ConceptContent
+from roadmaps.models import ConceptContent, roadmap_topic
 
 pytestmark = pytest.mark.django_db
 
