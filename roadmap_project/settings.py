@@ -176,7 +176,7 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "roadmap_project.layers.InMemoryChannelLayer",
+            "BACKEND": "roadmap_project.patches.channels.InMemoryChannelLayer",
             # One channel per process (the hub's) takes every event it watches.
             "CONFIG": {"capacity": 10000, "expiry": 60},
         }
