@@ -184,7 +184,7 @@ def main() -> None:
         layers = {
             "in-memory": {
                 "default": {
-                    "BACKEND": "roadmap_project.layers.InMemoryChannelLayer",
+                    "BACKEND": "roadmap_project.patches.channels.InMemoryChannelLayer",
                     "CONFIG": {"capacity": 1000, "expiry": 60},
                 }
             },

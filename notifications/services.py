@@ -6,7 +6,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from asgiref.sync import SyncToAsync, async_to_sync
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.db.models import F, Max, OuterRef, Q, Subquery
@@ -14,6 +14,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from notifications.models import Event, EventCounter
+from roadmap_project.patches.asgiref import serving_loop
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +111,8 @@ def _event_loop_stopped() -> bool:
     """Whether this is a worker thread of an event loop that has stopped (a server
     shutting down while the thread finished a database call). async_to_sync would
     hand the publish to that loop and wait for it forever, and the process could
-    not exit. asgiref records the loop a worker thread serves in this thread-local."""
-    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    not exit."""
+    loop = serving_loop()
     return loop is not None and not loop.is_running()
 
 

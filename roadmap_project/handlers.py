@@ -9,21 +9,20 @@ It also runs Django's middleware in async mode, where every `process_request` an
 about a dozen thread hand-offs per request. Under load that churn, not the views,
 set the cost (profile in docs/performance.md).
 
-Here the middleware is loaded in sync mode and `get_response` runs in one hop on
-one of `REQUEST_THREADS` single-thread lanes (asgiref's
-`ThreadSensitiveContext(executor=…)`), least busy first. Connections persist per
+Here the middleware is loaded in sync mode and `get_response` runs in one hop
+(roadmap_project.patches.django) on one of `REQUEST_THREADS` single-thread lanes
+(asgiref's `ThreadSensitiveContext(executor=…)`), least busy first. Connections persist per
 lane (CONN_MAX_AGE). Async views still work: Django calls them from the sync
 chain through async_to_sync, back on the event loop.
 
 In front of either handler, `RequireContentLength` refuses request bodies that
 come without a Content-Length (411) instead of letting them be read as empty."""
 
-import contextvars
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from asgiref.sync import ThreadSensitiveContext
 from asgiref.typing import (
     ASGI3Application,
     ASGIReceiveCallable,
@@ -32,9 +31,8 @@ from asgiref.typing import (
     Scope,
 )
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler
-from django.core.handlers.base import BaseHandler
-from django.http import HttpRequest, HttpResponseBase
+
+from roadmap_project.patches.django import SyncMiddlewareASGIHandler
 
 
 class Lane:
@@ -43,14 +41,15 @@ class Lane:
         self.busy = 0
 
 
-class LaneASGIHandler(ASGIHandler):
+class LaneASGIHandler(SyncMiddlewareASGIHandler):
     def __init__(self) -> None:
-        BaseHandler.__init__(self)
-        self.load_middleware(is_async=False)
+        super().__init__()
         self.lanes = [Lane(index) for index in range(settings.REQUEST_THREADS)]
         self.lock = threading.Lock()
 
     async def __call__(self, scope, receive, send) -> None:
+        """`ASGIHandler.__call__`, with the least busy lane's executor in its
+        `ThreadSensitiveContext` instead of a fresh thread."""
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         with self.lock:
@@ -62,17 +61,6 @@ class LaneASGIHandler(ASGIHandler):
         finally:
             with self.lock:
                 lane.busy -= 1
-
-    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
-        """In a context of its own: when the client goes away, asgiref cancels
-        this call while the lane thread may still be inside an async view's
-        `async_to_sync`, and would copy that thread's context back into the
-        request's, executor of the view included. The request's `request_finished`
-        would then be sent to that finished executor and fail."""
-        call = sync_to_async(
-            self.get_response, thread_sensitive=True, context=contextvars.copy_context()
-        )
-        return await call(request)
 
 
 class RequireContentLength:

@@ -128,7 +128,7 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Django's backend, with this process's writers queued on a lock rather than
-    # on SQLite's sleeping busy handler (roadmap_project/db/sqlite3/base.py).
+    # on SQLite's sleeping busy handler (roadmap_project/patches/django.py).
     # SQLITE_QUEUE_WRITERS=0 keeps Django's own, for comparison in `make bench`.
     if env_bool("SQLITE_QUEUE_WRITERS", True):
         DATABASES["default"]["ENGINE"] = "roadmap_project.db.sqlite3"
@@ -176,7 +176,7 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "roadmap_project.layers.InMemoryChannelLayer",
+            "BACKEND": "roadmap_project.patches.channels.InMemoryChannelLayer",
             # One channel per process (the hub's) takes every event it watches.
             "CONFIG": {"capacity": 10000, "expiry": 60},
         }

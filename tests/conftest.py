@@ -164,25 +164,19 @@ def generation_settings(settings, tmp_path):
 
 @pytest.fixture
 def use_task_backend(settings):
-    """Switch the django.tasks backend for one test (django caches backends)."""
-    from asgiref.local import Local
+    """Switch the django.tasks backend for one test. Changing TASKS through the
+    `settings` fixture sends `setting_changed`, on which django.tasks forgets its
+    backends (and again when the fixture restores TASKS)."""
     from django.tasks import task_backends
-
-    def reset() -> None:
-        task_backends.__dict__.pop("settings", None)
-        task_backends._settings = None
-        task_backends._connections = Local(task_backends.thread_critical)
 
     def use(path: str) -> None:
         settings.TASKS = {"default": {"BACKEND": path}}
-        reset()
         # Made here, in the test's context: a request runs in a copy of it
         # (roadmap_project.handlers), which shares this instance but does not hand
         # back one it made itself, so the test could not read what was enqueued.
         task_backends["default"]
 
-    yield use
-    reset()
+    return use
 
 
 @pytest.fixture

@@ -2,12 +2,31 @@
 as it is in the pinned version; these fail when that code changes, so the patch is
 looked at again (and dropped once upstream does the job)."""
 
+import ast
+import asyncio
 import inspect
+import textwrap
+import threading
 
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext, iscoroutinefunction, sync_to_async
+from channels import layers
+from channels.layers import get_channel_layer
 from daphne.ws_protocol import WebSocketProtocol
+from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteDatabaseWrapper
+from django.db.utils import load_backend
+from django.tasks import task_backends
+from django.tasks.backends.dummy import DummyBackend
+from django.test import override_settings
 
-import roadmap_project.asgi  # noqa: F401  (applies the patches)
+import roadmap_project.asgi  # applies the patches
+from roadmap_project.patches import asgiref as asgiref_patch
+from roadmap_project.patches import channels as channels_patch
 from roadmap_project.patches import daphne as daphne_patch
+from roadmap_project.patches import django as django_patch
 
 
 def test_daphne_still_drops_the_close_reason_and_the_patch_is_applied():
@@ -16,3 +35,118 @@ def test_daphne_still_drops_the_close_reason_and_the_patch_is_applied():
     assert 'self.serverClose(code=message.get("code", None))' in upstream
     assert "reason" not in upstream  # when daphne passes it on, drop the patch
     assert WebSocketProtocol.handle_reply is daphne_patch.handle_reply
+
+
+def statements(function) -> list[str]:
+    """A function's statements, docstring and comments left out, as normalised source."""
+    definition = ast.parse(textwrap.dedent(inspect.getsource(function))).body[0]
+    body = definition.body
+    if ast.get_docstring(definition) is not None:
+        body = body[1:]
+    return [ast.unparse(statement) for statement in body]
+
+
+def test_channels_walks_every_channel_on_each_receive_and_group_send():
+    upstream = layers.InMemoryChannelLayer
+    clean = inspect.getsource(upstream._clean_expired)
+
+    assert statements(upstream.receive)[1] == "self._clean_expired()"
+    assert statements(upstream.group_send)[2] == "self._clean_expired()"
+    assert list(inspect.signature(upstream._clean_expired).parameters) == ["self"]
+    # Expiry in seconds of wall time, so a walk a second late expires nothing early.
+    assert "while not queue.empty() and queue._queue[0][0] < time.time():" in clean
+    assert "timeout = int(time.time()) - self.group_expiry" in clean
+
+
+def test_the_in_memory_layer_walks_at_most_once_a_second(monkeypatch):
+    walks = []
+    monkeypatch.setattr(layers.InMemoryChannelLayer, "_clean_expired", lambda self: walks.append(1))
+    layer = channels_patch.InMemoryChannelLayer()
+
+    layer._clean_expired()
+    layer._clean_expired()
+    assert len(walks) == 1
+
+    layer._last_clean -= channels_patch.CLEAN_INTERVAL_SECONDS
+    layer._clean_expired()
+    assert len(walks) == 2
+
+
+def test_the_in_memory_layer_is_the_embedded_modes():
+    if not settings.REDIS_URL:
+        assert isinstance(get_channel_layer(), channels_patch.InMemoryChannelLayer)
+
+
+def test_django_begins_commits_rolls_back_and_closes_through_the_private_hooks():
+    set_autocommit = inspect.getsource(BaseDatabaseWrapper.set_autocommit)
+    assert 'hasattr(self, "_start_transaction_under_autocommit")' in set_autocommit
+    assert "self._start_transaction_under_autocommit()" in set_autocommit
+    assert "self._commit()" in inspect.getsource(BaseDatabaseWrapper.commit)
+    assert "self._rollback()" in inspect.getsource(BaseDatabaseWrapper.rollback)
+    assert "self._close()" in inspect.getsource(BaseDatabaseWrapper.close)
+    begin = inspect.getsource(SQLiteDatabaseWrapper._start_transaction_under_autocommit)
+    assert 'self.cursor().execute("BEGIN")' in begin
+    for hook in ("_commit", "_rollback", "_close"):
+        assert list(inspect.signature(getattr(BaseDatabaseWrapper, hook)).parameters) == ["self"]
+
+
+def test_the_sqlite_engine_is_the_patched_backend():
+    loaded = load_backend("roadmap_project.db.sqlite3")
+
+    assert loaded.DatabaseWrapper is django_patch.DatabaseWrapper
+    if settings.DATABASES["default"]["ENGINE"] == "roadmap_project.db.sqlite3":
+        assert isinstance(connections["default"], django_patch.DatabaseWrapper)
+
+
+def test_django_asgi_handler_only_loads_async_middleware_and_calls_get_response_async():
+    assert statements(ASGIHandler.__init__) == [
+        "super().__init__()",
+        "self.load_middleware(is_async=True)",
+    ]
+    assert statements(ASGIHandler.__call__)[-1] == (
+        "async with ThreadSensitiveContext():\n    await self.handle(scope, receive, send)"
+    )
+    assert "self.run_get_response(request)" in inspect.getsource(ASGIHandler.handle)
+    assert statements(ASGIHandler.run_get_response)[0] == (
+        "response = await self.get_response_async(request)"
+    )
+
+
+def test_the_asgi_app_runs_the_middleware_in_sync_mode():
+    handler = roadmap_project.asgi.django_asgi_app
+    if settings.REQUEST_THREADS:
+        assert isinstance(handler, django_patch.SyncMiddlewareASGIHandler)
+        assert not iscoroutinefunction(handler._middleware_chain)
+        assert iscoroutinefunction(ASGIHandler()._middleware_chain)
+
+
+def test_asgiref_records_the_loop_a_worker_thread_serves():
+    assert isinstance(SyncToAsync.threadlocal, threading.local)
+    handler = inspect.getsource(SyncToAsync.thread_handler)
+    assert "self.threadlocal.main_event_loop = loop" in handler
+    # The pinned reason for asgiref 3.13: the lanes pass their executor.
+    assert "executor" in inspect.signature(ThreadSensitiveContext).parameters
+
+
+async def test_serving_loop_is_the_loop_a_sync_to_async_thread_serves():
+    loop = asyncio.get_running_loop()
+
+    assert await sync_to_async(asgiref_patch.serving_loop, thread_sensitive=False)() is loop
+    found = []
+    thread = threading.Thread(target=lambda: found.append(asgiref_patch.serving_loop()))
+    thread.start()
+    thread.join()
+    assert found == [None]
+
+
+def test_changing_tasks_settings_gives_fresh_backends():
+    """Not a patch: tests/conftest.py's use_task_backend relies on django.tasks
+    forgetting its backends when TASKS changes (`setting_changed`), and again when
+    the change is undone."""
+    configured = type(task_backends["default"])
+    assert configured is not DummyBackend
+
+    dummy = {"default": {"BACKEND": "django.tasks.backends.dummy.DummyBackend"}}
+    with override_settings(TASKS=dummy):
+        assert type(task_backends["default"]) is DummyBackend
+    assert type(task_backends["default"]) is configured

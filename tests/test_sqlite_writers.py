@@ -1,4 +1,4 @@
-"""The SQLite backend's in-process writer queue (roadmap_project/db/sqlite3): a
+"""The SQLite backend's in-process writer queue (roadmap_project/patches/django.py): a
 transaction holds the process's writer lock from BEGIN to its end, however it
 ends, so a later writer never waits forever. Runs on its own SQLite file in both
 CI passes, whatever DATABASE_URL says."""
@@ -9,7 +9,7 @@ import pytest
 from django.db import OperationalError
 from django.db.utils import ConnectionHandler
 
-from roadmap_project.db.sqlite3.base import _writer
+from roadmap_project.patches.django import _writer
 
 
 @pytest.fixture
