@@ -3,6 +3,7 @@ written in backticks in README.md and docs/ resolves, so a rename that forgets a
 doc fails here instead of misleading the next reader."""
 
 import importlib
+import importlib.util
 import re
 from pathlib import Path
 
@@ -16,7 +17,12 @@ TOP_LEVEL = (*PACKAGES, "docs", "locale", ".ci")
 MODULES: dict[str, list[str]] = {}
 for package in PACKAGES[:4]:
     for source in (ROOT / package).rglob("*.py"):
-        if "migrations" not in source.parts and source.stem != "__init__":
+        # (Not a name that is also a library's: `django.tasks` is Django's.)
+        if (
+            "migrations" not in source.parts
+            and source.stem != "__init__"
+            and importlib.util.find_spec(source.stem) is None
+        ):
             dotted = ".".join(source.relative_to(ROOT).with_suffix("").parts)
             MODULES.setdefault(source.stem, []).append(dotted)
 
