@@ -10,6 +10,8 @@ from generation.schemas import Quiz, ResourceList, TutorialDraft
 
 # Called with a percentage (0-100) as the tutorial streams in.
 ProgressCallback = Callable[[int], Awaitable[None]]
+# A chat conversation, as prompts builds it.
+Messages = list[dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,10 @@ class Provider(Protocol):
     async def resources(self, request: GenerationRequest) -> tuple[ResourceList, str]: ...
 
     async def quiz(self, request: GenerationRequest) -> tuple[Quiz, str]: ...
+
+
+class InvalidOutput(Exception):
+    """The model answered, but the answer cannot be used; the provider re-asks."""
 
 
 # Liveness is progress (DESIGN §6): providers report every sign of life of the

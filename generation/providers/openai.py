@@ -17,7 +17,6 @@ import functools
 import json
 import logging
 import random
-import re
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -38,7 +37,13 @@ from generation.errors import (
     ProviderUnavailable,
     UnusableOutput,
 )
-from generation.providers.base import GenerationRequest, ProgressCallback, report_activity
+from generation.providers.base import (
+    GenerationRequest,
+    InvalidOutput,
+    ProgressCallback,
+    report_activity,
+)
+from generation.providers.output import parse_json, parse_tutorial, strict_json_schema
 from generation.schemas import Quiz, ResourceList, TutorialDraft
 
 logger = logging.getLogger(__name__)
@@ -49,26 +54,8 @@ PROVIDER_NAME = "openai"
 EXPECTED_TUTORIAL_CHARS = 6000
 PROGRESS_CAP_WHILE_STREAMING = 95
 MAX_DETAIL_CHARS = 2000
-SUMMARY_MAX_CHARS = 500
-TITLE_MAX_CHARS = 300
 TRANSIENT_ERRORS = (ProviderRateLimited, ProviderUnavailable, ProviderTimeout)
-# JSON Schema keywords that strict structured output accepts (the rest, such as
-# minLength or format "uri", are enforced by pydantic after the answer arrives).
-STRICT_SCHEMA_KEYWORDS = {
-    "type", "properties", "required", "additionalProperties", "items", "enum", "const",
-    "anyOf", "$defs", "$ref", "description", "title", "minimum", "maximum",
-    "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minItems", "maxItems", "pattern",
-    "format",
-}  # fmt: skip
-STRICT_STRING_FORMATS = {
-    "date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid",
-}  # fmt: skip
-
 Parsed = TypeVar("Parsed")
-
-
-class InvalidOutput(Exception):
-    """The model answered, but the answer cannot be used; the caller re-asks."""
 
 
 class TruncatedOutput(InvalidOutput):
@@ -81,33 +68,6 @@ class StreamCut(Exception):
     a fragment and is never kept."""
 
 
-def strict_json_schema(model: type[pydantic.BaseModel]) -> dict[str, Any]:
-    """The model's JSON schema in the subset strict structured output accepts:
-    every object closed and every property required, unsupported keywords dropped."""
-    return _strict(model.model_json_schema())
-
-
-def _strict(node: Any) -> Any:
-    if isinstance(node, list):
-        return [_strict(entry) for entry in node]
-    if not isinstance(node, dict):
-        return node
-    strict: dict[str, Any] = {}
-    for key, value in node.items():
-        if key not in STRICT_SCHEMA_KEYWORDS:
-            continue
-        if key == "format" and value not in STRICT_STRING_FORMATS:
-            continue
-        if key in {"properties", "$defs"}:
-            strict[key] = {name: _strict(schema) for name, schema in value.items()}
-        else:
-            strict[key] = _strict(value)
-    if strict.get("type") == "object":
-        strict["additionalProperties"] = False
-        strict["required"] = list(strict.get("properties", {}))
-    return strict
-
-
 def response_format(model: type[pydantic.BaseModel], name: str) -> dict[str, Any]:
     return {
         "type": "json_schema",
@@ -117,47 +77,6 @@ def response_format(model: type[pydantic.BaseModel], name: str) -> dict[str, Any
 
 RESOURCES_FORMAT = response_format(ResourceList, "resource_list")
 QUIZ_FORMAT = response_format(Quiz, "quiz")
-
-
-def parse_tutorial(text: str, *, fallback_title: str) -> TutorialDraft:
-    """Title from the leading heading, summary from the first prose paragraph, and the
-    whole Markdown as the body. Raises InvalidOutput when there is nothing to keep."""
-    markdown = _without_code_fence(text.strip())
-    if not markdown:
-        raise InvalidOutput("the tutorial is empty")
-    first_line, _, rest = markdown.partition("\n")
-    heading = re.fullmatch(r"#{1,6}\s+(.+)", first_line.strip())
-    title = fallback_title
-    if heading:
-        title = heading.group(1).strip().rstrip("#").strip() or fallback_title
-    else:
-        rest = markdown
-    blocks = [block.strip() for block in re.split(r"\n\s*\n", rest) if block.strip()]
-    summary = next((block for block in blocks if _is_prose(block)), "")
-    if not summary:
-        raise InvalidOutput("the tutorial has no summary paragraph after its title")
-    return TutorialDraft(
-        title=_shorten(title, TITLE_MAX_CHARS),
-        summary=_shorten(" ".join(summary.split()), SUMMARY_MAX_CHARS),
-        markdown=markdown + "\n",
-    )
-
-
-def _without_code_fence(text: str) -> str:
-    lines = text.splitlines()
-    if len(lines) >= 2 and lines[0].startswith("```") and lines[-1].strip() == "```":
-        return "\n".join(lines[1:-1]).strip()
-    return text
-
-
-def _is_prose(block: str) -> bool:
-    return not re.match(r"(#|```|~~~|\||>|[-*+]\s|\d+[.)]\s)", block)
-
-
-def _shorten(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return text[: limit - 1].rsplit(" ", 1)[0].rstrip() + "…"
 
 
 def _detail(exc: BaseException) -> str:
@@ -329,11 +248,7 @@ class OpenAIProvider:
         format_: dict[str, Any],
     ) -> tuple[Any, str]:
         answer = await self._stream(messages, response_format=format_)
-        try:
-            parsed = schema.model_validate_json(answer.text)
-        except pydantic.ValidationError as exc:
-            raise InvalidOutput(_validation_summary(exc)) from exc
-        return parsed, answer.model_name
+        return parse_json(answer.text, schema), answer.model_name
 
     async def _stream_tutorial(
         self, messages: prompts.Messages, request: GenerationRequest, progress: _Progress
@@ -427,11 +342,3 @@ class _Answer:
 
 async def _request_sent(request: Any) -> None:
     report_activity()
-
-
-def _validation_summary(exc: pydantic.ValidationError) -> str:
-    problems = [
-        f"{'.'.join(str(part) for part in error['loc']) or 'answer'}: {error['msg']}"
-        for error in exc.errors(include_input=False)[:5]
-    ]
-    return "the answer does not match the schema (" + "; ".join(problems) + ")"
