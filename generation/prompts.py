@@ -3,9 +3,7 @@
 The learner's preferences (language, level, style, focus) shape every prompt; the
 output format is fixed here, because the provider parses what comes back."""
 
-from generation.providers.base import GenerationRequest
-
-Messages = list[dict[str, str]]
+from generation.providers.base import GenerationRequest, Messages
 
 # Preference values are validated by the API (known keys, bounded length); this
 # default applies when a roadmap never said.
@@ -55,7 +53,7 @@ def _messages(request: GenerationRequest, task: str) -> Messages:
 
 def tutorial_messages(request: GenerationRequest) -> Messages:
     """The tutorial is plain Markdown: a level-1 title, a one-paragraph summary,
-    then the body (parsed by generation.providers.openai.parse_tutorial)."""
+    then the body (parsed by generation.providers.output.parse_tutorial)."""
     return _messages(
         request,
         "Write a tutorial for this concept in Markdown, about 800 to 1500 words.\n"

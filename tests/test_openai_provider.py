@@ -324,7 +324,7 @@ def test_one_provider_serves_successive_event_loops(fake_openai):
     async def twice_on_one_loop():
         first, _ = await provider.quiz(hooks_request())
         second, _ = await provider.resources(hooks_request())
-        return first, second, await provider._client()
+        return first, second, await provider.transport._client()
 
     quiz, resources, first_client = asyncio.run(twice_on_one_loop())
     *_, second_client = asyncio.run(twice_on_one_loop())

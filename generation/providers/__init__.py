@@ -1,4 +1,5 @@
-"""Content generators. `get_provider()` returns the configured one."""
+"""Which provider generates: `get_provider()` builds the configured one, the
+offline sample content or the shared policy over the OpenAI transport."""
 
 import logging
 from functools import cache
@@ -16,15 +17,18 @@ logger = logging.getLogger(__name__)
 @cache
 def get_provider() -> Provider:
     name = settings.GENERATION_PROVIDER
+    # Each provider is imported when chosen: the OpenAI SDK is slow to import (seconds
+    # on a busy machine), and the offline provider needs none of it.
     if name == "offline":
         from generation.providers.offline import OfflineProvider
 
         logger.warning("Using the offline provider: content is sample text, not generated.")
         return OfflineProvider()
     if name == "openai":
-        from generation.providers.openai import OpenAIProvider
+        from generation.providers.openai import OpenAITransport
+        from generation.providers.policy import Policy
 
-        return OpenAIProvider()
+        return Policy(OpenAITransport())
     raise ImproperlyConfigured(f"Unknown GENERATION_PROVIDER {name!r}: use openai or offline.")
 
 

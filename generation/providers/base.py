@@ -1,15 +1,20 @@
-"""The provider contract: one coroutine per content type."""
+"""The providers' contracts: what the runner calls (`Provider`), what the shared
+policy drives (`Transport`), and how both report signs of life."""
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import pydantic
+
 from generation.schemas import Quiz, ResourceList, TutorialDraft
 
 # Called with a percentage (0-100) as the tutorial streams in.
 ProgressCallback = Callable[[int], Awaitable[None]]
+# A chat conversation, as prompts builds it.
+Messages = list[dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,39 @@ class Provider(Protocol):
     async def resources(self, request: GenerationRequest) -> tuple[ResourceList, str]: ...
 
     async def quiz(self, request: GenerationRequest) -> tuple[Quiz, str]: ...
+
+
+class InvalidOutput(Exception):
+    """The model answered, but the answer cannot be used; the policy re-asks."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a streamed answer, as the model sent it."""
+
+    text: str = ""
+    refusal: str = ""
+    model: str = ""
+    # Why the model stopped: "stop", "length" (cut off at the token limit), ...;
+    # None until the last chunk. A stream that ends without one was cut.
+    finish_reason: str | None = None
+
+
+class Transport(Protocol):
+    """One way of asking a model: sends a conversation, streams the answer back.
+
+    Raises GenerationError subclasses for failures (the transient ones are retried
+    by the policy) and InvalidOutput for a response that is not an answer at all."""
+
+    name: str
+    # The model asked for, named when the answer does not say which one wrote it.
+    model: str
+
+    def stream(
+        self, messages: Messages, *, schema: type[pydantic.BaseModel] | None = None
+    ) -> AsyncIterator[Chunk]:
+        """The answer's chunks; with `schema`, asks for JSON matching it."""
+        ...
 
 
 # Liveness is progress (DESIGN §6): providers report every sign of life of the

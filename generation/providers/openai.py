@@ -1,163 +1,37 @@
-"""The OpenAI provider: Chat Completions through the official SDK, against OpenAI or
-any OpenAI-compatible server (OPENAI_BASE_URL).
+"""The OpenAI transport: streamed Chat Completions through the official SDK,
+against OpenAI or any OpenAI-compatible server (OPENAI_BASE_URL), and the SDK's
+errors mapped to generation.errors.
 
-Every answer is streamed, and every call is bounded (DESIGN §6, I3): a stream that
-receives no bytes for GENERATION_STALL_SECONDS is a timeout (httpx's read timeout);
-the SDK's retries come first, then our own rounds of exponential backoff with
-jitter for transient errors (429, 5xx, timeouts, connection errors); permanent ones
-(400, 401, 403, 404) fail at once; the runner bounds the whole attempt
-(GENERATION_DEADLINE_SECONDS). Unusable answers (invalid JSON, schema violations,
-refusals, empty text) are re-asked a bounded number of times, and so are answers
-cut off at the length limit, which never count as complete. Failures are raised
-as generation.errors classes, whose public message is fixed; the provider's own
-text travels only in `detail`, for the log (I7)."""
+A stream that receives no bytes for GENERATION_STALL_SECONDS is a timeout
+(httpx's read timeout); the SDK retries what it considers transient
+(OPENAI_MAX_RETRIES) before the shared policy's own rounds."""
 
 import asyncio
 import functools
 import json
-import logging
-import random
 import re
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import openai
 import pydantic
 from django.conf import settings
+from openai.types.chat import ChatCompletionChunk
 
-from generation import prompts
 from generation.errors import (
     GenerationError,
-    OutputTruncated,
     ProviderRateLimited,
     ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
-    UnusableOutput,
 )
-from generation.providers.base import GenerationRequest, ProgressCallback, report_activity
-from generation.schemas import Quiz, ResourceList, TutorialDraft
+from generation.providers.base import Chunk, InvalidOutput, Messages, report_activity
+from generation.providers.output import strict_json_schema
 
-logger = logging.getLogger(__name__)
-
-PROVIDER_NAME = "openai"
-# Progress is estimated from the characters received against a typical tutorial
-# length, and held below 100 until the answer is complete and parsed.
-EXPECTED_TUTORIAL_CHARS = 6000
-PROGRESS_CAP_WHILE_STREAMING = 95
+TRANSPORT_NAME = "openai"
 MAX_DETAIL_CHARS = 2000
-SUMMARY_MAX_CHARS = 500
-TITLE_MAX_CHARS = 300
-TRANSIENT_ERRORS = (ProviderRateLimited, ProviderUnavailable, ProviderTimeout)
-# JSON Schema keywords that strict structured output accepts (the rest, such as
-# minLength or format "uri", are enforced by pydantic after the answer arrives).
-STRICT_SCHEMA_KEYWORDS = {
-    "type", "properties", "required", "additionalProperties", "items", "enum", "const",
-    "anyOf", "$defs", "$ref", "description", "title", "minimum", "maximum",
-    "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minItems", "maxItems", "pattern",
-    "format",
-}  # fmt: skip
-STRICT_STRING_FORMATS = {
-    "date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid",
-}  # fmt: skip
-
-Parsed = TypeVar("Parsed")
-
-
-class InvalidOutput(Exception):
-    """The model answered, but the answer cannot be used; the caller re-asks."""
-
-
-class TruncatedOutput(InvalidOutput):
-    """The answer stopped at the length limit (finish_reason "length")."""
-
-
-class StreamCut(Exception):
-    """The stream ended without a finish reason: the connection closed halfway
-    through the answer. Transient, like any other lost connection; what arrived is
-    a fragment and is never kept."""
-
-
-def strict_json_schema(model: type[pydantic.BaseModel]) -> dict[str, Any]:
-    """The model's JSON schema in the subset strict structured output accepts:
-    every object closed and every property required, unsupported keywords dropped."""
-    return _strict(model.model_json_schema())
-
-
-def _strict(node: Any) -> Any:
-    if isinstance(node, list):
-        return [_strict(entry) for entry in node]
-    if not isinstance(node, dict):
-        return node
-    strict: dict[str, Any] = {}
-    for key, value in node.items():
-        if key not in STRICT_SCHEMA_KEYWORDS:
-            continue
-        if key == "format" and value not in STRICT_STRING_FORMATS:
-            continue
-        if key in {"properties", "$defs"}:
-            strict[key] = {name: _strict(schema) for name, schema in value.items()}
-        else:
-            strict[key] = _strict(value)
-    if strict.get("type") == "object":
-        strict["additionalProperties"] = False
-        strict["required"] = list(strict.get("properties", {}))
-    return strict
-
-
-def response_format(model: type[pydantic.BaseModel], name: str) -> dict[str, Any]:
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": name, "strict": True, "schema": strict_json_schema(model)},
-    }
-
-
-RESOURCES_FORMAT = response_format(ResourceList, "resource_list")
-QUIZ_FORMAT = response_format(Quiz, "quiz")
-
-
-def parse_tutorial(text: str, *, fallback_title: str) -> TutorialDraft:
-    """Title from the leading heading, summary from the first prose paragraph, and the
-    whole Markdown as the body. Raises InvalidOutput when there is nothing to keep."""
-    markdown = _without_code_fence(text.strip())
-    if not markdown:
-        raise InvalidOutput("the tutorial is empty")
-    first_line, _, rest = markdown.partition("\n")
-    heading = re.fullmatch(r"#{1,6}\s+(.+)", first_line.strip())
-    title = fallback_title
-    if heading:
-        title = heading.group(1).strip().rstrip("#").strip() or fallback_title
-    else:
-        rest = markdown
-    blocks = [block.strip() for block in re.split(r"\n\s*\n", rest) if block.strip()]
-    summary = next((block for block in blocks if _is_prose(block)), "")
-    if not summary:
-        raise InvalidOutput("the tutorial has no summary paragraph after its title")
-    return TutorialDraft(
-        title=_shorten(title, TITLE_MAX_CHARS),
-        summary=_shorten(" ".join(summary.split()), SUMMARY_MAX_CHARS),
-        markdown=markdown + "\n",
-    )
-
-
-def _without_code_fence(text: str) -> str:
-    lines = text.splitlines()
-    if len(lines) >= 2 and lines[0].startswith("```") and lines[-1].strip() == "```":
-        return "\n".join(lines[1:-1]).strip()
-    return text
-
-
-def _is_prose(block: str) -> bool:
-    return not re.match(r"(#|```|~~~|\||>|[-*+]\s|\d+[.)]\s)", block)
-
-
-def _shorten(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return text[: limit - 1].rsplit(" ", 1)[0].rstrip() + "…"
 
 
 def _detail(exc: BaseException) -> str:
@@ -170,7 +44,7 @@ def provider_error(exc: BaseException) -> GenerationError:
     detail = _detail(exc)
     if isinstance(exc, openai.APITimeoutError | TimeoutError):
         return ProviderTimeout(detail)
-    if isinstance(exc, openai.APIConnectionError | StreamCut):
+    if isinstance(exc, openai.APIConnectionError):
         return ProviderUnavailable(detail)
     if isinstance(exc, openai.RateLimitError):
         if exc.code == "insufficient_quota":
@@ -189,34 +63,20 @@ def provider_error(exc: BaseException) -> GenerationError:
     return ProviderRejected(detail)
 
 
-def backoff_delay(failed_rounds: int) -> float:
-    """Exponential backoff with jitter: base * 2^(n-1), scaled by 50-100 %."""
-    delay = settings.GENERATION_BACKOFF_SECONDS * 2 ** (failed_rounds - 1)
-    return delay * random.uniform(0.5, 1.0)
+@functools.cache
+def response_format(schema: type[pydantic.BaseModel]) -> dict[str, Any]:
+    """Strict structured output, named after the schema (ResourceList: resource_list)."""
+    name = re.sub(r"(?<!^)(?=[A-Z])", "_", schema.__name__).lower()
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": name, "strict": True, "schema": strict_json_schema(schema)},
+    }
 
 
-class _Progress:
-    """Reports a monotonically increasing percentage across re-asks and retries."""
+class OpenAITransport:
+    """Implements generation.providers.base.Transport over Chat Completions."""
 
-    def __init__(self, on_progress: ProgressCallback) -> None:
-        self.on_progress = on_progress
-        self.sent = 0
-
-    async def received(self, chars: int) -> None:
-        percentage = min(PROGRESS_CAP_WHILE_STREAMING, chars * 100 // EXPECTED_TUTORIAL_CHARS)
-        if percentage > self.sent:
-            self.sent = percentage
-            await self.on_progress(percentage)
-
-    async def done(self) -> None:
-        self.sent = 100
-        await self.on_progress(100)
-
-
-class OpenAIProvider:
-    """Implements generation.providers.base.Provider over Chat Completions."""
-
-    name = PROVIDER_NAME
+    name = TRANSPORT_NAME
 
     def __init__(self) -> None:
         # One client per event loop: a client's connection pool belongs to the loop
@@ -225,6 +85,29 @@ class OpenAIProvider:
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient]
         self._clients = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+
+    @property
+    def model(self) -> str:
+        return settings.OPENAI_MODEL
+
+    async def stream(
+        self, messages: Messages, *, schema: type[pydantic.BaseModel] | None = None
+    ) -> AsyncIterator[Chunk]:
+        options = {"response_format": response_format(schema)} if schema else {}
+        try:
+            client = await self._client()
+            stream = await client.chat.completions.create(
+                model=self.model, messages=messages, stream=True, **options
+            )
+            if not isinstance(stream, openai.AsyncStream):
+                raise InvalidOutput("the response is not an event stream")
+            async with stream:
+                async for completion in stream:
+                    yield _chunk(completion)
+        except json.JSONDecodeError as exc:
+            raise InvalidOutput("the event stream is not JSON") from exc
+        except (openai.OpenAIError, TimeoutError) as exc:
+            raise provider_error(exc) from exc
 
     async def _client(self) -> openai.AsyncOpenAI:
         loop = asyncio.get_running_loop()
@@ -252,141 +135,18 @@ class OpenAIProvider:
             http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [_request_sent]}),
         )
 
-    async def tutorial(
-        self, request: GenerationRequest, on_progress: ProgressCallback
-    ) -> tuple[TutorialDraft, str]:
-        progress = _Progress(on_progress)
 
-        async def ask(messages: prompts.Messages) -> tuple[TutorialDraft, str]:
-            return await self._stream_tutorial(messages, request, progress)
-
-        draft, model_name = await self._until_usable(prompts.tutorial_messages(request), ask)
-        await progress.done()
-        return draft, model_name
-
-    async def resources(self, request: GenerationRequest) -> tuple[ResourceList, str]:
-        async def ask(messages: prompts.Messages) -> tuple[ResourceList, str]:
-            return await self._stream_json(messages, ResourceList, RESOURCES_FORMAT)
-
-        return await self._until_usable(prompts.resources_messages(request), ask)
-
-    async def quiz(self, request: GenerationRequest) -> tuple[Quiz, str]:
-        async def ask(messages: prompts.Messages) -> tuple[Quiz, str]:
-            return await self._stream_json(messages, Quiz, QUIZ_FORMAT)
-
-        return await self._until_usable(prompts.quiz_messages(request), ask)
-
-    async def _until_usable(
-        self,
-        messages: prompts.Messages,
-        ask: Callable[[prompts.Messages], Awaitable[Parsed]],
-    ) -> Parsed:
-        """Re-ask after unusable output, at most GENERATION_OUTPUT_ATTEMPTS times; an
-        answer still cut off at the length limit the last time fails as truncated."""
-        attempts = max(1, settings.GENERATION_OUTPUT_ATTEMPTS)
-        conversation = messages
-        problems: list[str] = []
-        for attempt in range(1, attempts + 1):
-            try:
-                return await self._with_backoff(functools.partial(ask, conversation))
-            except InvalidOutput as exc:
-                problems.append(str(exc))
-                last = exc
-                logger.warning(
-                    "Unusable model output (attempt %d of %d): %s", attempt, attempts, exc
-                )
-                conversation = [*messages, prompts.reask_message(str(exc))]
-        detail = f"after {attempts} attempts: " + "; ".join(problems)
-        raise (
-            OutputTruncated(detail) if isinstance(last, TruncatedOutput) else UnusableOutput(detail)
-        )
-
-    async def _with_backoff(self, call: Callable[[], Awaitable[Parsed]]) -> Parsed:
-        """Our rounds on top of the SDK's retries, for transient errors only."""
-        rounds = max(1, settings.GENERATION_TRANSIENT_ATTEMPTS)
-        for failed_rounds in range(1, rounds + 1):
-            try:
-                return await call()
-            except (openai.OpenAIError, TimeoutError, StreamCut) as exc:
-                error = provider_error(exc)
-                if not isinstance(error, TRANSIENT_ERRORS) or failed_rounds == rounds:
-                    raise error from exc
-            delay = backoff_delay(failed_rounds)
-            logger.warning(
-                "Transient provider error (round %d of %d), retrying in %.2f s: %s",
-                failed_rounds,
-                rounds,
-                delay,
-                error.detail,
-            )
-            await asyncio.sleep(delay)
-        raise AssertionError("unreachable: the last round returns or raises")
-
-    async def _stream_json(
-        self,
-        messages: prompts.Messages,
-        schema: type[pydantic.BaseModel],
-        format_: dict[str, Any],
-    ) -> tuple[Any, str]:
-        answer = await self._stream(messages, response_format=format_)
-        try:
-            parsed = schema.model_validate_json(answer.text)
-        except pydantic.ValidationError as exc:
-            raise InvalidOutput(_validation_summary(exc)) from exc
-        return parsed, answer.model_name
-
-    async def _stream_tutorial(
-        self, messages: prompts.Messages, request: GenerationRequest, progress: _Progress
-    ) -> tuple[TutorialDraft, str]:
-        answer = await self._stream(messages, progress=progress)
-        draft = parse_tutorial(answer.text, fallback_title=request.concept_name)
-        return draft, answer.model_name
-
-    async def _stream(
-        self,
-        messages: prompts.Messages,
-        *,
-        response_format: dict[str, Any] | None = None,
-        progress: _Progress | None = None,
-    ) -> "_Answer":
-        """One streamed answer, whole: its text; InvalidOutput for a refusal, an
-        empty answer or one cut off at the length limit; StreamCut for one whose
-        connection ended before the model finished."""
-        answer = _Answer()
-        options = {"response_format": response_format} if response_format else {}
-        try:
-            client = await self._client()
-            stream = await client.chat.completions.create(
-                model=settings.OPENAI_MODEL, messages=messages, stream=True, **options
-            )
-            if not isinstance(stream, openai.AsyncStream):
-                raise InvalidOutput("the response is not an event stream")
-            async with stream:
-                async for chunk in stream:
-                    report_activity()
-                    answer.chunks += 1
-                    answer.model_name = chunk.model or answer.model_name
-                    for choice in chunk.choices[:1]:
-                        answer.finish_reason = choice.finish_reason or answer.finish_reason
-                        if choice.delta.refusal:
-                            answer.refusal.append(choice.delta.refusal)
-                        if choice.delta.content:
-                            answer.parts.append(choice.delta.content)
-                            answer.received += len(choice.delta.content)
-                            if progress is not None:
-                                await progress.received(answer.received)
-        except json.JSONDecodeError as exc:
-            raise InvalidOutput("the event stream is not JSON") from exc
-        if answer.chunks and answer.finish_reason is None:
-            raise StreamCut(f"the stream ended unfinished after {answer.chunks} chunks")
-        if answer.refusal:
-            raise InvalidOutput(f"the model refused: {''.join(answer.refusal)}")
-        if answer.finish_reason == "length":
-            raise TruncatedOutput("the answer was cut off at the length limit")
-        if not answer.text.strip():
-            raise InvalidOutput("the answer is empty")
-        answer.model_name = answer.model_name or settings.OPENAI_MODEL
-        return answer
+def _chunk(completion: ChatCompletionChunk) -> Chunk:
+    """The first choice's part of a completion chunk (we ask for one choice)."""
+    if not completion.choices:
+        return Chunk(model=completion.model)
+    choice = completion.choices[0]
+    return Chunk(
+        text=choice.delta.content or "",
+        refusal=choice.delta.refusal or "",
+        model=completion.model,
+        finish_reason=choice.finish_reason,
+    )
 
 
 class _LoopClient:
@@ -411,27 +171,5 @@ class _LoopClient:
             await self.client.close()
 
 
-@dataclass
-class _Answer:
-    parts: list[str] = field(default_factory=list)
-    refusal: list[str] = field(default_factory=list)
-    chunks: int = 0
-    received: int = 0
-    finish_reason: str | None = None
-    model_name: str = ""
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-
 async def _request_sent(request: Any) -> None:
     report_activity()
-
-
-def _validation_summary(exc: pydantic.ValidationError) -> str:
-    problems = [
-        f"{'.'.join(str(part) for part in error['loc']) or 'answer'}: {error['msg']}"
-        for error in exc.errors(include_input=False)[:5]
-    ]
-    return "the answer does not match the schema (" + "; ".join(problems) + ")"
