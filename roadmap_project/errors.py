@@ -1,8 +1,11 @@
-"""API errors: 413 for oversized bodies (Django would answer 400), no traceback
-in any answer, whatever DEBUG says (I7), and the shapes of those answers for the
+"""API errors: the one table that answers every domain error (its code to a status
+and a body), 413 for oversized bodies (Django would answer 400), no traceback in
+any answer whatever DEBUG says (I7), and the shapes of those answers for the
 OpenAPI schema."""
 
 import logging
+from collections.abc import Callable, Mapping
+from typing import ClassVar, NamedTuple
 
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -19,17 +22,69 @@ from roadmap_project.openapi import ERROR_TREE
 logger = logging.getLogger(__name__)
 
 
-class Refusal(Exception):
-    """A request a service refuses, with an HTTP status and a message meant for
-    the client; nothing was changed. Services of any app raise it (or a subclass)
-    without knowing about views; the API answers it as `{"detail": message}`."""
+class DomainError(Exception):
+    """A request a service of any app refuses; nothing was changed. It names what
+    went wrong with `code` and says it to the client with its message (`str()`);
+    how the API answers it is the business of ERRORS, so services never think in
+    HTTP statuses."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    code: ClassVar[str]
 
 
-def exception_handler(exc, context):
-    if isinstance(exc, Refusal):
-        return Response({"detail": str(exc)}, status=exc.status_code)
+# A body from the error and the URL's keyword arguments (which pair, which task).
+Body = Callable[[DomainError, Mapping[str, str]], dict]
+
+
+class Answer(NamedTuple):
+    status: int
+    body: Body
+
+
+def _detail(exc: DomainError, kwargs: Mapping[str, str]) -> dict:
+    return {"detail": str(exc)}
+
+
+def _detail_and_status(exc: DomainError, kwargs: Mapping[str, str]) -> dict:
+    """A content's 404: its current status says why there is nothing to show."""
+    return {"detail": str(exc), "status": exc.status}
+
+
+def _not_started(exc: DomainError, kwargs: Mapping[str, str]) -> dict:
+    """The envelope of a start (a retry's 202) with `success: false`; `data` is the
+    work already in flight."""
+    return {
+        "success": False,
+        "message": str(exc),
+        "concept_id": kwargs["concept_id"],
+        "content_type": kwargs["content_type"],
+        "data": exc.data,
+    }
+
+
+def _refused(exc: DomainError, kwargs: Mapping[str, str]) -> dict:
+    return {"success": False, "detail": str(exc), "data": exc.data}
+
+
+ACTIVE_LIMIT = "active_limit"
+
+# Every domain error's code, with the status and body the API answers it with.
+ERRORS: dict[str, Answer] = {
+    "selection_too_large": Answer(status.HTTP_400_BAD_REQUEST, _detail),
+    "not_generated": Answer(status.HTTP_404_NOT_FOUND, _detail_and_status),
+    "file_missing": Answer(status.HTTP_404_NOT_FOUND, _detail_and_status),
+    "already_generating": Answer(status.HTTP_409_CONFLICT, _not_started),
+    "task_not_running": Answer(status.HTTP_409_CONFLICT, _refused),
+    "generation_in_flight": Answer(status.HTTP_409_CONFLICT, _detail),
+    ACTIVE_LIMIT: Answer(status.HTTP_429_TOO_MANY_REQUESTS, _detail),
+}
+
+
+def exception_handler(exc: Exception, context: dict) -> Response:
+    """DRF's EXCEPTION_HANDLER: domain errors from ERRORS, Django's own errors in
+    the API's shapes, and a 500 that logs instead of showing a traceback."""
+    if isinstance(exc, DomainError):
+        answer = ERRORS[exc.code]
+        return Response(answer.body(exc, context.get("kwargs") or {}), status=answer.status)
     if isinstance(exc, RequestDataTooBig):
         return Response(
             {"detail": "Request body is larger than 1 MB."},
