@@ -17,7 +17,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.exceptions import APIException, NotFound
+from rest_framework.exceptions import NotFound
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import FormParser
 from rest_framework.renderers import JSONRenderer
@@ -72,12 +72,6 @@ class TokenView(ObtainAuthToken):
         return super().post(request, *args, **kwargs)
 
 
-class Conflict(APIException):
-    status_code = 409
-    default_detail = "Content of this roadmap is being generated; cancel its tasks first."
-    default_code = "generation_in_flight"
-
-
 @extend_schema_view(
     list=extend_schema(
         summary="List your roadmaps (staff: all)",
@@ -97,7 +91,7 @@ class Conflict(APIException):
             204: None,
             401: UNAUTHENTICATED,
             404: NOT_FOUND,
-            409: error_response(Conflict.default_detail),
+            409: error_response(services.GenerationInFlight.message),
         },
     ),
 )
@@ -120,12 +114,7 @@ class RoadmapViewSet(
         return RoadmapSummarySerializer if self.action == "list" else RoadmapDetailSerializer
 
     def perform_destroy(self, instance: Roadmap) -> None:
-        """A roadmap with work in flight is not deleted under its workers: cancel
-        the tasks (or let them finish) first."""
-        try:
-            services.delete_roadmap(roadmap=instance)
-        except services.GenerationInFlight:
-            raise Conflict() from None
+        services.delete_roadmap(roadmap=instance)
 
     def detail_body(self, roadmap_id) -> dict:
         try:
