@@ -13,7 +13,7 @@ from django.http import Http404, JsonResponse
 from django.views import defaults
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, Throttled
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -44,6 +44,11 @@ def _detail(exc: DomainError, kwargs: Mapping[str, str]) -> dict:
     return {"detail": str(exc)}
 
 
+def _detail_and_code(exc: DomainError, kwargs: Mapping[str, str]) -> dict:
+    """The 429 shape (DESIGN §4): `code` tells the cap on active work from a rate limit."""
+    return {"detail": str(exc), "code": exc.code}
+
+
 def _detail_and_status(exc: DomainError, kwargs: Mapping[str, str]) -> dict:
     """A content's 404: its current status says why there is nothing to show."""
     return {"detail": str(exc), "status": exc.status}
@@ -66,6 +71,8 @@ def _refused(exc: DomainError, kwargs: Mapping[str, str]) -> dict:
 
 
 ACTIVE_LIMIT = "active_limit"
+RATE_LIMITED = "throttled"  # DRF's code for its Throttled
+THROTTLED_CODES = (RATE_LIMITED, ACTIVE_LIMIT)
 
 # Every domain error's code, with the status and body the API answers it with.
 ERRORS: dict[str, Answer] = {
@@ -75,7 +82,7 @@ ERRORS: dict[str, Answer] = {
     "already_generating": Answer(status.HTTP_409_CONFLICT, _not_started),
     "task_not_running": Answer(status.HTTP_409_CONFLICT, _refused),
     "generation_in_flight": Answer(status.HTTP_409_CONFLICT, _detail),
-    ACTIVE_LIMIT: Answer(status.HTTP_429_TOO_MANY_REQUESTS, _detail),
+    ACTIVE_LIMIT: Answer(status.HTTP_429_TOO_MANY_REQUESTS, _detail_and_code),
 }
 
 
@@ -103,6 +110,8 @@ def exception_handler(exc: Exception, context: dict) -> Response:
         response = Response(
             {"detail": "Internal server error."}, status=status.HTTP_500_INTERNAL_SERVER_ERROR
         )
+    elif isinstance(exc, Throttled):
+        response.data["code"] = RATE_LIMITED
     return response
 
 
@@ -133,9 +142,16 @@ server_error = _json_under_api("Internal server error.", 500, defaults.server_er
 
 class ErrorSerializer(serializers.Serializer):
     """Every error answer that is not a field validation error (401, 404, 409,
-    413, 429, 500)."""
+    413, 500)."""
 
     detail = serializers.CharField()
+
+
+class ThrottledSerializer(ErrorSerializer):
+    """A 429: `code` is `throttled` for a rate limit (then `Retry-After` says when to
+    try again), `active_limit` for the cap on active work."""
+
+    code = serializers.ChoiceField(THROTTLED_CODES)
 
 
 def error_response(description: str) -> OpenApiResponse:
@@ -159,9 +175,13 @@ def validation_error_response(
     return OpenApiResponse(response=VALIDATION_ERROR_SCHEMA, description=description)
 
 
+def throttled_response(description: str) -> OpenApiResponse:
+    return OpenApiResponse(response=ThrottledSerializer, description=description)
+
+
 UNAUTHENTICATED = error_response("No valid token or session.")
 NOT_FOUND = error_response("Unknown, or not yours (existence is never revealed).")
-THROTTLED = error_response(
+THROTTLED = throttled_response(
     "Throttled (RETRY_THROTTLE_RATE; the `Retry-After` header says when to try again), "
     "or the user already has GENERATION_MAX_ACTIVE_PER_USER pairs queued or generating "
     "(`detail` says how many; nothing was started)."

@@ -30,6 +30,7 @@ from roadmap_project.errors import (
     THROTTLED,
     UNAUTHENTICATED,
     error_response,
+    throttled_response,
     validation_error_response,
 )
 from roadmap_project.logins import FailedLoginThrottle
@@ -62,7 +63,7 @@ class TokenView(ObtainAuthToken):
         responses={
             200: inline_serializer("Token", {"token": serializers.CharField()}),
             400: validation_error_response("Wrong credentials (`non_field_errors`)."),
-            429: error_response(
+            429: throttled_response(
                 "Too many failed logins from this address (AUTH_THROTTLE_RATE) or for this "
                 "username (AUTH_USERNAME_THROTTLE_RATE)."
             ),
