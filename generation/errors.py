@@ -1,7 +1,8 @@
 """What can go wrong, in two families.
 
-Service refusals (`ServiceError`) are raised by generation.services to the entry
-point that called it, which turns them into an answer (409, 400, a message).
+Service refusals (`ServiceError`) are raised by generation.services (and the
+views) and reach the client through the API's error table, by their `code`
+(roadmap_project.errors.ERRORS).
 
 Generation failures (`GenerationError`) end a pair `failed`: each carries a fixed,
 translatable public message (I7); the raw cause goes to the log with the task id
@@ -9,32 +10,52 @@ only."""
 
 from django.utils.translation import gettext as gettext_now
 from django.utils.translation import gettext_lazy as _
-from rest_framework import status
 
-from roadmap_project.errors import Refusal
+from generation.models import ws_url
+from roadmap_project.errors import ACTIVE_LIMIT, DomainError
+from roadmaps.models import ContentStatus
 
 
-class ServiceError(Exception):
+class ServiceError(DomainError):
     """A request the services refuse; nothing was changed."""
 
 
 class AlreadyGenerating(ServiceError):
     """The pair has a live generation; `task_id` names it."""
 
+    code = "already_generating"
+
     def __init__(self, task_id: str) -> None:
-        super().__init__(task_id)
+        super().__init__(_("This content is already being generated."))
         self.task_id = task_id
+
+    @property
+    def data(self) -> dict:
+        """The task in flight, as a started retry names its own."""
+        return {
+            "task_id": self.task_id,
+            "status": ContentStatus.GENERATING.value,
+            "ws_url": ws_url(self.task_id),
+        }
 
 
 class TaskNotRunning(ServiceError):
     """The task already finished, so it cannot be cancelled."""
 
+    code = "task_not_running"
+
     def __init__(self, task_id: str) -> None:
-        super().__init__(task_id)
+        super().__init__(_("The task has already finished."))
         self.task_id = task_id
+
+    @property
+    def data(self) -> dict:
+        return {"task_id": self.task_id}
 
 
 class SelectionTooLarge(ServiceError):
+    code = "selection_too_large"
+
     def __init__(self, size: int, cap: int) -> None:
         super().__init__(
             f"The selection has {size} pairs, more than the limit of {cap}: narrow it "
@@ -43,11 +64,11 @@ class SelectionTooLarge(ServiceError):
         self.size, self.cap = size, cap
 
 
-class TooManyActive(ServiceError, Refusal):
+class TooManyActive(ServiceError):
     """Admission control: the start would take the user past
-    GENERATION_MAX_ACTIVE_PER_USER pairs queued or generating (429)."""
+    GENERATION_MAX_ACTIVE_PER_USER pairs queued or generating."""
 
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    code = ACTIVE_LIMIT
 
     def __init__(self, *, active: int, starting: int, limit: int) -> None:
         super().__init__(
@@ -59,6 +80,16 @@ class TooManyActive(ServiceError, Refusal):
             % {"active": active, "starting": starting, "limit": limit}
         )
         self.active, self.starting, self.limit = active, starting, limit
+
+
+class NotGeneratedYet(ServiceError):
+    """No version of the pair was ever completed; `status` is its current one."""
+
+    code = "not_generated"
+
+    def __init__(self, status: str) -> None:
+        super().__init__(_("No version of this content has been generated yet."))
+        self.status = status
 
 
 class GenerationError(Exception):

@@ -9,6 +9,11 @@ from django.db import models
 from roadmaps.models import ConceptContent, ContentStatus, Roadmap
 
 
+def ws_url(task_id: str) -> str:
+    """The path of a task's event stream (the WebSocket route of roadmap_project.routing)."""
+    return f"/api/v1/ws/{task_id}"
+
+
 class TaskKind(models.TextChoices):
     RETRY = "retry", "Retry"
     BATCH = "batch", "Batch retry"

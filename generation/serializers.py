@@ -6,7 +6,7 @@ from pydantic import RootModel
 from rest_framework import serializers
 
 from generation import events
-from generation.models import GenerationItem, GenerationTask, ItemState, TaskStatus
+from generation.models import GenerationItem, GenerationTask, ItemState, TaskStatus, ws_url
 from generation.schemas import Question, Resource
 from generation.tutorial_files import read_tutorial
 from roadmaps.models import ConceptContent, ContentStatus, ContentType
@@ -40,10 +40,6 @@ class BatchInputSerializer(StrictSerializer):
         child=serializers.ChoiceField(ContentStatus.choices), required=False
     )
     preferences = PreferencesSerializer(required=False)
-
-
-def ws_url(task_id: str) -> str:
-    return f"/api/v1/ws/{task_id}"
 
 
 # --- Starting work ------------------------------------------------------------

@@ -12,7 +12,9 @@ from collections.abc import Iterator
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, default_storage
+from django.utils.translation import gettext_lazy
 
+from roadmap_project.errors import DomainError
 from roadmaps.models import ConceptContent
 
 logger = logging.getLogger(__name__)
@@ -32,9 +34,21 @@ def delete_tutorial(name: str) -> None:
     default_storage.delete(name)
 
 
-class TutorialFileMissing(Exception):
+class TutorialFileMissing(DomainError):
     """Storage lost a file the database still names: not a bug in the request, so
-    the API answers 404, and an operator is told where the file was."""
+    the API answers 404 with the pair's `status`, and an operator is told where the
+    file was."""
+
+    code = "file_missing"
+
+    def __init__(self, content: ConceptContent) -> None:
+        super().__init__(
+            gettext_lazy(
+                "The file of this content's last version is missing from storage; "
+                "generate it again."
+            )
+        )
+        self.status = content.status
 
 
 def read_tutorial(content: ConceptContent) -> str:
@@ -47,7 +61,7 @@ def read_tutorial(content: ConceptContent) -> str:
             content.content_ref,
             content.roadmap_id,
         )
-        raise TutorialFileMissing(content.content_ref) from None
+        raise TutorialFileMissing(content) from None
 
 
 def delete_roadmap_tutorials(roadmap_id) -> int:

@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from generation import selectors, services
-from generation.errors import AlreadyGenerating, SelectionTooLarge, TaskNotRunning
+from generation.errors import NotGeneratedYet
 from generation.models import GenerationTask
 from generation.serializers import (
     CONTENT_SCHEMA,
@@ -26,7 +26,6 @@ from generation.serializers import (
     RetryInputSerializer,
     TaskSerializer,
 )
-from generation.tutorial_files import TutorialFileMissing
 from notifications.selectors import stream_events
 from roadmap_project.errors import (
     NOT_FOUND,
@@ -105,26 +104,8 @@ class ContentViewSet(viewsets.GenericViewSet):
     def retrieve(self, request: Request, **kwargs) -> Response:
         content = self.get_object()
         if content.version == 0:
-            missing = {
-                "detail": _("No version of this content has been generated yet."),
-                "status": content.status,
-            }
-            return Response(
-                ContentMissingSerializer(missing).data, status=status.HTTP_404_NOT_FOUND
-            )
-        try:
-            return Response(CONTENT_SERIALIZERS[content.content_type](content).data)
-        except TutorialFileMissing:
-            missing = {
-                "detail": _(
-                    "The file of this content's last version is missing from storage; "
-                    "generate it again."
-                ),
-                "status": content.status,
-            }
-            return Response(
-                ContentMissingSerializer(missing).data, status=status.HTTP_404_NOT_FOUND
-            )
+            raise NotGeneratedYet(content.status)
+        return Response(CONTENT_SERIALIZERS[content.content_type](content).data)
 
     @extend_schema(
         summary="Regenerate one content (tutorial, resources or quiz)",
@@ -147,22 +128,15 @@ class ContentViewSet(viewsets.GenericViewSet):
         content = self.get_object()
         payload = RetryInputSerializer(data=request.data or {})
         payload.is_valid(raise_exception=True)
-        answer = {"concept_id": content.concept.concept_id, "content_type": content.content_type}
-        try:
-            result = services.retry_content(
-                content=content,
-                user=request.user,
-                preferences=payload.validated_data.get("preferences"),
-            )
-        except AlreadyGenerating as busy:
-            answer |= {
-                "success": False,
-                "message": _("This content is already being generated."),
-                "data": {"task_id": busy.task_id},
-            }
-            return Response(RetryAnswerSerializer(answer).data, status=status.HTTP_409_CONFLICT)
-        answer |= {
+        result = services.retry_content(
+            content=content,
+            user=request.user,
+            preferences=payload.validated_data.get("preferences"),
+        )
+        answer = {
             "success": True,
+            "concept_id": content.concept.concept_id,
+            "content_type": content.content_type,
             "message": _("%(type)s regeneration started")
             % {"type": content.content_type.capitalize()},
             "data": {"task_id": result.task.pk},
@@ -205,12 +179,7 @@ class RoadmapGenerationViewSet(viewsets.GenericViewSet):
         roadmap = self.get_object()
         payload = BatchInputSerializer(data=request.data or {})
         payload.is_valid(raise_exception=True)
-        try:
-            result = services.retry_batch(
-                roadmap=roadmap, user=request.user, **payload.validated_data
-            )
-        except SelectionTooLarge as too_large:
-            raise ValidationError({"detail": str(too_large)}) from too_large
+        result = services.retry_batch(roadmap=roadmap, user=request.user, **payload.validated_data)
         return started_batch(result, message=_("Batch regeneration started"))
 
     @extend_schema(
@@ -267,15 +236,6 @@ class TaskViewSet(viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["post"], throttle_classes=[GenerationRateThrottle])
     def cancel(self, request: Request, **kwargs) -> Response:
-        task_id = self.kwargs["task_id"]
-        try:
-            task = services.cancel_task(task_id=task_id, user=request.user)
-        except TaskNotRunning:
-            refused = {
-                "success": False,
-                "detail": _("The task has already finished."),
-                "data": {"task_id": task_id},
-            }
-            return Response(CancelConflictSerializer(refused).data, status=status.HTTP_409_CONFLICT)
+        task = services.cancel_task(task_id=self.kwargs["task_id"], user=request.user)
         cancelled = {"success": True, "data": {"task_id": task.pk, "status": task.status}}
         return Response(CancelledSerializer(cancelled).data, status=status.HTTP_202_ACCEPTED)

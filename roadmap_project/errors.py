@@ -1,8 +1,11 @@
-"""API errors: 413 for oversized bodies (Django would answer 400), no traceback
-in any answer, whatever DEBUG says (I7), and the shapes of those answers for the
+"""API errors: the one table that answers every domain error (its code to a status
+and a body), 413 for oversized bodies (Django would answer 400), no traceback in
+any answer whatever DEBUG says (I7), and the shapes of those answers for the
 OpenAPI schema."""
 
 import logging
+from collections.abc import Callable, Mapping
+from typing import ClassVar, NamedTuple
 
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -10,7 +13,7 @@ from django.http import Http404, JsonResponse
 from django.views import defaults
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, Throttled
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -19,17 +22,76 @@ from roadmap_project.openapi import ERROR_TREE
 logger = logging.getLogger(__name__)
 
 
-class Refusal(Exception):
-    """A request a service refuses, with an HTTP status and a message meant for
-    the client; nothing was changed. Services of any app raise it (or a subclass)
-    without knowing about views; the API answers it as `{"detail": message}`."""
+class DomainError(Exception):
+    """A request a service of any app refuses; nothing was changed. It names what
+    went wrong with `code` and says it to the client with its message (`str()`);
+    how the API answers it is the business of ERRORS, so services never think in
+    HTTP statuses."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    code: ClassVar[str]
 
 
-def exception_handler(exc, context):
-    if isinstance(exc, Refusal):
-        return Response({"detail": str(exc)}, status=exc.status_code)
+# A body from the error and the URL's keyword arguments (which pair, which task).
+Body = Callable[[DomainError, Mapping[str, str]], dict]
+
+
+class Answer(NamedTuple):
+    status: int
+    body: Body
+
+
+def _detail(exc: DomainError, kwargs: Mapping[str, str]) -> dict:
+    return {"detail": str(exc)}
+
+
+def _detail_and_code(exc: DomainError, kwargs: Mapping[str, str]) -> dict:
+    """The 429 shape (DESIGN §4): `code` tells the cap on active work from a rate limit."""
+    return {"detail": str(exc), "code": exc.code}
+
+
+def _detail_and_status(exc: DomainError, kwargs: Mapping[str, str]) -> dict:
+    """A content's 404: its current status says why there is nothing to show."""
+    return {"detail": str(exc), "status": exc.status}
+
+
+def _not_started(exc: DomainError, kwargs: Mapping[str, str]) -> dict:
+    """The envelope of a start (a retry's 202) with `success: false`; `data` is the
+    work already in flight."""
+    return {
+        "success": False,
+        "message": str(exc),
+        "concept_id": kwargs["concept_id"],
+        "content_type": kwargs["content_type"],
+        "data": exc.data,
+    }
+
+
+def _refused(exc: DomainError, kwargs: Mapping[str, str]) -> dict:
+    return {"success": False, "detail": str(exc), "data": exc.data}
+
+
+ACTIVE_LIMIT = "active_limit"
+RATE_LIMITED = "throttled"  # DRF's code for its Throttled
+THROTTLED_CODES = (RATE_LIMITED, ACTIVE_LIMIT)
+
+# Every domain error's code, with the status and body the API answers it with.
+ERRORS: dict[str, Answer] = {
+    "selection_too_large": Answer(status.HTTP_400_BAD_REQUEST, _detail),
+    "not_generated": Answer(status.HTTP_404_NOT_FOUND, _detail_and_status),
+    "file_missing": Answer(status.HTTP_404_NOT_FOUND, _detail_and_status),
+    "already_generating": Answer(status.HTTP_409_CONFLICT, _not_started),
+    "task_not_running": Answer(status.HTTP_409_CONFLICT, _refused),
+    "generation_in_flight": Answer(status.HTTP_409_CONFLICT, _detail),
+    ACTIVE_LIMIT: Answer(status.HTTP_429_TOO_MANY_REQUESTS, _detail_and_code),
+}
+
+
+def exception_handler(exc: Exception, context: dict) -> Response:
+    """DRF's EXCEPTION_HANDLER: domain errors from ERRORS, Django's own errors in
+    the API's shapes, and a 500 that logs instead of showing a traceback."""
+    if isinstance(exc, DomainError):
+        answer = ERRORS[exc.code]
+        return Response(answer.body(exc, context.get("kwargs") or {}), status=answer.status)
     if isinstance(exc, RequestDataTooBig):
         return Response(
             {"detail": "Request body is larger than 1 MB."},
@@ -48,6 +110,8 @@ def exception_handler(exc, context):
         response = Response(
             {"detail": "Internal server error."}, status=status.HTTP_500_INTERNAL_SERVER_ERROR
         )
+    elif isinstance(exc, Throttled):
+        response.data["code"] = RATE_LIMITED
     return response
 
 
@@ -78,9 +142,16 @@ server_error = _json_under_api("Internal server error.", 500, defaults.server_er
 
 class ErrorSerializer(serializers.Serializer):
     """Every error answer that is not a field validation error (401, 404, 409,
-    413, 429, 500)."""
+    413, 500)."""
 
     detail = serializers.CharField()
+
+
+class ThrottledSerializer(ErrorSerializer):
+    """A 429: `code` is `throttled` for a rate limit (then `Retry-After` says when to
+    try again), `active_limit` for the cap on active work."""
+
+    code = serializers.ChoiceField(THROTTLED_CODES)
 
 
 def error_response(description: str) -> OpenApiResponse:
@@ -104,9 +175,13 @@ def validation_error_response(
     return OpenApiResponse(response=VALIDATION_ERROR_SCHEMA, description=description)
 
 
+def throttled_response(description: str) -> OpenApiResponse:
+    return OpenApiResponse(response=ThrottledSerializer, description=description)
+
+
 UNAUTHENTICATED = error_response("No valid token or session.")
 NOT_FOUND = error_response("Unknown, or not yours (existence is never revealed).")
-THROTTLED = error_response(
+THROTTLED = throttled_response(
     "Throttled (RETRY_THROTTLE_RATE; the `Retry-After` header says when to try again), "
     "or the user already has GENERATION_MAX_ACTIVE_PER_USER pairs queued or generating "
     "(`detail` says how many; nothing was started)."

@@ -304,6 +304,7 @@ SPECTACULAR_SETTINGS = {
         "TaskStatusEnum": "generation.models.TaskStatus",
         "TaskKindEnum": "generation.models.TaskKind",
         "ItemStateEnum": "generation.models.ItemState",
+        "ThrottledCodeEnum": "roadmap_project.errors.THROTTLED_CODES",
     },
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024

@@ -5,13 +5,20 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
+from roadmap_project.errors import DomainError
 from roadmaps import hooks
 from roadmaps.models import Concept, ConceptContent, ContentType, Module, Roadmap, Stage
 from roadmaps.selectors import has_generation_in_flight
 
 
-class GenerationInFlight(Exception):
-    """The roadmap has content being generated; cancel its tasks first."""
+class GenerationInFlight(DomainError):
+    """The roadmap has content being generated, so it is not deleted under its workers."""
+
+    code = "generation_in_flight"
+    message = "Content of this roadmap is being generated; cancel its tasks first."
+
+    def __init__(self) -> None:
+        super().__init__(self.message)
 
 
 @dataclass(frozen=True)
@@ -96,5 +103,5 @@ def delete_roadmap(*, roadmap: Roadmap) -> None:
     Its tutorial files are deleted once this commits (generation.signals)."""
     list(Roadmap.objects.select_for_update().filter(pk=roadmap.pk).values_list("pk"))
     if has_generation_in_flight(roadmap=roadmap):
-        raise GenerationInFlight(roadmap.pk)
+        raise GenerationInFlight()
     roadmap.delete()

@@ -17,7 +17,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.exceptions import APIException, NotFound
+from rest_framework.exceptions import NotFound
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import FormParser
 from rest_framework.renderers import JSONRenderer
@@ -30,6 +30,7 @@ from roadmap_project.errors import (
     THROTTLED,
     UNAUTHENTICATED,
     error_response,
+    throttled_response,
     validation_error_response,
 )
 from roadmap_project.logins import FailedLoginThrottle
@@ -62,7 +63,7 @@ class TokenView(ObtainAuthToken):
         responses={
             200: inline_serializer("Token", {"token": serializers.CharField()}),
             400: validation_error_response("Wrong credentials (`non_field_errors`)."),
-            429: error_response(
+            429: throttled_response(
                 "Too many failed logins from this address (AUTH_THROTTLE_RATE) or for this "
                 "username (AUTH_USERNAME_THROTTLE_RATE)."
             ),
@@ -70,12 +71,6 @@ class TokenView(ObtainAuthToken):
     )
     def post(self, request: Request, *args, **kwargs) -> Response:
         return super().post(request, *args, **kwargs)
-
-
-class Conflict(APIException):
-    status_code = 409
-    default_detail = "Content of this roadmap is being generated; cancel its tasks first."
-    default_code = "generation_in_flight"
 
 
 @extend_schema_view(
@@ -97,7 +92,7 @@ class Conflict(APIException):
             204: None,
             401: UNAUTHENTICATED,
             404: NOT_FOUND,
-            409: error_response(Conflict.default_detail),
+            409: error_response(services.GenerationInFlight.message),
         },
     ),
 )
@@ -120,12 +115,7 @@ class RoadmapViewSet(
         return RoadmapSummarySerializer if self.action == "list" else RoadmapDetailSerializer
 
     def perform_destroy(self, instance: Roadmap) -> None:
-        """A roadmap with work in flight is not deleted under its workers: cancel
-        the tasks (or let them finish) first."""
-        try:
-            services.delete_roadmap(roadmap=instance)
-        except services.GenerationInFlight:
-            raise Conflict() from None
+        services.delete_roadmap(roadmap=instance)
 
     def detail_body(self, roadmap_id) -> dict:
         try:

@@ -53,7 +53,8 @@ async def test_a_start_past_the_cap_is_refused_until_a_cancel_frees_room(
     assert refused.status_code == 429
     assert refused.json() == {
         "detail": "You have 3 contents queued or generating and this would start 6 more; "
-        "the limit is 6. Wait for some to finish or cancel a task, then try again."
+        "the limit is 6. Wait for some to finish or cancel a task, then try again.",
+        "code": "active_limit",
     }
     assert await snapshot(alice) == before
     # Another user is unaffected.
