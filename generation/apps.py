@@ -1,4 +1,8 @@
+"""Generation's start-up: the receivers it connects and the periodic work it
+registers with the in-process engine."""
+
 from django.apps import AppConfig
+from django.db.models.signals import post_delete
 
 
 class GenerationConfig(AppConfig):
@@ -6,4 +10,14 @@ class GenerationConfig(AppConfig):
     verbose_name = "Generation"
 
     def ready(self) -> None:
-        from generation import signals  # noqa: F401  (connects the receivers)
+        # Imported here, as Django asks: these modules import models, which
+        # cannot load before the app registry is ready.
+        from generation import engine, liveness
+        from generation.tutorial_files import delete_tutorials_with_roadmap
+
+        post_delete.connect(
+            delete_tutorials_with_roadmap,
+            sender="roadmaps.Roadmap",
+            dispatch_uid="generation.delete_roadmap_tutorials",
+        )
+        engine.run_on_each_loop(liveness.sweep_forever)
