@@ -248,10 +248,10 @@ class InProcessBackend(BaseTaskBackend):
             errors=[],
             worker_ids=[],
         )
+        task_enqueued.send(type(self), task_result=result)
         loop = _loop_for_work()
         start_maintenance(loop)
         _spawn(loop, self._run(result), keep_in=_work)
-        task_enqueued.send(type(self), task_result=result)
         return result
 
     async def _run(self, result: TaskResult) -> None:
