@@ -1,7 +1,9 @@
-"""Generation's app: connects its signal receivers and registers the hooks the
-lower apps call (roadmaps.hooks, notifications.hooks)."""
+"""Generation's start-up: the receivers it connects, the hooks it registers for
+the lower apps (roadmaps.hooks, notifications.hooks) and the periodic work it
+registers with the in-process engine."""
 
 from django.apps import AppConfig
+from django.db.models.signals import post_delete
 
 
 class GenerationConfig(AppConfig):
@@ -9,10 +11,18 @@ class GenerationConfig(AppConfig):
     verbose_name = "Generation"
 
     def ready(self) -> None:
-        # Here, not at the top: these import models, which are not loaded yet.
-        from generation import services, signals, streams  # noqa: F401  (signals: receivers)
+        # Imported here, as Django asks: these modules import models, which
+        # cannot load before the app registry is ready.
+        from generation import engine, liveness, services, streams
+        from generation.tutorial_files import delete_tutorials_with_roadmap
         from notifications.hooks import authorize_stream
         from roadmaps.hooks import start_generation
 
+        post_delete.connect(
+            delete_tutorials_with_roadmap,
+            sender="roadmaps.Roadmap",
+            dispatch_uid="generation.delete_roadmap_tutorials",
+        )
+        engine.run_on_each_loop(liveness.sweep_forever)
         authorize_stream.register(streams.authorize_stream)
         start_generation.register(services.generate_new_roadmap)

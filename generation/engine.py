@@ -4,8 +4,10 @@ on the server's own event loop (DESIGN §10), with no broker and no worker proce
 The loop is captured when the ASGI application is first called. Outside a server
 (management commands, tests calling services directly) a private loop runs in a
 daemon thread instead, and `wait_until_idle()` lets a command wait for its work.
-When daphne shuts down, the engine's work is cancelled before the loop stops
-(`wind_down`); what it cut short is failed by the lease (I3)."""
+Apps register periodic coroutines (`run_on_each_loop`, from AppConfig.ready) that
+the engine starts on every loop it runs work on. When daphne shuts down, the
+engine's work is cancelled before the loop stops (`wind_down`); what it cut short
+is failed by the lease (I3). The engine knows nothing of what the work does."""
 
 import asyncio
 import contextvars
@@ -13,14 +15,16 @@ import logging
 import sys
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
+from traceback import format_exception
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.tasks.backends.base import BaseTaskBackend
-from django.tasks.base import TaskResult, TaskResultStatus
-from django.tasks.signals import task_enqueued
+from django.tasks.base import TaskError, TaskResult, TaskResultStatus
+from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
@@ -33,9 +37,20 @@ _private_lock = threading.Lock()
 _work: set[asyncio.Task] = set()
 _maintenance: set[asyncio.Task] = set()
 _maintained: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()
+_periodic: list[Callable[[], Coroutine]] = []
 _slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = (
     weakref.WeakKeyDictionary()
 )
+
+
+def in_worker_thread(function: Callable) -> Callable:
+    """Run ORM work of background tasks in the loop's own executor threads, not in
+    asgiref's one process-wide thread: concurrent items do not queue behind each
+    other or behind requests, and a loop that stops mid-call strands only its own
+    threads (publish-after-commit calls back into the loop that made the call).
+    These threads live as long as the process, so each call first checks the
+    thread's connection, as Django does per request."""
+    return database_sync_to_async(function, thread_sensitive=False)
 
 
 def provider_slot() -> asyncio.Semaphore:
@@ -65,14 +80,20 @@ def capture_server_loop(app: Callable) -> Callable:
     return application
 
 
+def run_on_each_loop(periodic: Callable[[], Coroutine]) -> None:
+    """Register a coroutine function the engine starts, once, on every loop it
+    runs work on (the server's, or a private one). Idempotent."""
+    if periodic not in _periodic:
+        _periodic.append(periodic)
+
+
 def start_maintenance(loop: asyncio.AbstractEventLoop) -> None:
-    """Sweep stale generations at start and then periodically on this loop."""
+    """Start the registered periodic coroutines on this loop, once per loop."""
     if loop in _maintained:
         return
     _maintained.add(loop)
-    from generation.runner import maintain_forever
-
-    _spawn(loop, maintain_forever(), keep_in=_maintenance)
+    for periodic in _periodic:
+        _spawn(loop, periodic(), keep_in=_maintenance)
 
 
 def _loop_for_work() -> asyncio.AbstractEventLoop:
@@ -200,11 +221,16 @@ def _wind_down_before_the_server_stops() -> None:
 
 
 class InProcessBackend(BaseTaskBackend):
-    """Runs each enqueued coroutine as an asyncio task; results are not kept
-    (the database rows are the results)."""
+    """Runs each enqueued coroutine as an asyncio task and signals its start and
+    end as Django's own backends do; results are not kept (the database rows are
+    the results)."""
 
     supports_async_task = True
     supports_get_result = False
+
+    def __init__(self, alias: str, params: dict) -> None:
+        super().__init__(alias, params)
+        self.worker_id = get_random_string(32)
 
     def enqueue(self, task, args, kwargs) -> TaskResult:
         self.validate_task(task)
@@ -222,8 +248,34 @@ class InProcessBackend(BaseTaskBackend):
             errors=[],
             worker_ids=[],
         )
+        task_enqueued.send(type(self), task_result=result)
         loop = _loop_for_work()
         start_maintenance(loop)
-        _spawn(loop, task.func(*args, **kwargs), keep_in=_work)
-        task_enqueued.send(type(self), task_result=result)
+        _spawn(loop, self._run(result), keep_in=_work)
         return result
+
+    async def _run(self, result: TaskResult) -> None:
+        """A run the engine cancels (its wind-down) did not finish, so it sends no
+        task_finished: its item is the lease's to fail."""
+        started = timezone.now()
+        object.__setattr__(result, "status", TaskResultStatus.RUNNING)
+        object.__setattr__(result, "started_at", started)
+        object.__setattr__(result, "last_attempted_at", started)
+        result.worker_ids.append(self.worker_id)
+        task_started.send(type(self), task_result=result)
+        try:
+            await result.task.func(*result.args, **result.kwargs)
+        except Exception as exc:
+            error = TaskError(
+                exception_class_path=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                traceback="".join(format_exception(exc)),
+            )
+            result.errors.append(error)
+            self._finish(result, TaskResultStatus.FAILED)
+        else:
+            self._finish(result, TaskResultStatus.SUCCESSFUL)
+
+    def _finish(self, result: TaskResult, status: TaskResultStatus) -> None:
+        object.__setattr__(result, "finished_at", timezone.now())
+        object.__setattr__(result, "status", status)
+        task_finished.send(type(self), task_result=result)

@@ -1,28 +1,29 @@
-"""Running work: each enqueued unit takes a provider slot, claims the item the
+"""Running one item: each enqueued unit takes a provider slot, claims the item the
 scheduler finds fairest then (generation.scheduling), and runs it with a lease
-heartbeat, throttled progress and a guaranteed terminal state (I3)."""
+heartbeat, throttled progress and a guaranteed terminal state (I3). The runner
+opens the transactions of a run's transitions (begin, complete, fail)."""
 
 import asyncio
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
-from django.db import close_old_connections
+from django.db import transaction
 from django.utils import timezone
 
-from generation import events, leases, scheduling, state
-from generation.engine import provider_slot
+from generation import events, liveness, scheduling, state
+from generation.engine import in_worker_thread, provider_slot
 from generation.errors import GenerationError, TookTooLong, public_error_for
 from generation.models import GenerationItem
 from generation.providers import GenerationRequest, get_provider
 from generation.providers.base import activity_reported_to
 from generation.results import ItemRun
-from roadmaps.models import ContentType, Roadmap
+from generation.schemas import Quiz, ResourceList, TutorialDraft
+from generation.tutorial_files import delete_tutorial, save_tutorial
+from roadmaps.models import ConceptContent, ContentType, Roadmap
 
 logger = logging.getLogger(__name__)
 
@@ -30,51 +31,6 @@ PROGRESS_INTERVAL_SECONDS = 1.0
 # How often a running attempt checks that it still holds its pair: a cancel (or a
 # reset, a take-over, its roadmap deleted) stops the provider request within this.
 FENCE_CHECK_SECONDS = 0.5
-
-
-def in_worker_thread(function):
-    """Run ORM work of background tasks in the loop's own executor threads, not in
-    asgiref's one process-wide thread: concurrent items do not queue behind each
-    other or behind requests, and a loop that stops mid-call strands only its own
-    threads (publish-after-commit calls back into the loop that made the call).
-    These threads live as long as the process, so each call first checks the
-    thread's connection, as Django does per request."""
-    return database_sync_to_async(function, thread_sensitive=False)
-
-
-class WaitingWork:
-    """How many enqueued units this process holds that wait for a provider slot.
-    While any wait, queued items are alive (maintenance renews their leases), as
-    they are while a broker still has messages."""
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._lock = threading.Lock()
-
-    def __bool__(self) -> bool:
-        return self._count > 0
-
-    def add(self, delta: int) -> None:
-        with self._lock:
-            self._count += delta
-
-
-waiting_work = WaitingWork()
-
-
-def queue_cutoff() -> datetime:
-    """Queued items of tasks started before this are not renewed: a lost unit of
-    work still ends once GENERATION_MAX_QUEUE_SECONDS have passed (I3)."""
-    return timezone.now() - timedelta(seconds=settings.GENERATION_MAX_QUEUE_SECONDS)
-
-
-def heartbeat_interval() -> float:
-    return max(0.05, min(settings.GENERATION_LEASE_SECONDS / 4, 10.0))
-
-
-def sweep_interval() -> float:
-    """At least every half lease, at most every 30 s (DESIGN §8)."""
-    return max(0.1, min(settings.GENERATION_LEASE_SECONDS / 2, 30.0))
 
 
 @dataclass(frozen=True)
@@ -114,6 +70,58 @@ def _load_context(run: ItemRun) -> ItemContext:
 _claiming = threading.Lock()
 
 
+def begin_item(*, item_id: int, task_id: str | None = None, roadmap_id=None) -> ItemRun | None:
+    """Begin a queued item (state.begin_item) with a fresh lease; None when it is
+    no longer queued."""
+    now = timezone.now()
+    with transaction.atomic():
+        return state.begin_item(
+            item_id=item_id,
+            task_id=task_id,
+            roadmap_id=roadmap_id,
+            now=now,
+            lease_until=liveness.deadline(now),
+        )
+
+
+def complete_item(
+    run: ItemRun, *, draft: TutorialDraft | ResourceList | Quiz, model_name: str
+) -> bool:
+    """Store the new version and mark the pair completed, unless this attempt was
+    superseded, in which case the result is dropped (I4). Returns whether it landed.
+
+    The tutorial file is written before the transaction, so no storage I/O runs
+    under the roadmap lock; a result that does not land deletes its file."""
+    content = ConceptContent.objects.select_related("concept").get(pk=run.content_id)
+    version = content.version + 1
+    fields = {"model": model_name, "generated_at": timezone.now()}
+    if run.content_type == ContentType.TUTORIAL:
+        fields |= {
+            "title": draft.title,
+            "summary": draft.summary,
+            "content_ref": save_tutorial(content, markdown=draft.markdown, version=version),
+            "payload": {},
+        }
+    else:
+        fields |= {"payload": draft.model_dump(mode="json"), "summary": ""}
+    landed = False
+    try:
+        with transaction.atomic():
+            landed = state.complete_item(run, version=version, fields=fields)
+    finally:
+        if not landed and "content_ref" in fields:
+            delete_tutorial(fields["content_ref"])  # dropped or rolled back
+    if not landed:
+        logger.info("Dropped the late result of attempt %s (task %s)", run.attempt_id, run.task_id)
+    return landed
+
+
+def fail_item(run: ItemRun, *, error: GenerationError) -> bool:
+    """Mark the pair failed with a public message, fenced like complete_item."""
+    with transaction.atomic():
+        return state.fail_item(run, error=error)
+
+
 def claim_next() -> ItemRun | None:
     """Begin the fairest queued item; None when nothing waits. An item another
     process claimed first, or deleted with its roadmap meanwhile, is passed over."""
@@ -121,7 +129,7 @@ def claim_next() -> ItemRun | None:
     with _claiming:
         while (next_item := scheduling.next_item(exclude=taken)) is not None:
             try:
-                run = state.begin_item(
+                run = begin_item(
                     item_id=next_item.item_id,
                     task_id=next_item.task_id,
                     roadmap_id=next_item.roadmap_id,
@@ -138,12 +146,12 @@ async def run_next() -> None:
     """One unit of work: wait for a provider slot, then run whichever item is
     fairest at that moment, not necessarily one of the start that enqueued it.
     A roadmap deleted under its work takes the work's rows with it: a normal end."""
-    waiting_work.add(1)
+    liveness.waiting_work.add(1)
     waited = True
     run = None
     try:
         async with provider_slot():
-            waiting_work.add(-1)
+            liveness.waiting_work.add(-1)
             waited = False
             run = await in_worker_thread(claim_next)()
             if run is not None:
@@ -153,7 +161,7 @@ async def run_next() -> None:
         logger.info("The roadmap of %s was deleted under its work; stopped", task)
     finally:
         if waited:
-            waiting_work.add(-1)
+            liveness.waiting_work.add(-1)
 
 
 class Progress:
@@ -203,17 +211,17 @@ async def _execute(run: ItemRun) -> None:
             error.detail or failure,
             exc_info=not isinstance(failure, GenerationError),
         )
-        await in_worker_thread(state.fail_item)(run, error=error)
+        await in_worker_thread(fail_item)(run, error=error)
         return
     try:
-        await in_worker_thread(state.complete_item)(run, draft=draft, model_name=model_name)
+        await in_worker_thread(complete_item)(run, draft=draft, model_name=model_name)
     except ObjectDoesNotExist:
         raise  # its roadmap was deleted: nothing to store, nothing to fail
     except Exception as exc:
         # Storage or database trouble while saving: fail now rather than wait out
         # the lease and report a lost worker.
         logger.exception("Could not store the result of task %s", run.task_id)
-        await in_worker_thread(state.fail_item)(run, error=public_error_for(exc))
+        await in_worker_thread(fail_item)(run, error=public_error_for(exc))
 
 
 async def _within_deadline(generation):
@@ -263,12 +271,12 @@ async def _heartbeat(
     provider's stream is closed with it, and so is its HTTP connection."""
     last_beat = time.monotonic()
     while True:
-        await asyncio.sleep(min(FENCE_CHECK_SECONDS, heartbeat_interval()))
-        beat = time.monotonic() - last_beat >= heartbeat_interval()
+        await asyncio.sleep(min(FENCE_CHECK_SECONDS, liveness.heartbeat_interval()))
+        beat = time.monotonic() - last_beat >= liveness.heartbeat_interval()
         try:
             # A beat without progress renews nothing: it only answers whether held.
             progressed = progress.take() if beat else False
-            alive = await in_worker_thread(leases.heartbeat)(run, progressed=progressed)
+            alive = await in_worker_thread(liveness.heartbeat)(run, progressed=progressed)
         except Exception:
             logger.warning("Heartbeat failed for task %s", run.task_id, exc_info=True)
             continue
@@ -278,35 +286,3 @@ async def _heartbeat(
             fenced.set()
             work.cancel()
             return
-
-
-def maintain(*, renew_queued_since: datetime | None = None) -> int:
-    """One maintenance round: keep waiting work alive, then fail stale work.
-    Queued items are alive while this process holds work waiting for a slot, or
-    (Celery) while the broker still has messages: then those of tasks started
-    since `renew_queued_since` are renewed. Returns how many were recovered."""
-    close_old_connections()
-    if renew_queued_since is None and waiting_work:
-        renew_queued_since = queue_cutoff()
-    if renew_queued_since is not None:
-        leases.renew_queued(enqueued_since=renew_queued_since)
-    return state.recover_stale()
-
-
-MAINTENANCE_TICK_SECONDS = 1.0
-
-
-async def maintain_forever() -> None:
-    """A round now, then whenever sweep_interval() has passed; the interval is
-    re-read every tick, so a changed lease setting takes effect without a restart."""
-    last_round = -float("inf")
-    while True:
-        if time.monotonic() - last_round >= sweep_interval():
-            last_round = time.monotonic()
-            try:
-                recovered = await in_worker_thread(maintain)()
-                if recovered:
-                    logger.warning("Recovered %d stale generation(s)", recovered)
-            except Exception:
-                logger.warning("Stale recovery round failed", exc_info=True)
-        await asyncio.sleep(min(MAINTENANCE_TICK_SECONDS, sweep_interval()))

@@ -2,20 +2,27 @@
 commands and tests call to start, stop, reset and recover work, so every entry
 point behaves the same and emits the same events.
 
-Services take keyword arguments, own their transactions (in generation.state,
-which only they and the runner may import) and raise generation.errors'
-ServiceError subclasses for requests they refuse."""
+Services take keyword arguments and own the write: the transaction each
+transition of generation.state runs in, the enqueue of work once a start commits
+(I2), and the error policy (generation.errors' ServiceError subclasses for
+requests they refuse; a broker that refuses work fails nothing here)."""
 
+import logging
 from itertools import groupby
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import QuerySet
+from django.utils import timezone
 
-from generation import selectors, state
+from generation import liveness, selectors, state
 from generation.errors import SelectionTooLarge, TooManyActive
 from generation.models import GenerationTask, TaskKind
 from generation.results import Skipped, StartResult
+from generation.tasks import generate_content
 from roadmaps.models import ConceptContent, ContentStatus, Roadmap
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Skipped",
@@ -32,15 +39,47 @@ __all__ = [
 ]
 
 
-# Start a task of any kind over exactly the given pairs, in their order (seed_demo,
-# tests): a single retry of a live pair raises AlreadyGenerating, other kinds skip it.
-start_generation = state.start_generation
+def start_generation(
+    *,
+    roadmap: Roadmap,
+    user,
+    kind: str,
+    contents: list[ConceptContent],
+    preferences: dict | None = None,
+    statuses: list[str] | None = None,
+) -> StartResult:
+    """Start a task of any kind over exactly the given pairs, in their order
+    (the other starts, seed_demo, tests), and enqueue its work when the
+    transaction commits (I2). A single retry of a live pair raises
+    AlreadyGenerating, other kinds skip it."""
+    now = timezone.now()
+    with transaction.atomic():
+        result = state.start(
+            roadmap=roadmap, user=user, kind=kind, contents=contents, now=now,
+            lease_until=liveness.deadline(now), preferences=preferences, statuses=statuses,
+        )  # fmt: skip
+        if result.task is None:
+            transaction.set_rollback(True)
+        else:
+            items = result.task.total
+            transaction.on_commit(lambda: _enqueue_work(items))
+    return result
+
+
+def _enqueue_work(items: int) -> None:
+    """Runs after the start committed: a broker that refuses the message must not
+    turn the already-sent 202 into an error; the lease fails the item instead (I3)."""
+    for _ in range(items):
+        try:
+            generate_content.enqueue()
+        except Exception:
+            logger.exception("Could not enqueue work; a queued item's lease will expire")
 
 
 def retry_content(*, content: ConceptContent, user, preferences: dict | None = None) -> StartResult:
     """Regenerate one pair; raises AlreadyGenerating if it is live, TooManyActive
     (as every start does) if the user is at GENERATION_MAX_ACTIVE_PER_USER."""
-    return state.start_generation(
+    return start_generation(
         roadmap=content.roadmap,
         user=user,
         kind=TaskKind.RETRY,
@@ -67,7 +106,7 @@ def retry_batch(
     selection = list(contents[: settings.BATCH_MAX_PAIRS + 1])
     if len(selection) > settings.BATCH_MAX_PAIRS:
         raise SelectionTooLarge(contents.count(), settings.BATCH_MAX_PAIRS)
-    return state.start_generation(
+    return start_generation(
         roadmap=roadmap, user=user, kind=TaskKind.BATCH, contents=selection,
         preferences=preferences, statuses=statuses,
     )  # fmt: skip
@@ -78,7 +117,7 @@ def generate_roadmap(*, roadmap: Roadmap, user) -> StartResult:
     a roadmap's size is already bounded by ROADMAP_MAX_CONCEPTS."""
     pending = [ContentStatus.PENDING]
     contents = selectors.select_contents(roadmap=roadmap, statuses=pending)
-    return state.start_generation(
+    return start_generation(
         roadmap=roadmap, user=user, kind=TaskKind.GENERATE, contents=list(contents),
         statuses=pending,
     )  # fmt: skip
@@ -102,7 +141,7 @@ def retry_contents(*, contents: QuerySet[ConceptContent], user=None) -> list[Sta
         group = list(group)
         roadmap = group[0].roadmap
         try:
-            result = state.start_generation(
+            result = start_generation(
                 roadmap=roadmap, user=user or roadmap.owner, kind=TaskKind.BATCH, contents=group
             )
         except TooManyActive:
@@ -119,15 +158,17 @@ def cancel_task(*, task_id: str, user) -> GenerationTask:
     """Cancel a task the user may see (404 otherwise); raises TaskNotRunning when
     it already ended."""
     task = selectors.task_for(task_id=task_id, user=user)
-    return state.cancel_task(task_id=task.pk)
+    with transaction.atomic():
+        return state.cancel_task(task_id=task.pk)
 
 
 def reset_status(*, content: ConceptContent, status: str) -> bool:
     """An operator's reset to `pending` or `failed`, outside any task: a live
     generation of the pair is fenced out. False when it already had that status."""
-    return state.set_status_outside_task(content=content, status=status)
+    with transaction.atomic():
+        return state.set_status_outside_task(content=content, status=status)
 
 
 def recover_stale() -> int:
     """Fail every generation whose lease expired (I3); how many were failed."""
-    return state.recover_stale()
+    return liveness.recover_stale()

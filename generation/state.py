@@ -3,13 +3,16 @@
     pending -> generating -> completed
                          \\-> failed
 
-Internal to generation.services and generation.runner (ruff bans other imports);
-docs/generation.md lists every edge, its event, invariant and test.
+Transitions only: each runs inside a transaction its caller opened (generation.
+services for requests, generation.runner for a run, generation.liveness for the
+sweep), which import it alone (ruff bans other imports); docs/generation.md
+lists every edge, its event, invariant and test.
 
 Every transition is a conditional UPDATE (compare-and-set) in the database (I1),
 fenced by the attempt id (I4), and records its event in the same transaction (I5).
-Every transaction takes its locks in the one order that generation.ledger
-documents (roadmap, task, contents, event counters), so writers never deadlock.
+Every transition takes its locks in the one order that generation.ledger
+documents (roadmap, owner, task, contents, event counters), so writers never
+deadlock.
 """
 
 import logging
@@ -17,11 +20,9 @@ import uuid
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
 
-from generation import events, leases, ledger
+from generation import events, ledger
 from generation.errors import (
     AlreadyGenerating,
     Cancelled,
@@ -41,9 +42,7 @@ from generation.models import (
     TaskStatus,
 )
 from generation.results import ItemRun, Skipped, StartResult
-from generation.schemas import Quiz, ResourceList, TutorialDraft
-from generation.tutorial_files import delete_tutorial, save_tutorial
-from roadmaps.models import ConceptContent, ContentStatus, ContentType, Roadmap
+from roadmaps.models import ConceptContent, ContentStatus, Roadmap, lease_expired
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ STARTABLE = (ContentStatus.PENDING, ContentStatus.FAILED, ContentStatus.COMPLETE
 
 
 def _claim_all(
-    contents: list[ConceptContent], *, task_id: str, now: datetime
+    contents: list[ConceptContent], *, task_id: str, now: datetime, lease_until: datetime
 ) -> tuple[uuid.UUID, set[int]]:
     """Compare-and-set every pair to `generating` in one UPDATE (I1): the condition
     admits only a startable status or an expired lease, so a live generation never
@@ -63,15 +62,13 @@ def _claim_all(
     fence is always the (row, attempt) pair, and each item gets its own attempt
     when it begins."""
     attempt_id = uuid.uuid4()
-    startable = Q(status__in=STARTABLE) | Q(
-        status=ContentStatus.GENERATING, lease_expires_at__lt=now
-    )
+    startable = Q(status__in=STARTABLE) | lease_expired(now)
     pks = [content.pk for content in contents]
     claimed = ConceptContent.objects.filter(startable, pk__in=pks).update(
         status=ContentStatus.GENERATING,
         attempt_id=attempt_id,
         task_id=task_id,
-        lease_expires_at=leases.deadline(now),
+        lease_expires_at=lease_until,
         public_error="",
         updated_at=now,
     )
@@ -99,12 +96,6 @@ def _already_generating(content: ConceptContent, kind: str) -> Skipped:
     return Skipped(content.concept.concept_id, content.content_type, "already generating")
 
 
-def _startable(content: ConceptContent, now: datetime) -> bool:
-    if content.status in STARTABLE:
-        return True
-    return content.lease_expires_at is not None and content.lease_expires_at < now
-
-
 def _close_taken_over(content: ConceptContent) -> None:
     """A take-over of an expired generation: the dead attempt's item ends failed,
     so its task still finishes and its stream closes (I3)."""
@@ -115,109 +106,114 @@ def _close_taken_over(content: ConceptContent) -> None:
         )
 
 
-def start_generation(
+def start(
     *,
     roadmap: Roadmap,
     user,
     kind: str,
     contents: list[ConceptContent],
+    now: datetime,
+    lease_until: datetime,
     preferences: dict | None = None,
     statuses: list[str] | None = None,
 ) -> StartResult:
-    """Flip every startable pair to `generating`, create the task and its items,
-    and enqueue the work when the transaction commits (I2).
+    """Flip every startable pair to `generating` (its lease until `lease_until`)
+    and create the task and its items; no task when no pair could start.
 
     A single retry of a live pair raises AlreadyGenerating; a batch skips it, and
     skips a pair whose status left the selection's `statuses` since it was read."""
-    from generation.tasks import enqueue_work
-
-    now = timezone.now()
     skipped: list[Skipped] = []
-    with transaction.atomic():
-        ledger.lock_roadmap(roadmap.pk)
-        task = GenerationTask(
-            id=GenerationTask.new_id(kind, contents[0] if contents else None),
-            kind=kind,
-            owner=user,
-            roadmap=roadmap,
-            preferences=preferences or {},
-        )
-        # One read and one UPDATE, whatever the size: the callers' copies may be
-        # stale, so statuses are read again under the roadmap lock.
-        fields = ("status", "attempt_id", "task_id", "lease_expires_at")
-        current = ConceptContent.objects.only(*fields).in_bulk([c.pk for c in contents])
-        startable: list[ConceptContent] = []
-        for content in contents:
-            for field in fields:
-                setattr(content, field, getattr(current[content.pk], field))
-            moved_on = statuses is not None and content.status not in statuses
-            if moved_on and content.status != ContentStatus.GENERATING:
-                skipped.append(
-                    Skipped(content.concept.concept_id, content.content_type, "status changed")
-                )
-            elif _startable(content, now):
-                startable.append(content)
-            else:
-                skipped.append(_already_generating(content, kind))
-        _admit(user, starting=len(startable))
-        attempt_id, lost = _claim_all(startable, task_id=task.id, now=now)
-        claimed: list[GenerationItem] = []
-        for content in startable:
-            if content.pk in lost:
-                skipped.append(_already_generating(content, kind))
-                continue
-            previous_status = content.status
-            if previous_status == ContentStatus.GENERATING:
-                _close_taken_over(content)
-                previous_status = ContentStatus.FAILED
-            claimed.append(
-                GenerationItem(
-                    task=task,
-                    content=content,
-                    position=len(claimed) + 1,
-                    previous_status=previous_status,
-                    attempt_id=attempt_id,
-                )
+    ledger.lock_roadmap(roadmap.pk)
+    task = GenerationTask(
+        id=GenerationTask.new_id(kind, contents[0] if contents else None),
+        kind=kind,
+        owner=user,
+        roadmap=roadmap,
+        preferences=preferences or {},
+    )
+    # One read and one UPDATE, whatever the size: the callers' copies may be
+    # stale, so statuses are read again under the roadmap lock.
+    fields = ("status", "attempt_id", "task_id", "lease_expires_at")
+    current = (
+        ConceptContent.objects.only(*fields)
+        .annotate(lease_expired=lease_expired(now))
+        .in_bulk([c.pk for c in contents])
+    )
+    startable: list[ConceptContent] = []
+    for content in contents:
+        for field in fields:
+            setattr(content, field, getattr(current[content.pk], field))
+        moved_on = statuses is not None and content.status not in statuses
+        if moved_on and content.status != ContentStatus.GENERATING:
+            skipped.append(
+                Skipped(content.concept.concept_id, content.content_type, "status changed")
             )
-        if not claimed:
-            transaction.set_rollback(True)
-            return StartResult(task=None, skipped=skipped)
-        task.total = len(claimed)
-        task.save(force_insert=True)
-        items = GenerationItem.objects.bulk_create(claimed)
-        transaction.on_commit(lambda: enqueue_work(len(items)))
+        elif content.status in STARTABLE or current[content.pk].lease_expired:
+            startable.append(content)
+        else:
+            skipped.append(_already_generating(content, kind))
+    _admit(user, starting=len(startable))
+    attempt_id, lost = _claim_all(startable, task_id=task.id, now=now, lease_until=lease_until)
+    claimed: list[GenerationItem] = []
+    for content in startable:
+        if content.pk in lost:
+            skipped.append(_already_generating(content, kind))
+            continue
+        previous_status = content.status
+        if previous_status == ContentStatus.GENERATING:
+            _close_taken_over(content)
+            previous_status = ContentStatus.FAILED
+        claimed.append(
+            GenerationItem(
+                task=task,
+                content=content,
+                position=len(claimed) + 1,
+                previous_status=previous_status,
+                attempt_id=attempt_id,
+            )
+        )
+    if not claimed:
+        return StartResult(task=None, skipped=skipped)
+    task.total = len(claimed)
+    task.save(force_insert=True)
+    GenerationItem.objects.bulk_create(claimed)
     return StartResult(task=task, skipped=skipped)
 
 
 # --- running -------------------------------------------------------------------
 
 
-def begin_item(*, item_id: int, task_id: str | None = None, roadmap_id=None) -> ItemRun | None:
+def begin_item(
+    *,
+    item_id: int,
+    now: datetime,
+    lease_until: datetime,
+    task_id: str | None = None,
+    roadmap_id=None,
+) -> ItemRun | None:
     """Claim a queued item: mark it running with a new attempt id (which fences out
     anything older, I4), renew its lease and emit `concept_start`. Returns None
     when the item is no longer queued (another slot claimed it, or it ended).
     The scheduler passes the item's task and roadmap ids, saving their lookups."""
-    now = timezone.now()
-    with transaction.atomic():
-        if task_id is None:
-            task_id = GenerationItem.objects.values_list("task_id", flat=True).get(pk=item_id)
-        task = ledger.locked_task(task_id, roadmap_id=roadmap_id)
-        item = ledger.item(item_id, task=task)
-        if item.state != ItemState.QUEUED or task.status != TaskStatus.RUNNING:
-            return None
-        attempt_id = uuid.uuid4()
-        moved = (
-            ConceptContent.objects.filter(pk=item.content_id)
-            .held_by(item.attempt_id)
-            .update(attempt_id=attempt_id, lease_expires_at=leases.deadline(now), updated_at=now)
-        )
-        if not moved:
-            ledger.close_item(task, item, ItemState.CANCELLED, error=Superseded())
-            return None
-        item.state = ItemState.RUNNING
-        item.attempt_id = attempt_id
-        item.save(update_fields=["state", "attempt_id"])
-        events.concept_start(task, item)
+    if task_id is None:
+        task_id = GenerationItem.objects.values_list("task_id", flat=True).get(pk=item_id)
+    task = ledger.locked_task(task_id, roadmap_id=roadmap_id)
+    item = ledger.item(item_id, task=task)
+    if item.state != ItemState.QUEUED or task.status != TaskStatus.RUNNING:
+        return None
+    attempt_id = uuid.uuid4()
+    moved = (
+        ConceptContent.objects.filter(pk=item.content_id)
+        .held_by(item.attempt_id)
+        .update(attempt_id=attempt_id, lease_expires_at=lease_until, updated_at=now)
+    )
+    if not moved:
+        ledger.close_item(task, item, ItemState.CANCELLED, error=Superseded())
+        return None
+    item.state = ItemState.RUNNING
+    item.attempt_id = attempt_id
+    item.save(update_fields=["state", "attempt_id"])
+    events.concept_start(task, item)
     return ItemRun(
         item_id=item.pk,
         task_id=task.pk,
@@ -231,58 +227,32 @@ def begin_item(*, item_id: int, task_id: str | None = None, roadmap_id=None) -> 
 # --- ending --------------------------------------------------------------------
 
 
-def complete_item(
-    run: ItemRun, *, draft: TutorialDraft | ResourceList | Quiz, model_name: str
-) -> bool:
-    """Store the new version and mark the pair completed, unless this attempt was
-    superseded, in which case the result is dropped (I4). Returns whether it landed.
-
-    The tutorial file is written before the transaction, so no storage I/O runs
-    under the roadmap lock; a result that does not land deletes its file."""
-    now = timezone.now()
-    content = ConceptContent.objects.select_related("concept").get(pk=run.content_id)
-    version = content.version + 1
-    fields = {"version": version, "model": model_name, "generated_at": now}
-    if run.content_type == ContentType.TUTORIAL:
-        fields |= {
-            "title": draft.title,
-            "summary": draft.summary,
-            "content_ref": save_tutorial(content, markdown=draft.markdown, version=version),
-            "payload": {},
-        }
-    else:
-        fields |= {"payload": draft.model_dump(mode="json"), "summary": ""}
-    landed = 0
-    try:
-        with transaction.atomic():
-            task = ledger.locked_task(run.task_id)
-            landed = (
-                ConceptContent.objects.filter(pk=run.content_id, version=version - 1)
-                .held_by(run.attempt_id)
-                .release(status=ContentStatus.COMPLETED, public_error="", **fields)
-            )
-            item = ledger.item(run.item_id)
-            if landed:
-                content.refresh_from_db()
-                ledger.close_item(task, item, ItemState.COMPLETED, content=content)
-            elif item.state in UNFINISHED_ITEM_STATES and item.attempt_id == run.attempt_id:
-                ledger.close_item(task, item, ItemState.CANCELLED, error=Superseded())
-    finally:
-        if not landed and "content_ref" in fields:
-            delete_tutorial(fields["content_ref"])  # dropped or rolled back
-    if not landed:
-        logger.info("Dropped the late result of attempt %s (task %s)", run.attempt_id, run.task_id)
+def complete_item(run: ItemRun, *, version: int, fields: dict) -> bool:
+    """Store version `version` (its `fields`) and mark the pair completed, unless
+    this attempt was superseded, in which case nothing changes (I4). Returns
+    whether it landed."""
+    task = ledger.locked_task(run.task_id)
+    landed = (
+        ConceptContent.objects.filter(pk=run.content_id, version=version - 1)
+        .held_by(run.attempt_id)
+        .release(status=ContentStatus.COMPLETED, public_error="", version=version, **fields)
+    )
+    item = ledger.item(run.item_id)
+    if landed:
+        content = ConceptContent.objects.select_related("concept").get(pk=run.content_id)
+        ledger.close_item(task, item, ItemState.COMPLETED, content=content)
+    elif item.state in UNFINISHED_ITEM_STATES and item.attempt_id == run.attempt_id:
+        ledger.close_item(task, item, ItemState.CANCELLED, error=Superseded())
     return bool(landed)
 
 
 def fail_item(run: ItemRun, *, error: GenerationError) -> bool:
     """Mark the pair failed with a public message, fenced like complete_item."""
-    with transaction.atomic():
-        task = ledger.locked_task(run.task_id)
-        item = ledger.item(run.item_id)
-        if item.state not in UNFINISHED_ITEM_STATES or item.attempt_id != run.attempt_id:
-            return False
-        return _fail(task, item, error)
+    task = ledger.locked_task(run.task_id)
+    item = ledger.item(run.item_id)
+    if item.state not in UNFINISHED_ITEM_STATES or item.attempt_id != run.attempt_id:
+        return False
+    return _fail(task, item, error)
 
 
 def _fail(
@@ -310,7 +280,7 @@ def _fail_content(
 ) -> bool:
     owned = ConceptContent.objects.filter(pk=item.content_id).held_by(item.attempt_id)
     if stale_before is not None:
-        owned = owned.filter(lease_expires_at__lt=stale_before)
+        owned = owned.expired(stale_before)
     return bool(
         owned.release(
             status=ContentStatus.FAILED,
@@ -322,19 +292,18 @@ def _fail_content(
 def cancel_task(*, task_id: str) -> GenerationTask:
     """Unstarted pairs go back to their previous status; in-flight ones end
     `failed` with "Cancelled"; the task ends `cancelled` with `task_complete`."""
-    with transaction.atomic():
-        task = ledger.locked_task(task_id)
-        if task.status != TaskStatus.RUNNING:
-            raise TaskNotRunning(task_id)
-        running = task.items.filter(state=ItemState.RUNNING).select_related(
-            "content__concept", "content__roadmap", "task__roadmap"
-        )
-        for item in running:  # at most the engines' concurrency
-            error = Cancelled() if _fail_content(item, Cancelled()) else Superseded()
-            ledger.close_item(task, item, ItemState.CANCELLED, error=error, ends_task=False)
-        _restore_queued(task)
-        ledger.close_task(task, TaskStatus.CANCELLED)
-        events.task_complete(task, final=True)
+    task = ledger.locked_task(task_id)
+    if task.status != TaskStatus.RUNNING:
+        raise TaskNotRunning(task_id)
+    running = task.items.filter(state=ItemState.RUNNING).select_related(
+        "content__concept", "content__roadmap", "task__roadmap"
+    )
+    for item in running:  # at most the engines' concurrency
+        error = Cancelled() if _fail_content(item, Cancelled()) else Superseded()
+        ledger.close_item(task, item, ItemState.CANCELLED, error=error, ends_task=False)
+    _restore_queued(task)
+    ledger.close_task(task, TaskStatus.CANCELLED)
+    events.task_complete(task, final=True)
     return task
 
 
@@ -368,44 +337,33 @@ def _restore_queued(task: GenerationTask) -> None:
     )
 
 
-# --- recovery and operators ----------------------------------------------------------
+# --- recovery and operators ----------------------------------------------------
 
 
-def recover_stale(*, now: datetime | None = None) -> int:
-    """Fail every generation whose lease expired: its worker died, its message
-    was lost, or it hung (I3). Safe to run anywhere, any number of times."""
-    now = now or timezone.now()
-    stale = ConceptContent.objects.filter(
-        status=ContentStatus.GENERATING, lease_expires_at__lt=now
-    ).values_list("pk", "roadmap_id", "attempt_id")
-    recovered = 0
-    for content_id, roadmap_id, attempt_id in stale:
-        with transaction.atomic():
-            ledger.lock_roadmap(roadmap_id)
-            still_stale = ConceptContent.objects.filter(
-                pk=content_id, lease_expires_at__lt=now
-            ).held_by(attempt_id)
-            if not still_stale.exists():
-                continue
-            logger.warning("Lease expired for content %s (attempt %s)", content_id, attempt_id)
-            item = ledger.live_item(content_id, attempt_id)
-            if item is not None:
-                recovered += _fail(
-                    ledger.locked_task(item.task_id), item, WorkerLost(), stale_before=now
-                )
-                continue
-            # A generating row without a live item (should not happen): fail it anyway.
-            content = still_stale.select_related("concept", "roadmap").get()
-            public_error = events.public_text(WorkerLost(), content.roadmap)
-            if still_stale.release(status=ContentStatus.FAILED, public_error=public_error):
-                events.status_changed(
-                    content,
-                    status=ContentStatus.FAILED,
-                    previous_status=ContentStatus.GENERATING,
-                    task_id=content.task_id or None,
-                )
-                recovered += 1
-    return recovered
+def fail_expired(*, content_id: int, roadmap_id, attempt_id, now: datetime) -> bool:
+    """Fail a pair whose lease expired before `now`, if it still has (the sweep
+    read it before taking the roadmap lock: a renewal meanwhile wins). Returns
+    whether it failed."""
+    ledger.lock_roadmap(roadmap_id)
+    still_stale = ConceptContent.objects.filter(pk=content_id).expired(now).held_by(attempt_id)
+    if not still_stale.exists():
+        return False
+    logger.warning("Lease expired for content %s (attempt %s)", content_id, attempt_id)
+    item = ledger.live_item(content_id, attempt_id)
+    if item is not None:
+        return _fail(ledger.locked_task(item.task_id), item, WorkerLost(), stale_before=now)
+    # A generating row without a live item (should not happen): fail it anyway.
+    content = still_stale.select_related("concept", "roadmap").get()
+    public_error = events.public_text(WorkerLost(), content.roadmap)
+    if not still_stale.release(status=ContentStatus.FAILED, public_error=public_error):
+        return False
+    events.status_changed(
+        content,
+        status=ContentStatus.FAILED,
+        previous_status=ContentStatus.GENERATING,
+        task_id=content.task_id or None,
+    )
+    return True
 
 
 def set_status_outside_task(*, content: ConceptContent, status: str) -> bool:
@@ -413,25 +371,24 @@ def set_status_outside_task(*, content: ConceptContent, status: str) -> bool:
     generation of the pair is fenced out and its task item closed as cancelled."""
     if status not in (ContentStatus.PENDING, ContentStatus.FAILED):
         raise ValueError(f"Cannot set status {status!r} by hand")
-    with transaction.atomic():
-        ledger.lock_roadmap(content.roadmap_id)
-        current = ConceptContent.objects.select_related("concept", "roadmap").get(pk=content.pk)
-        if current.status == status:
-            return False
-        item = None
-        if current.status == ContentStatus.GENERATING:
-            item = ledger.live_item(current.pk, current.attempt_id)
-        ConceptContent.objects.filter(
-            pk=current.pk, status=current.status, attempt_id=current.attempt_id
-        ).release(
-            status=status,
-            public_error=events.public_text(MarkedFailed(), current.roadmap)
-            if status == ContentStatus.FAILED
-            else "",
+    ledger.lock_roadmap(content.roadmap_id)
+    current = ConceptContent.objects.select_related("concept", "roadmap").get(pk=content.pk)
+    if current.status == status:
+        return False
+    item = None
+    if current.status == ContentStatus.GENERATING:
+        item = ledger.live_item(current.pk, current.attempt_id)
+    ConceptContent.objects.filter(
+        pk=current.pk, status=current.status, attempt_id=current.attempt_id
+    ).release(
+        status=status,
+        public_error=events.public_text(MarkedFailed(), current.roadmap)
+        if status == ContentStatus.FAILED
+        else "",
+    )
+    events.status_changed(current, status=status, previous_status=current.status, task_id=None)
+    if item is not None:
+        ledger.close_item(
+            ledger.locked_task(item.task_id), item, ItemState.CANCELLED, error=Cancelled()
         )
-        events.status_changed(current, status=status, previous_status=current.status, task_id=None)
-        if item is not None:
-            ledger.close_item(
-                ledger.locked_task(item.task_id), item, ItemState.CANCELLED, error=Cancelled()
-            )
     return True

@@ -3,7 +3,8 @@
 Files are written before the transaction that publishes them, so no storage I/O
 runs under the roadmap lock; a version that does not land deletes its file. Every
 file of a roadmap lives under its own folder, `tutorials/<roadmap_id>/`, so the
-roadmap's deletion can remove all of them, older versions included (generation.signals).
+roadmap's deletion can remove all of them, older versions included
+(`delete_tutorials_with_roadmap`, connected in generation.apps).
 Nothing serves this folder publicly: the API streams a file to its owner."""
 
 import logging
@@ -12,10 +13,11 @@ from collections.abc import Iterator
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, default_storage
+from django.db import transaction
 from django.utils.translation import gettext_lazy
 
 from roadmap_project.errors import DomainError
-from roadmaps.models import ConceptContent
+from roadmaps.models import ConceptContent, Roadmap
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,17 @@ def delete_roadmap_tutorials(roadmap_id) -> int:
     _remove_empty_local_folders(folder)
     logger.info("Deleted %d tutorial file(s) of roadmap %s", len(names), roadmap_id)
     return len(names)
+
+
+def delete_tutorials_with_roadmap(sender, instance: Roadmap, using: str, **kwargs) -> None:
+    """Roadmaps' post_delete receiver: generation wrote the files, so it removes
+    them (roadmaps never imports generation). Whatever deletes a roadmap (the
+    API's DELETE through roadmaps.services.delete_roadmap, a queryset delete, its
+    owner's deletion), its tutorial files go too, once the deletion commits: a
+    rollback keeps them. `robust`: a storage failure is logged and leaves orphan
+    files, never turns a committed deletion into an error."""
+    roadmap_id = instance.pk
+    transaction.on_commit(lambda: delete_roadmap_tutorials(roadmap_id), using=using, robust=True)
 
 
 def _files_under(storage: Storage, folder: str) -> Iterator[str]:

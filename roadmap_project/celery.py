@@ -23,15 +23,16 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(worker_pool="threads", worker_concurrency=settings.GENERATION_CONCURRENCY)
 app.autodiscover_tasks()
 
-# The sweeper of this worker process; generation.worker needs Django's app registry,
-# which is ready only once the worker runs, hence the imports inside the handlers.
+# The sweeper of this worker process; generation.liveness needs Django's app
+# registry, which is ready only once the worker runs, hence the import inside the
+# handler.
 _sweepers: list = []
 
 
 @worker_ready.connect
 def start_generation_sweeper(**kwargs) -> None:
     """Recover stale generations now, then every sweep interval (DESIGN §7)."""
-    from generation.worker import Sweeper
+    from generation.liveness import Sweeper
 
     sweeper = Sweeper(app)
     _sweepers.append(sweeper)

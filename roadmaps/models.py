@@ -2,6 +2,7 @@
 row per content type, which carries that pair's generation status."""
 
 import uuid
+from datetime import datetime
 
 from django.conf import settings
 from django.db import models
@@ -100,6 +101,12 @@ class Concept(models.Model):
         return self.name
 
 
+def lease_expired(now: datetime) -> models.Q:
+    """The expiry condition, as a Q for the queries that combine it with others
+    (a start's claim); everything else filters with `ConceptContent.objects.expired`."""
+    return models.Q(status=ContentStatus.GENERATING, lease_expires_at__lt=now)
+
+
 class ConceptContentQuerySet(models.QuerySet):
     """The fence every generation transition writes through (I1, I4)."""
 
@@ -108,6 +115,12 @@ class ConceptContentQuerySet(models.QuerySet):
         over, or that an operator reset, no longer matches, so a superseded
         attempt's write changes nothing."""
         return self.filter(status=ContentStatus.GENERATING, attempt_id=attempt_id)
+
+    def expired(self, now: datetime) -> "ConceptContentQuerySet":
+        """Rows `generating` whose lease ran out before `now`: no live attempt
+        vouches for them any more, so a start may take them over and the sweep
+        fails them (I3)."""
+        return self.filter(lease_expired(now))
 
     def release(self, *, status: str, **fields) -> int:
         """End the attempt holding these rows: set `status` (and `fields`) and clear

@@ -100,7 +100,8 @@ def delete_roadmap(*, roadmap: Roadmap) -> None:
     """Delete a roadmap unless work is in flight. The roadmap row is locked first,
     as every generation transition does, so nothing can start between the check
     and the delete, and the cascade never deadlocks with a running transition.
-    Its tutorial files are deleted once this commits (generation.signals)."""
+    Its tutorial files are deleted once this commits
+    (generation.tutorial_files.delete_tutorials_with_roadmap)."""
     list(Roadmap.objects.select_for_update().filter(pk=roadmap.pk).values_list("pk"))
     if has_generation_in_flight(roadmap=roadmap):
         raise GenerationInFlight()

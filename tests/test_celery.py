@@ -149,7 +149,7 @@ def test_batch_of_50_is_spread_over_two_workers(start_stack, alice, make_roadmap
 
 def test_killed_worker_mid_batch_ends_every_pair_within_the_lease(start_stack, alice, make_roadmap):
     lease, concurrency, delay = 3.0, 2, 1.0
-    sweep = min(lease / 2, 30.0)  # generation.runner.sweep_interval() in the workers
+    sweep = min(lease / 2, 30.0)  # generation.liveness.sweep_interval() in the workers
     stack = start_stack(
         servers=1,
         OFFLINE_PROVIDER_DELAY_SECONDS=delay,

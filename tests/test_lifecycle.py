@@ -90,6 +90,37 @@ def test_engine_sweeps_stale_rows_by_itself(roadmap, no_runner, settings):
     assert content.public_error == str(WorkerLost.public_message)
 
 
+def test_the_engine_signals_each_unit_of_work_like_djangos_backends(roadmap, use_task_backend):
+    """task_enqueued, task_started, task_finished, in that order, as Django's own
+    backends send them; the finished result says the work succeeded."""
+    from django.tasks.signals import task_enqueued, task_finished, task_started
+
+    use_task_backend("generation.engine.InProcessBackend")
+    seen: list[tuple[str, str]] = []
+
+    def recorder(name: str):
+        def record(sender, task_result, **kwargs) -> None:
+            seen.append((name, task_result.status))
+
+        return record
+
+    receivers = {
+        task_enqueued: recorder("enqueued"),
+        task_started: recorder("started"),
+        task_finished: recorder("finished"),
+    }
+    for signal_, receiver in receivers.items():
+        signal_.connect(receiver)
+    try:
+        retry(roadmap)
+        assert engine.wait_until_idle(timeout=10)
+    finally:
+        for signal_, receiver in receivers.items():
+            signal_.disconnect(receiver)
+    assert seen == [("enqueued", "READY"), ("started", "RUNNING"), ("finished", "SUCCESSFUL")]
+    assert tutorial_of(roadmap).status == "completed"
+
+
 def test_a_server_sweeps_stale_generations_by_itself(roadmap, no_runner, settings, tmp_path):
     """I3: a daphne with the in-process engine fails what a dead process left
     `generating`, at start and then periodically, with nobody calling the sweep."""

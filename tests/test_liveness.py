@@ -6,7 +6,7 @@ against the fake OpenAI server."""
 
 import pytest
 
-from generation import engine, leases
+from generation import engine, liveness
 from generation.errors import OutputTruncated, ProviderTimeout, TookTooLong, WorkerLost
 from generation.providers import reset_provider
 from generation.services import start_generation
@@ -60,7 +60,7 @@ def test_hung_stream_fails_within_the_stall_window(
 @pytest.fixture
 def beats(monkeypatch) -> list[tuple[bool, bool]]:
     """(progressed, still held) of every heartbeat of the engine, in order."""
-    real_heartbeat = leases.heartbeat
+    real_heartbeat = liveness.heartbeat
     seen: list[tuple[bool, bool]] = []
 
     def heartbeat(run, *, progressed: bool) -> bool:
@@ -68,7 +68,7 @@ def beats(monkeypatch) -> list[tuple[bool, bool]]:
         seen.append((progressed, held))
         return held
 
-    monkeypatch.setattr(leases, "heartbeat", heartbeat)
+    monkeypatch.setattr(liveness, "heartbeat", heartbeat)
     return seen
 
 

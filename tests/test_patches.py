@@ -150,3 +150,20 @@ def test_changing_tasks_settings_gives_fresh_backends():
     with override_settings(TASKS=dummy):
         assert type(task_backends["default"]) is DummyBackend
     assert type(task_backends["default"]) is configured
+
+
+def test_celery_still_keeps_the_queues_a_worker_consumes_on_amqp_queues():
+    """generation.liveness counts the broker's backlog in the queues a worker
+    consumes; Celery keeps them, selected by `-Q` at start-up, on
+    `app.amqp.queues.consume_from` only."""
+    from celery import Celery
+    from celery.worker.worker import WorkController
+
+    from roadmap_project.patches.celery import consumed_queues
+
+    assert "self.app.amqp.queues.select(include)" in inspect.getsource(WorkController.setup_queues)
+    app = Celery("probe", set_as_current=False)
+    app.conf.task_default_queue = "probe-default"
+    assert consumed_queues(app) == ["probe-default"]  # nothing selected or declared yet
+    app.amqp.queues.select(["probe-a", "probe-b"])  # what `-Q probe-a,probe-b` does
+    assert consumed_queues(app) == ["probe-a", "probe-b"]

@@ -1,7 +1,6 @@
 """The state machine's own tests: fencing by attempt id (I4), take-overs, lease
 renewal racing the sweeper, and the order of terminal writes. They drive the
-transitions the runner makes (begin, heartbeat, complete) one at a time, so this
-module is the one test allowed to import generation.state (pyproject.toml)."""
+transitions the runner makes (begin, heartbeat, complete) one at a time."""
 
 import contextlib
 import socket
@@ -10,7 +9,7 @@ import threading
 import pytest
 from django.db import connection, transaction
 
-from generation import leases, services, state
+from generation import engine, liveness, runner, services
 from generation.errors import WorkerLost
 from generation.models import GenerationItem
 from generation.schemas import TutorialDraft
@@ -29,19 +28,19 @@ def test_late_result_of_superseded_attempt_is_ignored(roadmap, no_runner):
     """I4: attempt A stalls, its lease expires, attempt B takes over; A's late
     result must not overwrite B's state."""
     first = retry(roadmap)
-    run_a = state.begin_item(item_id=GenerationItem.objects.get(task=first).pk)
+    run_a = runner.begin_item(item_id=GenerationItem.objects.get(task=first).pk)
     expire_lease(tutorial_of(roadmap))  # A's lease runs out without a heartbeat
 
     second = retry(roadmap)  # take-over of an expired generation
-    run_b = state.begin_item(item_id=GenerationItem.objects.get(task=second).pk)
+    run_b = runner.begin_item(item_id=GenerationItem.objects.get(task=second).pk)
     draft = TutorialDraft(title="Late", summary="from A", markdown="# Late A")
-    assert state.complete_item(run_a, draft=draft, model_name="a") is False
-    assert leases.heartbeat(run_a, progressed=True) is False
+    assert runner.complete_item(run_a, draft=draft, model_name="a") is False
+    assert liveness.heartbeat(run_a, progressed=True) is False
 
     content = tutorial_of(roadmap)
     assert content.status == "generating" and content.attempt_id == run_b.attempt_id
     assert content.version == 0 and content.title == ""
-    assert state.complete_item(
+    assert runner.complete_item(
         run_b, draft=TutorialDraft(title="B", summary="s", markdown="# B"), model_name="b"
     )
     content.refresh_from_db()
@@ -52,13 +51,13 @@ def test_late_result_of_superseded_attempt_is_ignored(roadmap, no_runner):
 
 def test_admin_reset_fences_the_running_attempt_and_closes_its_task(roadmap, no_runner):
     task = retry(roadmap)
-    run = state.begin_item(item_id=GenerationItem.objects.get(task=task).pk)
+    run = runner.begin_item(item_id=GenerationItem.objects.get(task=task).pk)
 
     assert services.reset_status(content=tutorial_of(roadmap), status="pending")
 
-    assert leases.heartbeat(run, progressed=True) is False
+    assert liveness.heartbeat(run, progressed=True) is False
     assert (
-        state.complete_item(
+        runner.complete_item(
             run, draft=TutorialDraft(title="t", summary="s", markdown="m"), model_name="x"
         )
         is False
@@ -75,7 +74,7 @@ def test_take_over_of_a_dead_attempt_ends_its_task(roadmap, no_runner):
     """I3: the superseded attempt's worker is gone; its task must still finish and
     its stream close, or it would stay `running` forever."""
     dead = retry(roadmap)
-    state.begin_item(item_id=GenerationItem.objects.get(task=dead).pk)
+    runner.begin_item(item_id=GenerationItem.objects.get(task=dead).pk)
     expire_lease(tutorial_of(roadmap))
 
     fresh = retry(roadmap)
@@ -97,7 +96,7 @@ def test_sweep_never_fails_a_lease_renewed_while_it_waited(roadmap, no_runner):
 
     def renew() -> None:
         with transaction.atomic():
-            results["renewed"] = leases.renew_queued(enqueued_since=task.created_at)
+            results["renewed"] = liveness.renew_queued(enqueued_since=task.created_at)
             renewed.set()
             go.wait(5)  # hold the row until the sweep has read it as expired
         connection.close()
@@ -163,7 +162,6 @@ async def test_failure_is_recorded_even_when_publishing_it_is_slow(
     on, takes it for fencing and cancels the run mid-write."""
     from asgiref.sync import sync_to_async
 
-    from generation import runner
     from tests.support.fake_openai import error
 
     settings.GENERATION_LEASE_SECONDS = 0.2  # a beat every 50 ms
@@ -177,9 +175,9 @@ async def test_failure_is_recorded_even_when_publishing_it_is_slow(
 
     def start():
         task = retry(roadmap)
-        return state.begin_item(item_id=GenerationItem.objects.get(task=task).pk)
+        return runner.begin_item(item_id=GenerationItem.objects.get(task=task).pk)
 
-    run = await runner.in_worker_thread(start)()
+    run = await engine.in_worker_thread(start)()
     await runner._execute(run)  # returns normally: not cancelled by its own heartbeat
 
     content = await sync_to_async(tutorial_of)(roadmap)

@@ -1,0 +1,230 @@
+"""Liveness: how live work proves it is alive, and how work nobody vouches for ends (I3).
+
+A `generating` row carries `lease_expires_at`. A running attempt renews it with
+each heartbeat that follows progress (a request sent, bytes received); queued work
+is renewed by the sweep while it is known to be waiting (this process still holds
+work to run, or the broker still has messages). A row whose lease runs out
+(`ConceptContent.objects.expired`) is failed by the sweep: one loop body, run by an
+async driver on the in-process engine's loops (`sweep_forever`, registered in
+AppConfig.ready) and by a thread driver in each Celery worker (`Sweeper`).
+Renewals never change a status, so they are not transitions of the state machine.
+
+In a Celery worker, work waiting in the broker queue is held by no process. With a
+long backlog the lease would run out while the messages are still safely queued,
+so each round first asks the broker how many messages wait in the queues this
+worker consumes: while there are any, the leases of all queued items are renewed.
+Once the queues are empty an item still `queued` has no unit of work left to run
+it (a lost message), and its lease is left to expire, which fails it. A
+redelivered message is a spare unit of work: it runs whatever is fairest, or
+nothing (docs/decisions/0006-fair-scheduling.md). If the broker cannot be asked,
+nothing is renewed: being wrongly failed is recoverable by a retry, a pair stuck
+in `generating` is not.
+"""
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import close_old_connections, connections, transaction
+from django.utils import timezone
+from kombu.exceptions import ChannelError
+
+from generation import state
+from generation.engine import in_worker_thread
+from generation.models import GenerationItem, ItemState
+from generation.results import ItemRun
+from roadmap_project.patches.celery import consumed_queues
+from roadmaps.models import ConceptContent, ContentStatus
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+logger = logging.getLogger(__name__)
+
+# How often the async driver looks whether a round is due: the interval is re-read
+# every tick, so a changed lease setting takes effect without a restart.
+SWEEP_TICK_SECONDS = 1.0
+
+
+# --- timings -------------------------------------------------------------------
+
+
+def deadline(now: datetime | None = None) -> datetime:
+    """When a lease taken or renewed now runs out."""
+    return (now or timezone.now()) + timedelta(seconds=settings.GENERATION_LEASE_SECONDS)
+
+
+def heartbeat_interval() -> float:
+    return max(0.05, min(settings.GENERATION_LEASE_SECONDS / 4, 10.0))
+
+
+def sweep_interval() -> float:
+    """At least every half lease, at most every 30 s (DESIGN §8)."""
+    return max(0.1, min(settings.GENERATION_LEASE_SECONDS / 2, 30.0))
+
+
+def queue_cutoff() -> datetime:
+    """Queued items of tasks started before this are not renewed: a lost unit of
+    work still ends once GENERATION_MAX_QUEUE_SECONDS have passed."""
+    return timezone.now() - timedelta(seconds=settings.GENERATION_MAX_QUEUE_SECONDS)
+
+
+# --- renewal -------------------------------------------------------------------
+
+
+class WaitingWork:
+    """How many enqueued units this process holds that wait for a provider slot.
+    While any wait, queued items are alive (the sweep renews their leases), as
+    they are while a broker still has messages."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return self._count > 0
+
+    def add(self, delta: int) -> None:
+        with self._lock:
+            self._count += delta
+
+
+waiting_work = WaitingWork()
+
+
+def heartbeat(run: ItemRun, *, progressed: bool) -> bool:
+    """Renew the lease of a running attempt if it made progress since the last
+    beat (one row, whatever its task's size); without progress the lease runs
+    down, so a hung call is failed by the sweep even while its process lives.
+    False means the attempt was fenced out (cancelled, reset, taken over)."""
+    held = ConceptContent.objects.filter(pk=run.content_id).held_by(run.attempt_id)
+    if progressed:
+        return bool(held.update(lease_expires_at=deadline()))
+    return held.exists()
+
+
+def renew_queued(*, enqueued_since: datetime) -> int:
+    """Renew the leases of the queued items of every task started since a time:
+    one statement per round, however many items wait. Rows another transaction
+    is changing are skipped, not waited for, so renewals never take part in a
+    deadlock."""
+    items = GenerationItem.objects.filter(
+        state=ItemState.QUEUED, task__created_at__gte=enqueued_since
+    )
+    with transaction.atomic():
+        renewable = ConceptContent.objects.select_for_update(skip_locked=True).filter(
+            status=ContentStatus.GENERATING, attempt_id__in=items.values("attempt_id")
+        )
+        return ConceptContent.objects.filter(pk__in=renewable.values("pk")).update(
+            lease_expires_at=deadline()
+        )
+
+
+def waiting_messages(app: "Celery", queues: Iterable[str]) -> int:
+    """Messages waiting in the broker for any worker (not those already delivered
+    and unacknowledged: their items run and heartbeat)."""
+    total = 0
+    with app.connection_for_read() as connection:
+        connection.ensure_connection(max_retries=1)
+        channel = connection.default_channel
+        for name in queues:
+            try:
+                total += channel.queue_declare(queue=name, passive=True).message_count
+            except ChannelError:
+                continue  # Redis deletes an empty list: the queue does not exist yet.
+    return total
+
+
+def broker_backlog_cutoff(app: "Celery") -> datetime | None:
+    """While the broker still holds messages, queued items enqueued after the
+    returned time are alive; None when the queues are empty (or cannot be asked)."""
+    try:
+        backlog = waiting_messages(app, consumed_queues(app))
+    except Exception:
+        logger.warning("Could not count the broker's waiting messages", exc_info=True)
+        return None
+    return queue_cutoff() if backlog else None
+
+
+# --- the sweep -----------------------------------------------------------------
+
+
+def recover_stale(*, now: datetime | None = None) -> int:
+    """Fail every generation whose lease expired: its worker died, its message
+    was lost, or it hung. Safe to run anywhere, any number of times; one
+    transaction per pair. Returns how many were failed."""
+    now = now or timezone.now()
+    stale = ConceptContent.objects.expired(now).values_list("pk", "roadmap_id", "attempt_id")
+    recovered = 0
+    for content_id, roadmap_id, attempt_id in stale:
+        with transaction.atomic():
+            recovered += state.fail_expired(
+                content_id=content_id, roadmap_id=roadmap_id, attempt_id=attempt_id, now=now
+            )
+    return recovered
+
+
+def sweep(app: "Celery | None" = None) -> int:
+    """One round of either driver: keep waiting work alive, then fail stale work.
+    Queued items are alive while this process holds work waiting for a slot, or
+    (a Celery worker's `app`) while the broker still has messages. Returns how
+    many generations were recovered."""
+    close_old_connections()
+    queued_since = broker_backlog_cutoff(app) if app is not None else None
+    if queued_since is None and waiting_work:
+        queued_since = queue_cutoff()
+    if queued_since is not None:
+        renew_queued(enqueued_since=queued_since)
+    return recover_stale()
+
+
+def _logged_sweep(app: "Celery | None" = None) -> None:
+    try:
+        recovered = sweep(app)
+    except Exception:
+        logger.warning("Stale recovery round failed", exc_info=True)
+        return
+    if recovered:
+        logger.warning("Recovered %d stale generation(s)", recovered)
+
+
+async def sweep_forever() -> None:
+    """The async driver (the in-process engine runs it on each of its loops): a
+    round now, then whenever sweep_interval() has passed."""
+    last_round = -float("inf")
+    while True:
+        if time.monotonic() - last_round >= sweep_interval():
+            last_round = time.monotonic()
+            await in_worker_thread(_logged_sweep)()
+        await asyncio.sleep(min(SWEEP_TICK_SECONDS, sweep_interval()))
+
+
+class Sweeper:
+    """The thread driver (a Celery worker process): a daemon thread running a
+    round at start and then every sweep interval."""
+
+    def __init__(self, app: "Celery") -> None:
+        self.app = app
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="generation-sweeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            while not self._stopped.is_set():
+                _logged_sweep(self.app)
+                self._stopped.wait(sweep_interval())
+        finally:
+            connections.close_all()
