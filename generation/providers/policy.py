@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 import pydantic
 from django.conf import settings
 
-from generation import prompts
 from generation.errors import (
     OutputTruncated,
     ProviderRateLimited,
@@ -32,6 +31,7 @@ from generation.errors import (
     ProviderUnavailable,
     UnusableOutput,
 )
+from generation.providers import prompts
 from generation.providers.base import (
     Chunk,
     GenerationRequest,
