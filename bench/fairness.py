@@ -10,18 +10,16 @@ ending, read in the database. First come, first served, B would wait for A's
 whole backlog; fair scheduling (generation.scheduling) puts B's pair in the next
 free slot. Goal: with the backlog <= 2 x alone."""
 
-import json
 import logging
 import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-from bench.in_flight import configurations, fake_provider, prepare, task_row
+from bench.in_flight import fake_provider, measure_each, prepare, task_row
 from bench.worker_scaling import framework
 from tests.support.daphne_server import daphne_server
 from tests.support.processes import ROOT
@@ -126,14 +124,13 @@ def main() -> None:
         f"single retries ({STREAM_SECONDS} s answers), alone and behind another user's "
         f"{BACKLOG_CONCEPTS * 3}-pair generation, {SLOTS} slots"
     )
-    with tempfile.TemporaryDirectory() as scratch:
-        for label, env in configurations(Path(scratch)).items():
-            result = measure(env, Path(scratch))
-            report[label] = result
-            print(
-                f"  {label:15} alone {result['alone_median_s']:.2f} s, behind the backlog "
-                f"{result['with_backlog_median_s']:.2f} s "
-                f"(max {result['with_backlog_max_s']:.2f} s): {result['ratio']:.2f}x"
-            )
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    measure_each(
+        report,
+        RESULTS,
+        measure,
+        lambda result: (
+            f"alone {result['alone_median_s']:.2f} s, behind the backlog "
+            f"{result['with_backlog_median_s']:.2f} s "
+            f"(max {result['with_backlog_max_s']:.2f} s): {result['ratio']:.2f}x"
+        ),
+    )

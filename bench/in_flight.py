@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dj_database_url
@@ -121,6 +122,19 @@ def configurations(scratch: Path) -> dict[str, dict]:
     }
 
 
+def measure_each(
+    report: dict, results: Path, measure: Callable[[dict, Path], dict], describe: Callable
+) -> None:
+    """Measure every configuration (SQLite; PostgreSQL + Redis), print one line per
+    configuration (`describe(result)`), and write `report` with the results."""
+    with tempfile.TemporaryDirectory() as scratch:
+        for label, env in configurations(Path(scratch)).items():
+            report[label] = result = measure(env, Path(scratch))
+            print(f"  {label:15} {describe(result)}")
+    results.parent.mkdir(exist_ok=True)
+    results.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def measure(env: dict, scratch: Path) -> dict:
     prepare(env, SEED)
     provider, base_url = fake_provider()
@@ -179,15 +193,14 @@ def main() -> None:
         "stream_seconds": STREAM_SECONDS,
     }
     print(f"{GENERATIONS} tutorials streamed over {STREAM_SECONDS} s each, all in flight at once")
-    with tempfile.TemporaryDirectory() as scratch:
-        for label, env in configurations(Path(scratch)).items():
-            result = measure(env, Path(scratch))
-            report[label] = result
-            print(
-                f"  {label:15} makespan {result['makespan_s']:6.2f} s "
-                f"({result['ratio_to_ideal']:.2f}x ideal), {result['completed']} completed, "
-                f"{result['failed']} failed, peak RSS {result['peak_rss_mb']} MB, "
-                f"{result['cpu_ms_per_generation']} ms CPU per generation"
-            )
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    measure_each(
+        report,
+        RESULTS,
+        measure,
+        lambda result: (
+            f"makespan {result['makespan_s']:6.2f} s "
+            f"({result['ratio_to_ideal']:.2f}x ideal), {result['completed']} completed, "
+            f"{result['failed']} failed, peak RSS {result['peak_rss_mb']} MB, "
+            f"{result['cpu_ms_per_generation']} ms CPU per generation"
+        ),
+    )

@@ -13,10 +13,9 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from bench.in_flight import configurations, prepare
+from bench.in_flight import measure_each, prepare
 from tests.support.daphne_server import daphne_server
 from tests.support.processes import ROOT
 
@@ -101,15 +100,14 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     report = {"machine": f"{platform.node()}, {os.cpu_count()} cores", "clients": CLIENTS}
     print(f"{CLIENTS} WebSocket clients connecting at once to one roadmap stream")
-    with tempfile.TemporaryDirectory() as scratch:
-        for label, env in configurations(Path(scratch)).items():
-            result = measure(env, Path(scratch))
-            report[label] = result
-            print(
-                f"  {label:15} {result['replayed']} replayed ({result['failed']} failed "
-                f"{result['failures']}), all within {result['all_replayed_s']} s "
-                f"(p50 {result['p50_s']} s; goal {GOAL_SECONDS} s), "
-                f"{result['killed_slow_shutdown']} consumers killed at shutdown"
-            )
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    measure_each(
+        report,
+        RESULTS,
+        measure,
+        lambda result: (
+            f"{result['replayed']} replayed ({result['failed']} failed "
+            f"{result['failures']}), all within {result['all_replayed_s']} s "
+            f"(p50 {result['p50_s']} s; goal {GOAL_SECONDS} s), "
+            f"{result['killed_slow_shutdown']} consumers killed at shutdown"
+        ),
+    )

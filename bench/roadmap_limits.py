@@ -13,14 +13,13 @@ import logging
 import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 from django.conf import settings
 
-from bench.in_flight import configurations, prepare
+from bench.in_flight import measure_each, prepare
 from tests.support.daphne_server import daphne_server
 from tests.support.processes import ROOT
 from tests.support.roadmaps import framework_of
@@ -110,15 +109,14 @@ def main() -> None:
         f"{report['stages']} stages, {report['modules']} modules, {report['concepts']} concepts: "
         f"create then read, {SAMPLES} times; and {OVERSIZED_STAGES:,} stages refused"
     )
-    with tempfile.TemporaryDirectory() as scratch:
-        for label, env in configurations(Path(scratch)).items():
-            result = measure(env, Path(scratch))
-            report[label] = result
-            print(
-                f"  {label:15} create {result['create_median_ms']} ms (max "
-                f"{result['create_max_ms']}), read {result['read_median_ms']} ms (max "
-                f"{result['read_max_ms']}, {result['detail_kib']} KiB), oversized refused in "
-                f"{result['refuse_oversized_median_ms']} ms"
-            )
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    measure_each(
+        report,
+        RESULTS,
+        measure,
+        lambda result: (
+            f"create {result['create_median_ms']} ms (max "
+            f"{result['create_max_ms']}), read {result['read_median_ms']} ms (max "
+            f"{result['read_max_ms']}, {result['detail_kib']} KiB), oversized refused in "
+            f"{result['refuse_oversized_median_ms']} ms"
+        ),
+    )
