@@ -13,7 +13,7 @@ class GenerationConfig(AppConfig):
     def ready(self) -> None:
         # Imported here, as Django asks: these modules import models, which
         # cannot load before the app registry is ready.
-        from generation import engine, liveness, services, streams
+        from generation import engine, liveness, selectors, services
         from generation.tutorial_files import delete_tutorials_with_roadmap
         from notifications.hooks import authorize_stream
         from roadmaps.hooks import start_generation
@@ -24,5 +24,5 @@ class GenerationConfig(AppConfig):
             dispatch_uid="generation.delete_roadmap_tutorials",
         )
         engine.run_on_each_loop(liveness.sweep_forever)
-        authorize_stream.register(streams.authorize_stream)
+        authorize_stream.register(selectors.authorize_stream)
         start_generation.register(services.generate_new_roadmap)

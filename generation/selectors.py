@@ -1,10 +1,14 @@
-"""Reads for the generation API: what a user may act on, in batch order."""
+"""Reads for the generation API: what a user may act on, in batch order, and which
+event streams a user may read (the hook notifications asks, registered in
+generation.apps)."""
+
+import uuid
 
 from django.db.models import Case, IntegerField, QuerySet, Value, When
 from django.shortcuts import get_object_or_404
 
 from generation.models import GenerationTask
-from roadmaps.models import ConceptContent, ContentType, Roadmap
+from roadmaps.models import ConceptContent, ContentType, Roadmap, roadmap_topic
 from roadmaps.selectors import visible_roadmaps
 
 CONTENT_TYPE_ORDER = Case(
@@ -59,3 +63,21 @@ def visible_tasks(*, user) -> QuerySet[GenerationTask]:
 
 def task_for(*, task_id: str, user) -> GenerationTask:
     return get_object_or_404(visible_tasks(user=user), pk=task_id)
+
+
+def authorize_stream(*, user, kind: str, key: str) -> str | None:
+    """The store key to subscribe to, or None when the stream is unknown or not
+    the user's (both answer 4404, so existence is never revealed). A roadmap is
+    named by its canonical UUID, however the client spelled it (upper case, no
+    dashes): the events are stored under that name."""
+    if kind == "topic":
+        try:
+            roadmap_id = uuid.UUID(key)
+        except ValueError:  # not a UUID
+            return None
+        exists = visible_roadmaps(user=user).filter(pk=roadmap_id).exists()
+        return roadmap_topic(roadmap_id) if exists else None
+    tasks = GenerationTask.objects.filter(pk=key)
+    if not user.is_staff:
+        tasks = tasks.filter(roadmap__owner=user)
+    return key if tasks.exists() else None
