@@ -85,6 +85,18 @@ def distributed_services() -> None:
     )
 
 
+SYSTEM_TESTS = Path(__file__).resolve().parent / "system"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items) -> None:
+    """Marks every test under tests/system/ `system` (they start real processes),
+    before `-m` selects, so no file there can forget the marker."""
+    for item in items:
+        if item.path.is_relative_to(SYSTEM_TESTS):
+            item.add_marker(pytest.mark.system)
+
+
 def pytest_runtest_setup(item) -> None:
     """A test of the distributed pass checks its services before its fixtures."""
     if item.get_closest_marker("distributed"):
