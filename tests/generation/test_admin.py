@@ -1,4 +1,4 @@
-"""The Django admin (DESIGN §7, issues 2 and 5), through the admin's own HTTP views:
+"""The Django admin (DESIGN §7), through the admin's own HTTP views:
 a staff user logs in, posts changelist actions, confirms the destructive ones.
 Every action goes through generation's services, so it must leave the same
 status_changed / task events on the roadmap stream as the API would."""

@@ -1,4 +1,4 @@
-"""Admission control (issue 11): GENERATION_MAX_ACTIVE_PER_USER bounds the pairs
+"""Admission control: GENERATION_MAX_ACTIVE_PER_USER bounds the pairs
 one user has queued or generating. A start past it answers 429, says how many are
 active and the limit, and changes nothing; other users are unaffected, and two
 starts at once cannot both pass it."""

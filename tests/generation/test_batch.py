@@ -1,4 +1,4 @@
-"""Batch retry, whole-roadmap generation and cancel (DESIGN §4, issue 5)."""
+"""Batch retry, whole-roadmap generation and cancel (DESIGN §4)."""
 
 import logging
 import time

@@ -1,5 +1,5 @@
 """Starting and cancelling a batch cost a constant number of queries, whatever its
-size (issue 10): the roadmap lock is held for a handful of statements, not several
+size: the roadmap lock is held for a handful of statements, not several
 per pair."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""Fair scheduling (issue 11, docs/decisions/0006-fair-scheduling.md): provider
+"""Fair scheduling (docs/decisions/0006-fair-scheduling.md): provider
 slots go round-robin across users, so one user's backlog never starves another
 user's single retry. Asserted on the stored order of `concept_start` events, not
 on timings."""

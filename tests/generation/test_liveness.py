@@ -1,4 +1,4 @@
-"""Liveness is progress (issue 11, DESIGN §6): a stream with no bytes for the stall
+"""Liveness is progress (DESIGN §6): a stream with no bytes for the stall
 window is a timeout; a lease is renewed only after progress, never by a timer
 alone; every attempt has an overall deadline; an answer cut off at the length
 limit is never stored as completed. Through the whole pipeline, over real HTTP

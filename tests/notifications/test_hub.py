@@ -1,4 +1,4 @@
-"""The per-process hub (notifications.hub, issue 12): one layer subscription per
+"""The per-process hub (notifications.hub): one layer subscription per
 stream or topic however many sockets watch it, each event's text written as the
 publisher encoded it, exactly once and in order through dropped layer messages,
 publishes out of commit order, and a broker that goes away and comes back."""

@@ -106,7 +106,7 @@ async def test_a_pruned_finished_stream_still_closes_1000(alice, make_roadmap):
 async def test_resuming_below_the_pruned_mark_is_told_4410_with_the_cursor_to_use(
     alice, make_roadmap, tmp_path
 ):
-    """Issue 12: pruning leaves a mark; a client whose cursor is below it would miss
+    """Pruning leaves a mark; a client whose cursor is below it would miss
     events, so it is closed 4410 and told where the store's history now starts."""
     from asgiref.sync import sync_to_async
     from channels.testing import WebsocketCommunicator

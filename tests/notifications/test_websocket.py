@@ -382,7 +382,7 @@ async def test_a_csrf_trusted_origin_may_use_the_session_cookie(alice, make_road
         assert await close_code(path, headers=[SITE, cookie, (b"origin", origin)]) == 4403
 
 
-# --- client frames and every exit path (issue 12) ----------------------------------
+# --- client frames and every exit path ---------------------------------------------
 
 
 def feeds() -> dict:
@@ -441,9 +441,9 @@ async def test_a_crashed_consumer_releases_its_feed_and_group(alice, make_roadma
 async def test_idle_sockets_share_one_store_check_per_period(
     alice, make_roadmap, settings, monkeypatch
 ):
-    """Issue 12: the store catch-up is one check per period per process, not one
-    per socket (every socket polling on its own, 20 sockets made 200 reads a
-    second); a feed that is behind reads its events once for all its sockets."""
+    """The store catch-up is one check per period per process, not one per socket
+    (20 sockets each polling on its own would make 200 reads a second); a feed
+    that is behind reads its events once for all its sockets."""
     settings.NOTIFICATIONS_CATCH_UP_SECONDS = 0.1
     roadmap = await sync_to_async(make_roadmap)(alice)
     sockets = [

@@ -1,4 +1,4 @@
-"""A browser frontend on another origin (issue 13, DESIGN §5 and §8): REST through
+"""A browser frontend on another origin (DESIGN §5 and §8): REST through
 django-cors-headers, and event streams whose Origin is one of CORS_ALLOWED_ORIGINS.
 In process against the ASGI application; against a daphne configured by its
 environment: tests/system/test_cors_daphne.py."""

@@ -1,4 +1,4 @@
-"""Tutorial files (DESIGN §4, §6; issue 13): `content_url` serves the Markdown to
+"""Tutorial files (DESIGN §4, §6): `content_url` serves the Markdown to
 the roadmap's owner (and staff) only, with a token or a session, and a roadmap's
 files are deleted from storage once its deletion commits."""
 

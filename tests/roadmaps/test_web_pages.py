@@ -1,4 +1,4 @@
-"""The reference web client's pages (issue 14), server side: session login, the
+"""The reference web client's pages, server side: session login, the
 same visibility as the API (someone else's roadmap is a 404), Chinese and
 English, and a policy that lets only the site's own scripts run. The page's
 behaviour in a browser is tests/system/test_web_client.py."""

@@ -1,4 +1,4 @@
-"""Schemathesis against the served OpenAPI schema (issue 13): every operation,
+"""Schemathesis against the served OpenAPI schema: every operation,
 authenticated, a bounded number of generated requests each, sent to a real daphne
 (DEBUG=0, as in production). The checks: no 5xx, and every response conforms to
 the schema (documented status code, content type, headers and body).

@@ -1,4 +1,4 @@
-"""The distributed mode for real (issue 6, DESIGN §9): PostgreSQL, Redis, Celery
+"""The distributed mode for real (DESIGN §9): PostgreSQL, Redis, Celery
 worker processes and two daphne processes, all started here as subprocesses.
 
 The web processes enqueue to Celery (TASK_BACKEND=celery in their environment), so

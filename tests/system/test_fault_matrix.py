@@ -1,4 +1,4 @@
-"""The fault matrix (issue 13, DESIGN I3, I5, I7, §6): every provider fault, on every
+"""The fault matrix (DESIGN I3, I5, I7, §6): every provider fault, on every
 task engine, ends the pair in the right terminal state with a contiguous event
 stream, and no public text carries what the provider or the process knows.
 

@@ -1,4 +1,4 @@
-"""Infrastructure outages in the distributed mode (issue 13, DESIGN I3, I6): the
+"""Infrastructure outages in the distributed mode (DESIGN I3, I6): the
 database connections of the processes running a generation are killed as it
 completes, and Redis (broker and channel layer) stops in the middle of a batch.
 

@@ -1,4 +1,4 @@
-"""The reference web client in a real browser (issue 14): headless Chromium
+"""The reference web client in a real browser: headless Chromium
 (Debian's `chromium` and `chromium-driver`, through selenium) against a real
 daphne on this test's database, the way a person uses it: log in through the
 form, click, watch the badges change without reloading, survive a server

@@ -1,5 +1,5 @@
 """WebSocket abuse against a real daphne, with real clients (the `websockets`
-library), from the test process (issue 13; docs/events.md, DESIGN §5):
+library), from the test process (docs/events.md, DESIGN §5):
 
 * another user's streams, forged, revoked and malformed tokens, forged ids and
   malformed cursors: each refused with its close code, not one event frame seen;
