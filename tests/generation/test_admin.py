@@ -15,7 +15,9 @@ from generation.models import GenerationTask, ItemState, TaskKind, TaskStatus
 from notifications.models import Event
 from roadmaps.models import ConceptContent, ContentStatus, Roadmap
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# In the test's transaction, rolled back after it: the admin's views run in this
+# thread, and nothing but the engine (two tests, marked) reads from another.
+pytestmark = pytest.mark.django_db
 
 CHANGELIST = "/admin/roadmaps/conceptcontent/"
 
@@ -177,6 +179,7 @@ def test_reset_of_content_already_in_that_status_changes_nothing_and_says_so(
 # --- retry_now ------------------------------------------------------------------
 
 
+@pytest.mark.django_db(transaction=True)  # the engine's thread reads the work
 def test_retry_now_starts_one_task_per_roadmap_names_them_and_completes(
     staff_client, alice, bob, make_roadmap
 ):
@@ -364,6 +367,7 @@ def test_roadmap_page_shows_structure_and_counts_read_only(staff_client, alice, 
     assert "failed 1" in page
 
 
+@pytest.mark.django_db(transaction=True)  # the engine's thread reads the work
 def test_generation_task_page_shows_items_and_events_read_only(staff_client, alice, make_roadmap):
     roadmap = make_roadmap(alice)
     content = content_of(roadmap, "c001", "tutorial")

@@ -11,7 +11,9 @@ from generation.models import GenerationItem, TaskKind
 from notifications.models import Event
 from roadmaps.models import ConceptContent
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# In the test's transaction: nothing runs the work (no_runner) and nothing reads
+# from another thread.
+pytestmark = pytest.mark.django_db
 
 
 def start(roadmap, user):
