@@ -66,8 +66,9 @@ test: demo static
 
 # For development: everything but tests/system/ (real daphne, Celery workers, the
 # browser), the fuzz and the distributed pass's tests. One -m: a second would replace
-# the one in pyproject's addopts, not add to it.
-test-fast: static
+# the one in pyproject's addopts, not add to it. No collectstatic: only the system
+# tests' servers read what it writes.
+test-fast: install
 	$(BIN)/python -m pytest -m 'not system and not fuzz and not browser and not distributed' $(PYTEST_ARGS)
 
 lint: install
