@@ -15,7 +15,7 @@ for candidate in "$(PYTHON)" python3.13 python3.12 \
 done; exit 1
 endef
 
-.PHONY: run test lint audit bench install lock migrate demo static run-distributed clean
+.PHONY: run test test-fast lint audit bench install lock migrate demo static run-distributed clean
 
 $(BIN)/python:
 	@py=$$( $(find_python) ) || { echo "error: Python 3.12+ is required. Install it or pass PYTHON=/path/to/python3.12" >&2; exit 1; }; \
@@ -63,6 +63,13 @@ run: demo static
 
 test: demo static
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# For development: everything but tests/system/ (real daphne, Celery workers, the
+# browser), the fuzz and the distributed pass's tests. One -m: a second would replace
+# the one in pyproject's addopts, not add to it. No collectstatic: only the system
+# tests' servers read what it writes.
+test-fast: install
+	$(BIN)/python -m pytest -m 'not system and not fuzz and not browser and not distributed' $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

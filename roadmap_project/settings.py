@@ -334,7 +334,8 @@ SERVE_FILES = env_bool("SERVE_FILES", True)
 # prepares a later DEBUG=0 start. With DEBUG (as the process starts) pages name the
 # plain files and WhiteNoise reads them from the apps (finders), reread on change:
 # development and the test suite (pytest-django turns DEBUG off only later) need no
-# collectstatic; tests/test_http_edges.py runs the production path in a DEBUG=0 daphne.
+# collectstatic; tests/system/test_production_server.py runs the production path in a
+# DEBUG=0 daphne.
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

@@ -85,6 +85,18 @@ def distributed_services() -> None:
     )
 
 
+SYSTEM_TESTS = Path(__file__).resolve().parent / "system"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items) -> None:
+    """Marks every test under tests/system/ `system` (they start real processes),
+    before `-m` selects, so no file there can forget the marker."""
+    for item in items:
+        if item.path.is_relative_to(SYSTEM_TESTS):
+            item.add_marker(pytest.mark.system)
+
+
 def pytest_runtest_setup(item) -> None:
     """A test of the distributed pass checks its services before its fixtures."""
     if item.get_closest_marker("distributed"):
@@ -185,10 +197,27 @@ def no_runner(use_task_backend):
     use_task_backend("django.tasks.backends.dummy.DummyBackend")
 
 
-@functools.cache
+@pytest.fixture(autouse=True)
+def quick_password_hasher(request, settings) -> None:
+    """In-process tests hash passwords with few iterations (tests/support/hashers.py).
+    System tests keep Django's hasher: their servers check those passwords with it,
+    and would rehash a quick one at its first login."""
+    if not request.node.get_closest_marker("system"):
+        settings.PASSWORD_HASHERS = ["tests.support.hashers.QuickPBKDF2PasswordHasher"]
+
+
 def password_hash(password: str) -> str:
-    """Django's real hash of a test password, computed once per run: hashing takes
-    about half a second here, and nearly every test creates alice."""
+    """A test password's hash under the test's hasher, computed once per run for
+    each: Django's takes about half a second here, and nearly every test creates
+    alice."""
+    from django.conf import settings
+
+    return hash_with(password, settings.PASSWORD_HASHERS[0])
+
+
+@functools.cache
+def hash_with(password: str, hasher: str) -> str:
+    """`hasher` is the cache key: make_password uses the first of PASSWORD_HASHERS."""
     from django.contrib.auth.hashers import make_password
 
     return make_password(password)

@@ -47,6 +47,11 @@ VALID_TUTORIAL = (
     "## Exercise\n\n"
     "Build a counter that saves its value to localStorage.\n"
 )
+LONG_TUTORIAL = VALID_TUTORIAL + "\n".join(
+    f"Paragraph {n}: hooks compose, effects synchronise, state stays local." for n in range(120)
+)
+
+
 VALID_RESOURCES = {
     "items": [
         {

@@ -1,0 +1,270 @@
+"""Infrastructure outages in the distributed mode (DESIGN I3, I6): the
+database connections of the processes running a generation are killed as it
+completes, and Redis (broker and channel layer) stops in the middle of a batch.
+
+Real processes (daphne, Celery workers) against PostgreSQL and a Redis: marked
+`distributed`, they run in the distributed CI pass, where a missing service fails
+them (tests/conftest.py), and the embedded pass deselects them."""
+
+import json
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import websockets
+import websockets.sync.client
+
+from generation.models import GenerationItem
+from roadmaps.models import ConceptContent
+from tests.conftest import auth, require_service
+from tests.support import processes
+from tests.support.celery_workers import running_stack
+from tests.support.fake_openai import streaming_seconds
+from tests.support.lifecycle import assert_coherent_stream, wait_until, wait_until_finished
+
+pytestmark = [
+    pytest.mark.distributed,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.celery,
+    pytest.mark.django_db(transaction=True),
+]
+
+# The processes of the stack name themselves, so the test kills their connections
+# and no other (its own, other tests').
+APPLICATION_NAME = "outage-stack"
+
+
+def stack_database_url() -> str:
+    return f"{processes.test_database_url()}?application_name={APPLICATION_NAME}"
+
+
+def terminate_stack_connections() -> int:
+    """pg_terminate_backend on every connection of the stack's processes."""
+    with psycopg.connect(processes.test_database_url(), autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            [APPLICATION_NAME],
+        ).fetchall()
+    return len(rows)
+
+
+# --- The database connection killed as a generation completes ---------------
+
+
+def start_batch(server: str, user, roadmap, statuses: list[str]) -> str:
+    response = httpx.post(
+        f"{server}/api/v1/roadmaps/{roadmap.pk}/concepts/retry-batch",
+        json={"content_types": ["tutorial"], "statuses": statuses},
+        headers=auth(user),
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["data"]["task_id"]
+
+
+@pytest.mark.parametrize("engine", ["inprocess", "celery"])
+def test_connections_killed_as_a_generation_completes_leave_nothing_generating(
+    engine, fake_openai, redis_url, alice, make_roadmap, tmp_path
+):
+    """Four generations stream side by side; as the first is about to complete,
+    every connection of the processes is terminated. Each pair ends completed or
+    failed (none stays generating), the stream is whole, and the same processes
+    then complete a second batch of the four: every thread that held a killed
+    connection replaced it."""
+    lease, concepts = 3.0, 4
+    kills: list[int] = []
+    pace = streaming_seconds(1.0)
+    fake_openai.default = pace
+    fake_openai.script(
+        replace(pace, before_finish=lambda: kills.append(terminate_stack_connections()))
+    )
+    roadmap = make_roadmap(alice, concepts=concepts)
+    with running_stack(
+        database_url=stack_database_url(),
+        redis_url=redis_url,
+        log_dir=tmp_path / "logs",
+        media_root=tmp_path / "media",
+        servers=1,
+        workers=1 if engine == "celery" else 0,
+        TASK_BACKEND=engine,
+        GENERATION_PROVIDER="openai",
+        OPENAI_BASE_URL=fake_openai.base_url,
+        OPENAI_API_KEY="sk-test",
+        GENERATION_LEASE_SECONDS=lease,
+        GENERATION_STALL_SECONDS=5,
+    ) as stack:
+        server = stack.servers[0].url
+        first = start_batch(server, alice, roadmap, ["pending"])
+
+        # Within a lease and a sweep of the kill, every pair has left generating.
+        task = wait_until_finished(first, lease * 3 + 10)
+        assert kills and kills[0] >= 1, "no connection of the stack was terminated"
+        contents = ConceptContent.objects.filter(roadmap=roadmap, content_type="tutorial")
+        assert set(contents.values_list("status", flat=True)) <= {"completed", "failed"}
+        assert not GenerationItem.objects.filter(task_id=first, state__in=["queued", "running"])
+        assert_coherent_stream(task)
+        for content in contents.filter(status="failed"):
+            assert content.public_error and "Traceback" not in content.public_error
+        outcome = sorted(contents.values_list("status", flat=True))
+        print(f"outage[{engine}]: {kills[0]} connections terminated; pairs ended {outcome}")
+
+        # The processes recovered their connections: the next batch completes.
+        second = start_batch(server, alice, roadmap, ["completed", "failed"])
+        task = wait_until_finished(second, 30)
+        logs = [service.log()[-3000:] for service in stack.servers + stack.workers]
+        assert (task.status, task.completed) == ("completed", concepts), logs
+        assert set(contents.values_list("status", flat=True)) == {"completed"}
+        assert_coherent_stream(task)
+
+
+# --- Redis stopped in the middle of a batch ----------------------------------
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of this test's own, with an append-only file, so stopping it
+    disturbs no one else and a restart keeps the queued messages (the deployment
+    guide's advice for queued work that must survive Redis)."""
+
+    port: int
+    directory: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        command = [
+            shutil.which("redis-server") or "redis-server",
+            "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_until(self.answers, 10, "the private Redis did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+@contextmanager
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    require_service("redis-server", shutil.which("redis-server") is not None, "not on PATH")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    redis = PrivateRedis(port=port, directory=tmp_path / "redis")
+    redis.directory.mkdir()
+    redis.start()
+    try:
+        yield redis
+    finally:
+        redis.stop()
+
+
+def stream_frames(url: str, timeout: float) -> tuple[list[dict], int | None]:
+    """Every event frame of a task stream until the server closes it, and the code."""
+    frames: list[dict] = []
+    with websockets.sync.client.connect(url, open_timeout=10) as socket_:
+        try:
+            while True:
+                frames.append(json.loads(socket_.recv(timeout=timeout)))
+        except websockets.ConnectionClosed as closed:
+            return frames, closed.rcvd.code if closed.rcvd else None
+
+
+def test_redis_stopped_mid_batch_loses_nothing(alice, make_roadmap, tmp_path):
+    """Redis (broker, channel layer, cache) stops while a batch runs on a Celery
+    worker, then comes back with its append-only file. The generations running
+    at the stop complete and are stored; reads keep working; after the restart
+    the worker takes the queued rest; the database ends right, and a client that
+    lost its socket during the outage replays the missed events exactly once."""
+    concepts = 8
+    roadmap = make_roadmap(alice, concepts=concepts)
+    with (
+        private_redis(tmp_path) as redis_server,
+        running_stack(
+            database_url=processes.test_database_url(),
+            redis_url=redis_server.url,
+            log_dir=tmp_path / "logs",
+            media_root=tmp_path / "media",
+            servers=1,
+            workers=1,
+            GENERATION_CONCURRENCY=2,
+            OFFLINE_PROVIDER_DELAY_SECONDS=1.0,
+        ) as stack,
+    ):
+        server = stack.servers[0].url
+        task_id = start_batch(server, alice, roadmap, ["pending"])
+        ws_url = f"{server.replace('http', 'ws', 1)}/api/v1/ws/{task_id}?token={alice.token}"
+        # The client reads until it has seen a first generation complete.
+        last_seen = 0
+        with websockets.sync.client.connect(ws_url, open_timeout=10) as client:
+            while True:
+                frame = json.loads(client.recv(timeout=20))
+                last_seen = max(last_seen, frame["seq"] or 0)  # progress has no seq
+                if frame["type"] == "concept_complete":
+                    break
+            # Stop while the next generations run and more wait in the queue.
+            running = wait_until(
+                lambda: set(
+                    GenerationItem.objects.filter(task_id=task_id, state="running").values_list(
+                        "pk", flat=True
+                    )
+                ),
+                10,
+                "no generation running after the first completed",
+            )
+            assert stack.waiting_messages() > 0, "the batch ended before the stop; make it longer"
+            redis_server.stop()
+
+        # Redis is down. What was running completes and is stored (I6)...
+        wait_until(
+            lambda: not GenerationItem.objects.filter(pk__in=running, state="running").exists(),
+            20,
+            "the generations running at the stop did not end",
+        )
+        assert set(
+            GenerationItem.objects.filter(pk__in=running).values_list("state", flat=True)
+        ) == {"completed"}
+        # ...and reads don't need Redis.
+        detail = httpx.get(f"{server}/api/v1/roadmaps/{roadmap.pk}/", headers=auth(alice))
+        assert detail.status_code == 200, detail.text
+
+        redis_server.start()
+        task = wait_until_finished(task_id, 60)
+        assert (task.status, task.completed, task.failed) == ("completed", concepts, 0)
+        contents = ConceptContent.objects.filter(roadmap=roadmap, content_type="tutorial")
+        assert set(contents.values_list("status", flat=True)) == {"completed"}
+        events = assert_coherent_stream(task)
+
+        # The client reconnects from the last event it saw and gets the rest, once.
+        frames, code = stream_frames(f"{ws_url}&after={last_seen}", timeout=10)
+        replayed = [frame["seq"] for frame in frames if frame["seq"] is not None]
+        assert replayed == [e.seq for e in events[last_seen:]]
+        assert code == 1000
+        print(
+            f"outage[redis]: {len(running)} generations running at the stop completed; "
+            f"{task.completed}/{concepts} completed; {len(frames)} events replayed "
+            f"after seq {last_seen}"
+        )
