@@ -8,7 +8,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from generation import engine, services
-from generation.models import GenerationTask
+from generation.models import GenerationTask, ItemState
 from roadmaps.models import Roadmap
 from roadmaps.services import delete_roadmap
 from tests.conftest import auth
@@ -158,11 +158,13 @@ async def test_cancel_restores_unstarted_and_fails_in_flight_pairs(
     )
     task_id = response.json()["data"]["task_id"]
 
-    async def a_few_completed():
+    async def a_few_completed_and_one_running():
+        """Both slots can be between two items for a moment: cancel while one runs."""
         task = await GenerationTask.objects.aget(pk=task_id)
-        return task.completed >= 3
+        running = task.items.filter(state=ItemState.RUNNING)
+        return task.completed >= 3 and await running.aexists()
 
-    await wait_for(a_few_completed, within=30)
+    await wait_for(a_few_completed_and_one_running, within=30)
     cancel = await api.post(f"/api/v1/tasks/{task_id}/cancel", headers=auth(alice))
 
     assert cancel.status_code == 202
