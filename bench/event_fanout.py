@@ -6,7 +6,7 @@ in the server (offline provider) and its `concept_complete` is timed from the
 event's own timestamp (set in the transaction that stores it) to its arrival at
 each client. SQLite + in-memory layer (one daphne), and PostgreSQL + Redis with
 the clients spread over two daphnes (the event crosses Redis to reach the
-second). Issue 12's goal: p99 <= 20 ms at 1,000 subscribers in-memory, <= 50 ms
+second). Goal: p99 <= 20 ms at 1,000 subscribers in-memory, <= 50 ms
 through Redis across two daphnes."""
 
 import json

@@ -4,8 +4,8 @@ memory per connection.
 One daphne (bench settings: a statement counter at /bench/statements); 1,000
 `websockets` clients in another process subscribe to ten roadmap streams and
 then sit idle. The daphne's resident memory is read from /proc before and after
-they connect, and its SQL statements are counted over an idle window. Issue 12's
-goal: at most 1 store query per second per process for 1,000 idle sockets."""
+they connect, and its SQL statements are counted over an idle window.
+Goal: at most 1 store query per second per process for 1,000 idle sockets."""
 
 import json
 import os

@@ -97,7 +97,7 @@ def latency_section() -> list[str]:
         "## Event latency by subscribers (`bench/event_latency.py`)",
         "",
         "Commit → receipt, subscribers as Channels consumers in the bench process",
-        "(issue 12 replaces this with real clients in another process).",
+        "(`bench/event_fanout.py` measures real clients in another process).",
         "",
     ]
     columns = ["p50_ms", "p95_ms", "max_ms", "p50_ratio_to_n1"]
@@ -173,7 +173,7 @@ def fanout_section() -> list[str]:
         "",
         "Clients in two other processes, subscribed before a retry's `concept_complete`;",
         "latency from the event's timestamp (set in its transaction) to its arrival.",
-        "Goal (issue 12): p99 ≤ 20 ms at 1,000 in-memory, ≤ 50 ms through Redis across",
+        "Goal: p99 ≤ 20 ms at 1,000 in-memory, ≤ 50 ms through Redis across",
         "two daphnes (the clients alternate between them; the event is made in the first).",
         "",
         "| setup | daphnes | stream | subscribers | p50 ms | p99 ms | max ms |",
@@ -199,7 +199,7 @@ def idle_section() -> list[str]:
         "",
         "1,000 real WebSocket clients (another process) on ten roadmap streams, idle:",
         "the server's SQL statements per second over 20 s, and its resident memory",
-        "before and after they connect. Goal (issue 12): ≤ 1 store query per second.",
+        "before and after they connect. Goal: ≤ 1 store query per second.",
         "",
         *table(
             "setup",

@@ -1,5 +1,5 @@
 """The event hub of one process: one channel-layer subscription per stream or
-topic, however many local sockets watch it (issue 12; Centrifugo's hub,
+topic, however many local sockets watch it (Centrifugo's hub,
 docs/decisions/0007-event-hub.md).
 
 A feed is one stream or topic watched in this process. Its attached sockets have

@@ -243,7 +243,7 @@ GENERATION_BACKOFF_SECONDS = float(os.environ.get("GENERATION_BACKOFF_SECONDS", 
 OFFLINE_PROVIDER_DELAY_SECONDS = float(os.environ.get("OFFLINE_PROVIDER_DELAY_SECONDS", "0.5"))
 BATCH_MAX_PAIRS = int(os.environ.get("BATCH_MAX_PAIRS", "500"))
 # Admission control: pairs one user may have queued or generating at once; a start
-# that would pass it answers 429 and changes nothing (issue 11).
+# that would pass it answers 429 and changes nothing.
 GENERATION_MAX_ACTIVE_PER_USER = int(os.environ.get("GENERATION_MAX_ACTIVE_PER_USER", "1500"))
 # The size of one roadmap, checked before anything else is validated (DESIGN §4):
 # a 1 MB body holds 80,000 stages, which took minutes to create and seconds to read.

@@ -1,4 +1,4 @@
-"""The reference web client's pages (issue 14): a signed-in user's roadmaps, and
+"""The reference web client's pages: a signed-in user's roadmaps, and
 one roadmap with the status of every concept's three contents.
 
 The pages only render what the user may already read through the API (the same
