@@ -71,8 +71,9 @@ def windows(request: HttpRequest | None, username: object) -> list[Window]:
     if request is not None:
         address = BaseThrottle().get_ident(request)
         found.append(Window(f"login-failures:address:{address}", "AUTH_THROTTLE_RATE"))
-    if isinstance(username, str) and normalize_username(username):
-        digest = hashlib.sha256(normalize_username(username).encode()).hexdigest()
+    name = normalize_username(username) if isinstance(username, str) else ""
+    if name:
+        digest = hashlib.sha256(name.encode()).hexdigest()
         found.append(Window(f"login-failures:username:{digest}", "AUTH_USERNAME_THROTTLE_RATE"))
     return found
 
