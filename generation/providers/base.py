@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import pydantic
 
@@ -30,6 +30,37 @@ class GenerationRequest:
         return self.preferences.get("language") or "en"
 
 
+class OutputSink(Protocol):
+    """Where a provider reports the answer while the model writes it (live
+    content, DESIGN §5). Calls never block: the sink buffers and sends on its own."""
+
+    def restart(self) -> None:
+        """A new answer begins (a re-ask, a retry): what was reported is void."""
+
+    def text(self, delta: str) -> None:
+        """More of a tutorial's Markdown, as the model sent it."""
+
+    def items(self, items: list[dict[str, Any]]) -> None:
+        """Items (resources, questions) completed since the last call, each as the
+        final content stores it (the item schema's JSON dump)."""
+
+
+class DiscardOutput:
+    """An OutputSink for callers that do not watch the answer being written."""
+
+    def restart(self) -> None:
+        pass
+
+    def text(self, delta: str) -> None:
+        pass
+
+    def items(self, items: list[dict[str, Any]]) -> None:
+        pass
+
+
+DISCARD = DiscardOutput()
+
+
 class Provider(Protocol):
     """Raises generation.errors.GenerationError subclasses for failures with a
     known public meaning; anything else is reported as an internal error."""
@@ -37,14 +68,21 @@ class Provider(Protocol):
     name: str
 
     async def tutorial(
-        self, request: GenerationRequest, on_progress: ProgressCallback
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressCallback,
+        output: OutputSink = DISCARD,
     ) -> tuple[TutorialDraft, str]:
         """The draft and the model name that wrote it."""
         ...
 
-    async def resources(self, request: GenerationRequest) -> tuple[ResourceList, str]: ...
+    async def resources(
+        self, request: GenerationRequest, output: OutputSink = DISCARD
+    ) -> tuple[ResourceList, str]: ...
 
-    async def quiz(self, request: GenerationRequest) -> tuple[Quiz, str]: ...
+    async def quiz(
+        self, request: GenerationRequest, output: OutputSink = DISCARD
+    ) -> tuple[Quiz, str]: ...
 
 
 class InvalidOutput(Exception):
