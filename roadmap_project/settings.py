@@ -254,6 +254,10 @@ ROADMAP_MAX_NAME_LENGTH = 200
 ROADMAP_MAX_DESCRIPTION_LENGTH = 2000
 # How often a connected consumer re-reads the event store (DESIGN §5: at least every 2 s).
 NOTIFICATIONS_CATCH_UP_SECONDS = float(os.environ.get("NOTIFICATIONS_CATCH_UP_SECONDS", "2.0"))
+# Where live content is kept while it is written (notifications.live): Redis when the
+# channel layer is, so any server process can send a snapshot of a Celery worker's
+# text; this process's memory otherwise.
+NOTIFICATIONS_LIVE_REDIS_URL = REDIS_URL
 
 # --- REST -------------------------------------------------------------------
 RETRY_THROTTLE_RATE = os.environ.get("RETRY_THROTTLE_RATE", "30/minute")
