@@ -1,0 +1,139 @@
+"""Live content (DESIGN §5 "Live content", §4 "Live draft"): what the model has
+written so far reaches every subscriber exactly once and in order, whenever it
+subscribes, across reconnects and re-asks, and ends equal to what is stored."""
+
+import asyncio
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from generation.tutorial_files import read_tutorial
+from roadmaps.models import ConceptContent
+from tests.conftest import auth
+from tests.support.fake_openai import CHUNK_CHARS, LONG_TUTORIAL, VALID_TUTORIAL, ok
+from tests.support.live import LiveClient
+from tests.support.retries import retry_url
+from tests.support.sockets import connect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TUTORIAL = ("c001", "tutorial")
+
+
+async def read_until(communicator, client: LiveClient, *, stop: str, within: float = 30.0) -> int:
+    """Apply every event until one of type `stop` or the close; returns the last
+    stored event's cursor seen (`seq` or `id`), for a resume."""
+    cursor = 0
+    async with asyncio.timeout(within):
+        while True:
+            output = await communicator.receive_output(timeout=within)
+            if output["type"] == "websocket.close":
+                return cursor
+            event = client.apply_text(output["text"])
+            cursor = event.get("seq") or event.get("id") or cursor
+            if event["type"] == stop:
+                return cursor
+
+
+async def read_for(communicator, client: LiveClient, seconds: float) -> int:
+    """Apply what arrives for `seconds`; returns the last `seq` seen (0: none)."""
+    cursor = 0
+    deadline = time.monotonic() + seconds
+    while deadline > time.monotonic():
+        # Not receive_output(timeout=...): its timeout cancels the application.
+        if await communicator.receive_nothing(timeout=0.05):
+            continue
+        output = await communicator.receive_output()
+        if output["type"] == "websocket.close":
+            break
+        event = client.apply_text(output["text"])
+        cursor = event.get("seq") or cursor
+    return cursor
+
+
+async def start(api, user, roadmap, content_type: str = "tutorial") -> str:
+    response = await api.post(retry_url(roadmap, content_type=content_type), headers=auth(user))
+    assert response.status_code == 202, response.text
+    return response.json()["data"]["task_id"]
+
+
+def stored_markdown(roadmap) -> str:
+    content = ConceptContent.objects.get(
+        roadmap=roadmap, concept__concept_id="c001", content_type="tutorial"
+    )
+    assert content.status == "completed", content.status
+    return read_tutorial(content)
+
+
+async def test_every_subscriber_ends_with_the_stored_tutorial_whenever_it_subscribed(
+    api, alice, make_roadmap, fake_openai
+):
+    fake_openai.script(ok(LONG_TUTORIAL, chunk_delay=0.02))
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    on_roadmap = LiveClient()
+    roadmap_socket, _ = await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice)
+
+    task_id = await start(api, alice, roadmap)
+    from_the_start = LiveClient()
+    first_socket, _ = await connect(f"/api/v1/ws/{task_id}", user=alice)
+    await read_for(first_socket, from_the_start, 0.8)
+
+    # Subscribes mid-stream, then disconnects and reconnects twice.
+    reconnecting = LiveClient()
+    after = 0
+    for _ in range(2):
+        socket, _ = await connect(f"/api/v1/ws/{task_id}", user=alice, query=f"after={after}")
+        after = await read_for(socket, reconnecting, 0.5) or after
+        await socket.disconnect()
+        assert reconnecting.held.get(TUTORIAL), "mid-stream, a subscriber gets the text so far"
+    socket, _ = await connect(f"/api/v1/ws/{task_id}", user=alice, query=f"after={after}")
+
+    await asyncio.gather(
+        read_until(roadmap_socket, on_roadmap, stop="concept_complete"),
+        read_until(first_socket, from_the_start, stop="concept_complete"),
+        read_until(socket, reconnecting, stop="concept_complete"),
+    )
+    markdown = await sync_to_async(stored_markdown)(roadmap)
+    assert len(markdown) > 100 * CHUNK_CHARS
+    for client in (on_roadmap, from_the_start, reconnecting):
+        assert client.held[TUTORIAL] == markdown
+        assert client.deltas > 10
+    assert on_roadmap.snapshots == from_the_start.snapshots == 1
+    assert reconnecting.snapshots == 3  # one per subscription mid-stream
+    await roadmap_socket.disconnect()
+
+
+async def test_deltas_are_coalesced_to_one_per_pair_per_100_ms(
+    api, alice, make_roadmap, fake_openai
+):
+    # 200 chunks of 40 characters over about 2 s: 20 changes, not 200.
+    fake_openai.script(ok(LONG_TUTORIAL, chunk_delay=0.01))
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    task_id = await start(api, alice, roadmap)
+    client = LiveClient()
+    socket, _ = await connect(f"/api/v1/ws/{task_id}", user=alice)
+    await read_until(socket, client, stop="concept_complete")
+
+    assert client.held[TUTORIAL] == await sync_to_async(stored_markdown)(roadmap)
+    chunks = len(LONG_TUTORIAL) // CHUNK_CHARS
+    assert client.snapshots + client.deltas < chunks / 3
+
+
+async def test_a_reask_starts_the_text_over_with_a_snapshot_at_offset_0(
+    api, alice, make_roadmap, fake_openai
+):
+    # The first answer streams, then is unusable (no summary paragraph): re-asked.
+    fake_openai.script(
+        ok("# Only a title\n\n" + "- a list, no prose\n" * 20, chunk_delay=0.05),
+        ok(VALID_TUTORIAL, chunk_delay=0.05),
+    )
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    task_id = await start(api, alice, roadmap)
+    client = LiveClient()
+    socket, _ = await connect(f"/api/v1/ws/{task_id}", user=alice)
+    await read_until(socket, client, stop="concept_complete")
+
+    assert len(fake_openai.requests) == 2
+    assert client.snapshots == 2
+    assert client.held[TUTORIAL] == await sync_to_async(stored_markdown)(roadmap)
