@@ -288,3 +288,17 @@ class ContentMissingSerializer(serializers.Serializer):
 
     detail = serializers.CharField()
     status = serializers.ChoiceField(ContentStatus.choices, required=False)
+
+
+class DraftSerializer(serializers.Serializer):
+    """What the model has written so far (DESIGN §4 "Live draft"): `text` for a
+    tutorial, `items` (resources or questions) otherwise; `offset` is their length."""
+
+    status = serializers.ChoiceField([ContentStatus.GENERATING])
+    task_id = serializers.CharField()
+    attempt_id = serializers.UUIDField()
+    provider = serializers.CharField()
+    model = serializers.CharField()
+    offset = serializers.IntegerField(min_value=0)
+    text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    items = serializers.ListField(child=serializers.DictField(), required=False)
