@@ -137,3 +137,80 @@ async def test_a_reask_starts_the_text_over_with_a_snapshot_at_offset_0(
     assert len(fake_openai.requests) == 2
     assert client.snapshots == 2
     assert client.held[TUTORIAL] == await sync_to_async(stored_markdown)(roadmap)
+
+
+def draft_url(roadmap, content_type: str = "tutorial") -> str:
+    return f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/{content_type}/draft"
+
+
+async def test_the_draft_serves_the_text_so_far_while_generating_and_404_otherwise(
+    api, alice, bob, make_roadmap, fake_openai
+):
+    fake_openai.script(ok(LONG_TUTORIAL, chunk_delay=0.02))
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    pending = await api.get(draft_url(roadmap), headers=auth(alice))
+    assert pending.status_code == 404 and pending.json()["status"] == "pending"
+
+    task_id = await start(api, alice, roadmap)
+    assert (await api.get(draft_url(roadmap), headers=auth(bob))).status_code == 404
+    drafts = []
+    while len(drafts) < 3:
+        await asyncio.sleep(0.5)
+        response = await api.get(draft_url(roadmap), headers=auth(alice))
+        assert response.status_code == 200, response.text
+        drafts.append(response.json())
+    socket, _ = await connect(f"/api/v1/ws/{task_id}", user=alice)
+    await read_until(socket, LiveClient(), stop="concept_complete")
+
+    markdown = await sync_to_async(stored_markdown)(roadmap)
+    assert [d["offset"] for d in drafts] == sorted(d["offset"] for d in drafts)
+    assert drafts[-1]["offset"] > drafts[0]["offset"] > 0
+    for draft in drafts:
+        assert draft["status"] == "generating" and draft["task_id"] == task_id
+        assert draft["provider"] == "openai" and draft["model"] == "gpt-test"
+        assert draft["offset"] == len(draft["text"]) and markdown.startswith(draft["text"])
+    done = await api.get(draft_url(roadmap), headers=auth(alice))
+    assert done.status_code == 404 and done.json()["status"] == "completed"
+
+
+async def test_offsets_count_code_points_for_chinese_and_emoji(
+    api, alice, make_roadmap, fake_openai
+):
+    text = "# 钩子 🎣 入门\n\n" + "状态与副作用 🚀 让函数组件更强大。" * 60 + "\n"
+    fake_openai.script(ok(text, chunk_delay=0.01))
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    task_id = await start(api, alice, roadmap)
+    client = LiveClient()
+    socket, _ = await connect(f"/api/v1/ws/{task_id}", user=alice)
+    await read_until(socket, client, stop="concept_complete")
+
+    assert client.held[TUTORIAL] == await sync_to_async(stored_markdown)(roadmap) == text
+    assert client.deltas > 1
+
+
+async def test_cancel_mid_stream_closes_the_provider_connection_and_ends_the_live_text(
+    api, alice, make_roadmap, fake_openai
+):
+    fake_openai.script(ok(LONG_TUTORIAL, chunk_delay=0.05))  # about 10 s
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    task_id = await start(api, alice, roadmap)
+    client = LiveClient()
+    socket, _ = await connect(f"/api/v1/ws/{task_id}", user=alice)
+    await read_for(socket, client, 1.0)
+    await socket.disconnect()
+    assert client.deltas > 0
+
+    cancel = await api.post(f"/api/v1/tasks/{task_id}/cancel", headers=auth(alice))
+    cancelled_at = time.monotonic()
+    assert cancel.status_code == 202
+    async with asyncio.timeout(5):
+        while not fake_openai.closed_by_client:
+            await asyncio.sleep(0.02)
+    assert fake_openai.closed_by_client[0] - cancelled_at < 1.0
+
+    after_cancel = LiveClient()
+    socket, _ = await connect(f"/api/v1/ws/{task_id}", user=alice)
+    await read_until(socket, after_cancel, stop="task_complete")
+    await read_for(socket, after_cancel, 0.5)
+    assert after_cancel.snapshots == after_cancel.deltas == 0
+    assert (await api.get(draft_url(roadmap), headers=auth(alice))).status_code == 404
