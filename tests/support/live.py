@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.support.events import assert_valid_event
+
 LIVE_TYPES = ("content_snapshot", "content_delta")
 
 
@@ -21,6 +23,7 @@ class LiveClient:
     completed: set[tuple[str, str]] = field(default_factory=set)
 
     def apply(self, event: dict[str, Any]) -> None:
+        assert_valid_event(event)
         pair = (event.get("concept_id"), event.get("content_type"))
         if event["type"] == "concept_complete":
             self.completed.add(pair)
