@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 
+from generation.providers.base import Provider
 from generation.results import ItemRun
 from generation.schemas import Quiz, ResourceList, TutorialDraft
 from notifications import live
@@ -15,9 +16,7 @@ from roadmaps.models import ContentType, Roadmap, roadmap_topic
 class LiveDraft:
     """Implements generation.providers.base.OutputSink for one attempt."""
 
-    def __init__(
-        self, run: ItemRun, *, roadmap: Roadmap, concept_id: str, provider: str, model: str
-    ) -> None:
+    def __init__(self, run: ItemRun, *, roadmap: Roadmap, concept_id: str) -> None:
         self.writer = live.Writer(
             key=str(run.attempt_id),
             stream=run.task_id,
@@ -29,12 +28,14 @@ class LiveDraft:
                 "concept_id": concept_id,
                 "content_type": run.content_type,
                 "attempt_id": str(run.attempt_id),
-                "provider": provider,
-                "model": model,
             },
             # Expires with the lease: a draft outlives its attempt by at most that.
             ttl=settings.GENERATION_LEASE_SECONDS,
         )
+
+    def written_by(self, provider: Provider) -> None:
+        """Name the provider and the model asked for, before the first change."""
+        self.writer.document.fields.update(provider=provider.name, model=provider.model)
 
     def restart(self) -> None:
         self.writer.restart()

@@ -19,7 +19,7 @@ from generation.drafts import LiveDraft
 from generation.engine import in_worker_thread, provider_slot
 from generation.errors import GenerationError, TookTooLong, public_error_for
 from generation.models import GenerationItem
-from generation.providers import GenerationRequest, Provider, get_provider
+from generation.providers import GenerationRequest, get_provider
 from generation.providers.base import activity_reported_to
 from generation.results import ItemRun
 from generation.schemas import Quiz, ResourceList, TutorialDraft
@@ -181,30 +181,21 @@ class Progress:
 
 async def _execute(run: ItemRun) -> None:
     context = await in_worker_thread(_load_context)(run)
-    provider = get_provider()
-    output = LiveDraft(
-        run,
-        roadmap=context.roadmap,
-        concept_id=context.concept_id,
-        provider=provider.name,
-        model=getattr(provider, "model", provider.name),
-    )
+    output = LiveDraft(run, roadmap=context.roadmap, concept_id=context.concept_id)
     try:
-        await _run_attempt(run, context, provider, output)
+        await _run_attempt(run, context, output)
     finally:
         await output.close()
 
 
-async def _run_attempt(
-    run: ItemRun, context: ItemContext, provider: Provider, output: LiveDraft
-) -> None:
+async def _run_attempt(run: ItemRun, context: ItemContext, output: LiveDraft) -> None:
     work = asyncio.current_task()
     fenced = asyncio.Event()
     progress = Progress()
     beats = asyncio.create_task(_heartbeat(run, work, fenced, progress))
     try:
         with activity_reported_to(progress.mark):
-            draft, model_name = await _within_deadline(_generate(run, context, provider, output))
+            draft, model_name = await _within_deadline(_generate(run, context, output))
             await output.settle(draft)
     except asyncio.CancelledError:
         if not fenced.is_set():
@@ -256,7 +247,9 @@ async def _within_deadline(generation):
         raise TookTooLong(f"after {settings.GENERATION_DEADLINE_SECONDS} s") from exc
 
 
-async def _generate(run: ItemRun, context: ItemContext, provider: Provider, output: LiveDraft):
+async def _generate(run: ItemRun, context: ItemContext, output: LiveDraft):
+    provider = get_provider()
+    output.written_by(provider)
     if run.content_type == ContentType.TUTORIAL:
         last_sent = 0.0
 

@@ -101,7 +101,7 @@ def draft_of(content: ConceptContent) -> dict[str, Any]:
         "task_id": content.task_id,
         "attempt_id": str(content.attempt_id),
         "provider": provider.name,
-        "model": getattr(provider, "model", provider.name),
+        "model": provider.model,
         "offset": 0,
         kind: "" if kind == "text" else [],
     }

@@ -5,7 +5,12 @@ import hashlib
 
 from django.conf import settings
 
-from generation.providers.base import GenerationRequest, ProgressCallback, report_activity
+from generation.providers.base import (
+    DISCARD,
+    GenerationRequest,
+    ProgressCallback,
+    report_activity,
+)
 from generation.schemas import Question, Quiz, Resource, ResourceList, TutorialDraft
 
 MODEL_NAME = "offline"
@@ -22,6 +27,7 @@ def _slug(text: str) -> str:
 
 class OfflineProvider:
     name = MODEL_NAME
+    model = MODEL_NAME
 
     async def _pause(self) -> None:
         """A stand-in for waiting on a model's bytes, which are signs of life."""
@@ -29,7 +35,7 @@ class OfflineProvider:
         report_activity()
 
     async def tutorial(
-        self, request: GenerationRequest, on_progress: ProgressCallback
+        self, request: GenerationRequest, on_progress: ProgressCallback, output=DISCARD
     ) -> tuple[TutorialDraft, str]:
         for step in range(1, PROGRESS_STEPS + 1):
             await self._pause()
@@ -54,7 +60,9 @@ class OfflineProvider:
             )
         return TutorialDraft(title=title, summary=summary, markdown=body), MODEL_NAME
 
-    async def resources(self, request: GenerationRequest) -> tuple[ResourceList, str]:
+    async def resources(
+        self, request: GenerationRequest, output=DISCARD
+    ) -> tuple[ResourceList, str]:
         await self._pause()
         slug = _slug(request.concept_name)
         name = request.concept_name
@@ -77,7 +85,7 @@ class OfflineProvider:
         ]
         return ResourceList(items=items), MODEL_NAME
 
-    async def quiz(self, request: GenerationRequest) -> tuple[Quiz, str]:
+    async def quiz(self, request: GenerationRequest, output=DISCARD) -> tuple[Quiz, str]:
         await self._pause()
         name = request.concept_name
         zh = _is_chinese(request)
