@@ -128,13 +128,18 @@ class Policy:
         self.transport = transport
         self.name = transport.name
 
+    @property
+    def model(self) -> str:
+        """The model asked for (the answer may name the one that wrote it)."""
+        return self.transport.model
+
     async def tutorial(
-        self, request: GenerationRequest, on_progress: ProgressCallback
+        self, request: GenerationRequest, on_progress: ProgressCallback, output=None
     ) -> tuple[TutorialDraft, str]:
         progress = _ProgressEstimate(on_progress)
 
         async def ask(messages: Messages) -> tuple[TutorialDraft, str]:
-            answer = await self._answer(messages, progress=progress)
+            answer = await self._answer(messages, progress=progress, output=output)
             draft = parse_tutorial(answer.text, fallback_title=request.concept_name)
             return draft, answer.model_name
 
@@ -142,10 +147,10 @@ class Policy:
         await progress.done()
         return draft, model_name
 
-    async def resources(self, request: GenerationRequest) -> tuple[ResourceList, str]:
+    async def resources(self, request: GenerationRequest, output=None) -> tuple[ResourceList, str]:
         return await self._structured(prompts.resources_messages(request), ResourceList)
 
-    async def quiz(self, request: GenerationRequest) -> tuple[Quiz, str]:
+    async def quiz(self, request: GenerationRequest, output=None) -> tuple[Quiz, str]:
         return await self._structured(prompts.quiz_messages(request), Quiz)
 
     async def _structured[Parsed: pydantic.BaseModel](
@@ -206,14 +211,19 @@ class Policy:
         *,
         schema: type[pydantic.BaseModel] | None = None,
         progress: _ProgressEstimate | None = None,
+        output=None,
     ) -> _Answer:
         """One streamed answer, whole; every chunk is a sign of life. Closing the
         stream on the way out (cancelled, failed) closes its connection."""
         answer = _Answer()
+        if output is not None:
+            output.restart()
         async with aclosing(self.transport.stream(messages, schema=schema)) as chunks:
             async for chunk in chunks:
                 report_activity()
                 answer.add(chunk)
+                if output is not None and chunk.text:
+                    output.text(chunk.text)
                 if progress is not None and chunk.text:
                     await progress.received(answer.received)
         answer.check_whole()
