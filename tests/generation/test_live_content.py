@@ -9,10 +9,12 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from generation.tutorial_files import read_tutorial
+from notifications import live
 from roadmaps.models import ConceptContent
 from tests.conftest import auth
 from tests.support.fake_openai import CHUNK_CHARS, LONG_TUTORIAL, VALID_TUTORIAL, ok
 from tests.support.live import LiveClient
+from tests.support.redis_server import private_redis
 from tests.support.retries import retry_url
 from tests.support.sockets import connect
 
@@ -214,3 +216,40 @@ async def test_cancel_mid_stream_closes_the_provider_connection_and_ends_the_liv
     await read_for(socket, after_cancel, 0.5)
     assert after_cancel.snapshots == after_cancel.deltas == 0
     assert (await api.get(draft_url(roadmap), headers=auth(alice))).status_code == 404
+
+
+@pytest.fixture
+def live_store_in(settings):
+    """Point the live store at a given Redis for one test."""
+
+    def point(url: str) -> None:
+        settings.NOTIFICATIONS_LIVE_REDIS_URL = url
+        live.store.cache_clear()
+        live.store()
+
+    yield point
+    live.store.cache_clear()
+
+
+async def test_redis_stopping_mid_stream_stops_the_live_text_not_the_generation(
+    api, alice, make_roadmap, fake_openai, live_store_in, tmp_path, caplog
+):
+    """I6 for live content: the live store (Redis) stops while the tutorial
+    streams; live text stops, and the generation completes and is stored."""
+    fake_openai.script(ok(LONG_TUTORIAL, chunk_delay=0.03))  # about 6 s
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    with private_redis(tmp_path) as redis_server:
+        live_store_in(redis_server.url)
+        task_id = await start(api, alice, roadmap)
+        client = LiveClient()
+        socket, _ = await connect(f"/api/v1/ws/{task_id}", user=alice)
+        await read_for(socket, client, 1.5)
+        assert client.deltas > 0, "live text flows while the store is up"
+        await asyncio.to_thread(redis_server.stop)
+        await read_until(socket, client, stop="concept_complete")
+
+    markdown = await sync_to_async(stored_markdown)(roadmap)
+    assert markdown == LONG_TUTORIAL.strip() + "\n"
+    held = client.held[TUTORIAL]
+    assert markdown.startswith(held) and len(held) < len(markdown)
+    assert any("Live content of" in r.getMessage() for r in caplog.records)
