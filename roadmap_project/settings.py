@@ -240,6 +240,7 @@ GENERATION_MAX_QUEUE_SECONDS = float(os.environ.get("GENERATION_MAX_QUEUE_SECOND
 GENERATION_OUTPUT_ATTEMPTS = int(os.environ.get("GENERATION_OUTPUT_ATTEMPTS", "3"))
 GENERATION_TRANSIENT_ATTEMPTS = int(os.environ.get("GENERATION_TRANSIENT_ATTEMPTS", "3"))
 GENERATION_BACKOFF_SECONDS = float(os.environ.get("GENERATION_BACKOFF_SECONDS", "1.0"))
+# How long the offline provider takes to write one answer (`make run` sets 8 s).
 OFFLINE_PROVIDER_DELAY_SECONDS = float(os.environ.get("OFFLINE_PROVIDER_DELAY_SECONDS", "0.5"))
 BATCH_MAX_PAIRS = int(os.environ.get("BATCH_MAX_PAIRS", "500"))
 # Admission control: pairs one user may have queued or generating at once; a start
