@@ -12,7 +12,14 @@ from generation.tutorial_files import read_tutorial
 from notifications import live
 from roadmaps.models import ConceptContent
 from tests.conftest import auth
-from tests.support.fake_openai import CHUNK_CHARS, LONG_TUTORIAL, VALID_TUTORIAL, ok
+from tests.support.fake_openai import (
+    CHUNK_CHARS,
+    LONG_TUTORIAL,
+    VALID_QUIZ,
+    VALID_RESOURCES,
+    VALID_TUTORIAL,
+    ok,
+)
 from tests.support.live import LiveClient
 from tests.support.redis_server import private_redis
 from tests.support.retries import retry_url
@@ -253,3 +260,37 @@ async def test_redis_stopping_mid_stream_stops_the_live_text_not_the_generation(
     held = client.held[TUTORIAL]
     assert markdown.startswith(held) and len(held) < len(markdown)
     assert any("Live content of" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "key", "answer"),
+    [("resources", "items", VALID_RESOURCES), ("quiz", "questions", VALID_QUIZ)],
+)
+async def test_items_arrive_one_by_one_and_end_equal_to_the_stored_ones(
+    api, alice, make_roadmap, fake_openai, content_type, key, answer
+):
+    many = {key: [dict(item) for item in answer[key] * 4]}  # 8 items, 40-odd chunks, over about 3 s
+    if content_type == "quiz":
+        for number, question in enumerate(many[key], start=1):
+            question["question_id"] = f"q{number}"
+    fake_openai.script(ok(many, chunk_delay=0.08))
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    task_id = await start(api, alice, roadmap, content_type=content_type)
+    client = LiveClient()
+    socket, _ = await connect(f"/api/v1/ws/{task_id}", user=alice)
+    await read_for(socket, client, 1.5)
+    # Subscribed mid-stream: the items so far, then the rest.
+    later = LiveClient()
+    second, _ = await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice)
+    await asyncio.gather(
+        read_until(socket, client, stop="concept_complete"),
+        read_until(second, later, stop="concept_complete"),
+    )
+
+    content = await ConceptContent.objects.aget(roadmap=roadmap, content_type=content_type)
+    stored = content.payload[key]
+    assert len(stored) == 8
+    for follower in (client, later):
+        assert follower.held[("c001", content_type)] == stored
+    assert client.deltas >= 3  # items came as they were completed, not all at the end
+    await second.disconnect()

@@ -334,7 +334,7 @@ async def test_live_text_from_a_worker_reaches_clients_of_both_servers_exactly_o
     so far in Redis and publishes its changes there; a client of either daphne,
     subscribed from the start or reconnecting mid-stream, ends with the stored
     Markdown, every delta following on from what it held."""
-    fake_openai.default = ok(LONG_TUTORIAL, chunk_delay=0.02)  # about 4 s
+    fake_openai.default = ok(LONG_TUTORIAL, chunk_delay=0.05)  # about 10 s
     stack = await sync_to_async(start_stack)(
         workers=1,
         GENERATION_PROVIDER="openai",
