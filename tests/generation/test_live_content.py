@@ -280,6 +280,8 @@ async def test_items_arrive_one_by_one_and_end_equal_to_the_stored_ones(
     client = LiveClient()
     socket, _ = await connect(f"/api/v1/ws/{task_id}", user=alice)
     await read_for(socket, client, 1.5)
+    draft = (await api.get(draft_url(roadmap, content_type), headers=auth(alice))).json()
+    assert "text" not in draft and draft["offset"] == len(draft["items"])
     # Subscribed mid-stream: the items so far, then the rest.
     later = LiveClient()
     second, _ = await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice)
