@@ -227,7 +227,23 @@ class ContentVersionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ConceptContent
-        fields = ["content_version", "generated_at", "model"]
+        fields = [
+            "content_version",
+            "generated_at",
+            "provider",
+            "model",
+            "prompt_tokens",
+            "completion_tokens",
+        ]
+        extra_kwargs = {
+            "provider": {"help_text": "The configured provider that wrote this version."},
+            "prompt_tokens": {
+                "help_text": "Prompt tokens of every request of the attempt that wrote it."
+            },
+            "completion_tokens": {
+                "help_text": "Completion tokens of every request of the attempt that wrote it."
+            },
+        }
 
 
 class TutorialSerializer(ContentVersionSerializer):

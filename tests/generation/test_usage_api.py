@@ -315,7 +315,7 @@ async def test_a_real_generation_shows_in_usage_and_on_its_content(
     api, alice, make_roadmap, fake_openai, settings
 ):
     """Through a generation against the OpenAI-compatible fake: the usage the
-    server reported reaches the report, priced."""
+    server reported reaches the report, priced, and the content names it."""
     settings.GENERATION_PRICES = {
         "currency": "USD",
         "models": {FAKE_MODEL: {"prompt": "2.50", "completion": "10.00"}},
@@ -345,3 +345,52 @@ async def test_a_real_generation_shows_in_usage_and_on_its_content(
     assert body["totals"] == expected
     assert body["groups"] == [{"key": FAKE_MODEL, **expected}]
     assert body["budget"]["used"] == prompt + completion
+    tutorial = await api.get(
+        f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/tutorial", headers=auth(alice)
+    )
+    assert {k: tutorial.json()[k] for k in ("provider", "model", "prompt_tokens")} == {
+        "provider": "openai",
+        "model": FAKE_MODEL,
+        "prompt_tokens": prompt,
+    }
+    assert tutorial.json()["completion_tokens"] == completion
+
+
+# --- What a content names of its version -------------------------------------------
+
+CONTENT_FIELDS = {
+    "tutorial": {"tutorial_id", "title", "summary", "content_url", "markdown"},
+    "resources": {"resources_id", "items"},
+    "quiz": {"quiz_id", "questions"},
+}
+VERSION_FIELDS = {
+    "content_version",
+    "generated_at",
+    "provider",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+}
+
+
+@pytest.mark.parametrize("content_type", ["tutorial", "resources", "quiz"])
+async def test_every_content_names_the_provider_model_and_tokens_of_its_version(
+    api, alice, make_roadmap, content_type
+):
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    started = await api.post(retry_url(roadmap, content_type=content_type), headers=auth(alice))
+    assert started.status_code == 202
+    content = await wait_for(lambda: settled(roadmap, content_type=content_type), within=30)
+    assert content.status == "completed"
+
+    response = await api.get(
+        f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/{content_type}", headers=auth(alice)
+    )
+
+    body = response.json()
+    assert set(body) == CONTENT_FIELDS[content_type] | VERSION_FIELDS
+    records = [r async for r in UsageRecord.objects.filter(task_id=content.task_id)]
+    assert records
+    assert (body["provider"], body["model"]) == ("offline", "offline")
+    assert body["prompt_tokens"] == sum(r.prompt_tokens for r in records) > 0
+    assert body["completion_tokens"] == sum(r.completion_tokens for r in records) > 0
