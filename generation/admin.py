@@ -1,5 +1,5 @@
-"""Admin operations on generation (DESIGN §7): ConceptContent actions and the
-GenerationTask view.
+"""Admin operations on generation (DESIGN §7): ConceptContent actions, the
+GenerationTask view and the usage records with their totals.
 
 The ConceptContent list is defined in roadmaps/admin.py and registered here, once,
 with the actions, so roadmaps never imports generation. Every action calls the
@@ -17,7 +17,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from generation import services
-from generation.models import GenerationItem, GenerationTask
+from generation.models import GenerationItem, GenerationTask, UsageRecord
+from generation.usage import currency
+from generation.usage_report import usage_totals
 from notifications.selectors import stream_events
 from roadmaps.admin import ConceptContentAdmin, status_badge
 from roadmaps.models import ConceptContent, ContentStatus
@@ -81,7 +83,8 @@ class ConceptContentOperationsAdmin(ConceptContentAdmin):
 
 
 class ReadOnlyAdminMixin:
-    """Tasks are records of what happened: nothing here is added, edited or deleted."""
+    """Tasks and usage are records of what happened: nothing here is added, edited
+    or deleted."""
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -178,3 +181,45 @@ class GenerationTaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "<th>error</th></tr></thead><tbody>{}</tbody></table>",
             rows,
         )
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every provider request, filtered by who, what and when; the changelist adds
+    the totals of the whole filtered selection (all its pages), from the same
+    reader as GET /usage/ (generation.usage_report)."""
+
+    list_display = [
+        "created_at",
+        "user",
+        "content_type",
+        "provider",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "estimated",
+        "outcome",
+        "cost",
+        "duration_seconds",
+        "task_id",
+    ]
+    list_filter = [
+        ("user", admin.RelatedOnlyFieldListFilter),
+        "provider",
+        "model",
+        "content_type",
+        "outcome",
+        "estimated",
+        "created_at",
+    ]
+    list_select_related = ["user"]
+    search_fields = ["task_id", "user__username"]
+    date_hierarchy = "created_at"
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        changelist = getattr(response, "context_data", {}).get("cl")
+        if changelist is not None:  # not a redirect or an error page
+            response.context_data["usage_totals"] = usage_totals(changelist.queryset)
+            response.context_data["usage_currency"] = currency()
+        return response
