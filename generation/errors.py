@@ -92,6 +92,16 @@ class NotGeneratedYet(ServiceError):
         self.status = status
 
 
+class NotGenerating(ServiceError):
+    """The pair has no draft to show: it is not generating; `status` is its current one."""
+
+    code = "not_generating"
+
+    def __init__(self, status: str) -> None:
+        super().__init__(_("This content is not being generated now."))
+        self.status = status
+
+
 class GenerationError(Exception):
     """A failure with a public message. `retryable` is False for causes a retry
     cannot fix (bad request, rejected credentials, cancellation)."""

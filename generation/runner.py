@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from generation import events, liveness, scheduling, state
+from generation.drafts import LiveDraft
 from generation.engine import in_worker_thread, provider_slot
 from generation.errors import GenerationError, TookTooLong, public_error_for
 from generation.models import GenerationItem
@@ -180,13 +181,22 @@ class Progress:
 
 async def _execute(run: ItemRun) -> None:
     context = await in_worker_thread(_load_context)(run)
+    output = LiveDraft(run, roadmap=context.roadmap, concept_id=context.concept_id)
+    try:
+        await _run_attempt(run, context, output)
+    finally:
+        await output.close()
+
+
+async def _run_attempt(run: ItemRun, context: ItemContext, output: LiveDraft) -> None:
     work = asyncio.current_task()
     fenced = asyncio.Event()
     progress = Progress()
     beats = asyncio.create_task(_heartbeat(run, work, fenced, progress))
     try:
         with activity_reported_to(progress.mark):
-            draft, model_name = await _within_deadline(_generate(run, context))
+            draft, model_name = await _within_deadline(_generate(run, context, output))
+            await output.settle(draft)
     except asyncio.CancelledError:
         if not fenced.is_set():
             raise
@@ -201,6 +211,9 @@ async def _execute(run: ItemRun) -> None:
         # take it for fencing and cancel this very task mid-write.
         beats.cancel()
         await asyncio.gather(beats, return_exceptions=True)
+    # Dropped before the terminal write: a socket that subscribes after the
+    # outcome is published never gets a snapshot of a pair that has ended.
+    await output.close()
     if failure is not None:
         error = public_error_for(failure)
         logger.warning(
@@ -234,8 +247,9 @@ async def _within_deadline(generation):
         raise TookTooLong(f"after {settings.GENERATION_DEADLINE_SECONDS} s") from exc
 
 
-async def _generate(run: ItemRun, context: ItemContext):
+async def _generate(run: ItemRun, context: ItemContext, output: LiveDraft):
     provider = get_provider()
+    output.written_by(provider)
     if run.content_type == ContentType.TUTORIAL:
         last_sent = 0.0
 
@@ -256,10 +270,10 @@ async def _generate(run: ItemRun, context: ItemContext):
                 percentage=percentage,
             )
 
-        return await provider.tutorial(context.request, on_progress)
+        return await provider.tutorial(context.request, on_progress, output)
     if run.content_type == ContentType.RESOURCES:
-        return await provider.resources(context.request)
-    return await provider.quiz(context.request)
+        return await provider.resources(context.request, output)
+    return await provider.quiz(context.request, output)
 
 
 async def _heartbeat(

@@ -3,12 +3,16 @@ event streams a user may read (the hook notifications asks, registered in
 generation.apps)."""
 
 import uuid
+from typing import Any
 
 from django.db.models import Case, IntegerField, QuerySet, Value, When
 from django.shortcuts import get_object_or_404
 
+from generation import drafts
+from generation.errors import NotGenerating
 from generation.models import GenerationTask
-from roadmaps.models import ConceptContent, ContentType, Roadmap, roadmap_topic
+from generation.providers import get_provider
+from roadmaps.models import ConceptContent, ContentStatus, ContentType, Roadmap, roadmap_topic
 from roadmaps.selectors import visible_roadmaps
 
 CONTENT_TYPE_ORDER = Case(
@@ -81,3 +85,31 @@ def authorize_stream(*, user, kind: str, key: str) -> str | None:
     if not user.is_staff:
         tasks = tasks.filter(roadmap__owner=user)
     return key if tasks.exists() else None
+
+
+def draft_of(content: ConceptContent) -> dict[str, Any]:
+    """What the model has written so far for a generating pair (DESIGN §4 "Live
+    draft"): the live document of its attempt, or an empty one before the first
+    token (or where the live store cannot be read); NotGenerating otherwise."""
+    if content.status != ContentStatus.GENERATING or content.attempt_id is None:
+        raise NotGenerating(content.status)
+    document = drafts.draft_of(content.attempt_id)
+    kind = "text" if content.content_type == ContentType.TUTORIAL else "items"
+    provider = get_provider()
+    draft = {
+        "status": content.status,
+        "task_id": content.task_id,
+        "attempt_id": str(content.attempt_id),
+        "provider": provider.name,
+        "model": provider.model,
+        "offset": 0,
+        kind: "" if kind == "text" else [],
+    }
+    if document is not None:
+        draft |= {
+            "provider": document.fields.get("provider"),
+            "model": document.fields.get("model"),
+            "offset": document.size,
+            kind: document.content,
+        }
+    return draft

@@ -198,6 +198,10 @@ class ResourceItems(RootModel[list[Resource]]):
     """The schema of `items`: the provider's validated output, as stored."""
 
 
+class DraftItems(RootModel[list[Resource | Question]]):
+    """The schema of a draft's `items`: resources or questions, validated one by one."""
+
+
 class QuizQuestions(RootModel[list[Question]]):
     """The schema of `questions`: the provider's validated output, as stored."""
 
@@ -288,3 +292,26 @@ class ContentMissingSerializer(serializers.Serializer):
 
     detail = serializers.CharField()
     status = serializers.ChoiceField(ContentStatus.choices, required=False)
+
+
+class DraftSerializer(serializers.Serializer):
+    """What the model has written so far (DESIGN §4 "Live draft"): `text` for a
+    tutorial, `items` (resources or questions) otherwise; `offset` is their length."""
+
+    status = serializers.ChoiceField([ContentStatus.GENERATING])
+    task_id = serializers.CharField()
+    attempt_id = serializers.UUIDField()
+    provider = serializers.CharField()
+    model = serializers.CharField()
+    offset = serializers.IntegerField(min_value=0)
+    text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    items = serializers.SerializerMethodField()
+
+    @extend_schema_field(DraftItems)
+    def get_items(self, draft: dict) -> list[dict]:
+        return draft.get("items", [])
+
+    def to_representation(self, draft: dict) -> dict:
+        """`text` or `items`, whichever the content type has, never both."""
+        representation = super().to_representation(draft)
+        return {key: value for key, value in representation.items() if key in draft}

@@ -21,6 +21,7 @@ from generation.serializers import (
     CancelConflictSerializer,
     CancelledSerializer,
     ContentMissingSerializer,
+    DraftSerializer,
     NothingToDoSerializer,
     RetryAnswerSerializer,
     RetryInputSerializer,
@@ -106,6 +107,22 @@ class ContentViewSet(viewsets.GenericViewSet):
         if content.version == 0:
             raise NotGeneratedYet(content.status)
         return Response(CONTENT_SERIALIZERS[content.content_type](content).data)
+
+    @extend_schema(
+        summary="What the model has written so far of a generating content",
+        responses={
+            200: DraftSerializer,
+            401: UNAUTHENTICATED,
+            404: OpenApiResponse(
+                ContentMissingSerializer,
+                description="Unknown or not yours, or not generating (then `status` is "
+                "the content's current status).",
+            ),
+        },
+    )
+    @action(detail=True, methods=["get"])
+    def draft(self, request: Request, **kwargs) -> Response:
+        return Response(DraftSerializer(selectors.draft_of(self.get_object())).data)
 
     @extend_schema(
         summary="Regenerate one content (tutorial, resources or quiz)",

@@ -54,6 +54,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         self.last_sent = 0  # only grows: the feed skips what the socket already has
         self.finished = False
         self.feed: Feed | None = None
+        self.live_held: dict[str, tuple[int, int]] = {}  # maintained by the feed
 
     async def __call__(self, scope, receive, send) -> None:
         """Whatever ends the connection (a close, an error in a handler, the server

@@ -25,6 +25,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from notifications import live
 from notifications.selectors import events_after, newest_cursors
 from notifications.services import feed_group
 
@@ -43,6 +44,8 @@ class Socket(Protocol):
 
     last_sent: int  # the client cursor of the last event it sent or skipped
     finished: bool
+    # Per live document (notifications.live): the (generation, size) it holds.
+    live_held: dict[str, tuple[int, int]]
 
     async def send_event(self, text: str, *, cursor: int | None, final: bool) -> None:
         """Send one event's text; a stored event advances `last_sent`, a final one
@@ -84,6 +87,10 @@ class Feed:
                 await self.read_store([socket], after=socket.last_sent)
             if not socket.finished:
                 self.sockets.add(socket)
+                # After its replay, the socket's snapshot of every live document
+                # of the feed, under the lock: the changes that follow find it.
+                for document in await live.documents(self.kind, self.key):
+                    await self.send_live_snapshot(socket, document)
 
     async def leave(self, socket: Socket) -> None:
         self.sockets.discard(socket)
@@ -99,6 +106,9 @@ class Feed:
         attached there is nobody to read for: the feed notes the event, and a
         socket still replaying reads the store again when it attaches (`head`)."""
         async with self.lock:
+            if "live" in message:
+                await self.deliver_change(message)
+                return
             cursor, position = message["cursor"], message["position"]
             if cursor is None:  # live-only (concept_progress): nothing to order against
                 await self.send_to(list(self.sockets), message["text"], cursor=None, final=False)
@@ -111,6 +121,45 @@ class Feed:
                 )
             else:
                 await self.catch_up(seen=(cursor, position))
+
+    async def deliver_change(self, message: dict[str, Any]) -> None:
+        """A change of a live document, to each socket exactly once and in order:
+        sent as is where it follows on from what the socket holds, skipped where
+        the socket already has it; a socket's first change of a generation goes as
+        a snapshot; a socket that missed a change gets the document whole from the
+        store instead (one read for all such sockets). Call under `lock`."""
+        live_change = message["live"]
+        doc, generation = live_change["doc"], live_change["generation"]
+        offset, size = live_change["offset"], live_change["size"]
+        as_snapshot: str | None = None
+        behind = []
+        for socket in list(self.sockets):
+            if socket.finished:
+                continue
+            held_generation, held = socket.live_held.get(doc, (-1, 0))
+            if generation < held_generation or (
+                generation == held_generation and offset + size <= held and size
+            ):
+                continue  # older than, or within, what the socket has
+            if generation == held_generation and offset == held:
+                text = message["text"]
+            elif generation > held_generation and offset == 0:
+                if as_snapshot is None:
+                    as_snapshot = json.dumps(json.loads(message["text"]) | {"type": live.SNAPSHOT})
+                text = as_snapshot
+            else:
+                behind.append(socket)
+                continue
+            socket.live_held[doc] = (generation, offset + size)
+            await self.send_to([socket], text, cursor=None, final=False)
+        if behind and (document := await live.read_async(doc)) is not None:
+            for socket in behind:
+                await self.send_live_snapshot(socket, document)
+
+    async def send_live_snapshot(self, socket: Socket, document: live.Document) -> None:
+        body = document.event(live.SNAPSHOT, offset=0, content=document.content)
+        socket.live_held[document.key] = (document.generation, document.size)
+        await self.send_to([socket], json.dumps(body), cursor=None, final=False)
 
     async def catch_up(self, seen: tuple[int, int] | None = None) -> None:
         """Read the store once for every attached socket, from the lowest cursor.

@@ -78,6 +78,7 @@ THROTTLED_CODES = (RATE_LIMITED, ACTIVE_LIMIT)
 ERRORS: dict[str, Answer] = {
     "selection_too_large": Answer(status.HTTP_400_BAD_REQUEST, _detail),
     "not_generated": Answer(status.HTTP_404_NOT_FOUND, _detail_and_status),
+    "not_generating": Answer(status.HTTP_404_NOT_FOUND, _detail_and_status),
     "file_missing": Answer(status.HTTP_404_NOT_FOUND, _detail_and_status),
     "already_generating": Answer(status.HTTP_409_CONFLICT, _not_started),
     "task_not_running": Answer(status.HTTP_409_CONFLICT, _refused),

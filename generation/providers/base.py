@@ -66,6 +66,8 @@ class Provider(Protocol):
     known public meaning; anything else is reported as an internal error."""
 
     name: str
+    # The model asked for (an answer may name the one that wrote it).
+    model: str
 
     async def tutorial(
         self,

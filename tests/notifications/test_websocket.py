@@ -219,8 +219,10 @@ async def test_roadmap_stream_carries_a_retry_and_an_operator_reset(
     await communicator.disconnect()
 
     assert (start["type"], complete["type"]) == ("concept_start", "concept_complete")
-    # The task's live-only progress rides the roadmap stream too (DESIGN §5).
-    assert progress and {e["type"] for e in progress} == {"concept_progress"}
+    # The task's live-only progress and content ride the roadmap stream too (DESIGN §5).
+    live_types = {e["type"] for e in progress}
+    assert {"concept_progress", "content_snapshot"} <= live_types
+    assert live_types <= {"concept_progress", "content_snapshot", "content_delta"}
     assert all(e["id"] is None and e["task_id"] == task_id for e in progress)
     assert start["task_id"] == complete["task_id"] == task_id
     assert changed["status"] == "pending" and changed["previous_status"] == "completed"

@@ -20,6 +20,7 @@ DOCUMENTED_STATUS = {
     "selection_too_large": 400,  # "A selection above the cap … answers 400"
     "not_generated": 404,  # "404 with {"detail", "status"} when no version was ever completed"
     "file_missing": 404,
+    "not_generating": 404,  # "When the pair is not generating: 404 {"detail", "status"}"
     "already_generating": 409,  # "409 — already generating"
     "task_not_running": 409,  # "Cancelling a finished task answers 409"
     "generation_in_flight": 409,  # "DELETE … 409 while any of its content is generating"

@@ -17,6 +17,11 @@ DOCUMENTED_ANSWERS = {
         "401",
         "404",
     },
+    ("get", "/api/v1/roadmaps/{roadmap_id}/concepts/{concept_id}/{content_type}/draft/"): {
+        "200",
+        "401",
+        "404",
+    },
     ("post", "/api/v1/roadmaps/{roadmap_id}/concepts/{concept_id}/{content_type}/retry/"): {
         "202",
         "400",

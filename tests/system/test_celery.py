@@ -7,6 +7,7 @@ transaction=True, so the subprocesses see them), calls the HTTP and WebSocket AP
 of the servers, and reads the database the workers write."""
 
 import asyncio
+import contextlib
 import json
 import time
 from contextlib import ExitStack
@@ -21,18 +22,20 @@ from django.db import connections
 from generation import services
 from generation.errors import WorkerLost
 from generation.models import GenerationItem, GenerationTask
+from generation.tutorial_files import read_tutorial
 from notifications.models import Event
 from roadmaps.models import ConceptContent
 from tests.conftest import auth
 from tests.support import processes
 from tests.support.celery_workers import Stack, running_stack
-from tests.support.fake_openai import FAKE_API_KEY, ok
+from tests.support.fake_openai import FAKE_API_KEY, LONG_TUTORIAL, ok
 from tests.support.lifecycle import (
     assert_coherent_stream,
     stored_stream,
     wait_until,
     wait_until_finished,
 )
+from tests.support.live import LiveClient
 
 pytestmark = [
     pytest.mark.celery,
@@ -322,3 +325,61 @@ def test_cancel_stops_a_workers_provider_request_within_a_second_and_delete_is_q
     assert len(fake_openai.requests) == 1
     for service in (worker, server):
         assert " ERROR" not in service.log() and "ERROR/" not in service.log(), service.log()
+
+
+async def test_live_text_from_a_worker_reaches_clients_of_both_servers_exactly_once(
+    start_stack, fake_openai, alice, one_concept_roadmap, closes_thread_connections
+):
+    """DESIGN §5 "Live content" in the distributed mode: the worker keeps the text
+    so far in Redis and publishes its changes there; a client of either daphne,
+    subscribed from the start or reconnecting mid-stream, ends with the stored
+    Markdown, every delta following on from what it held."""
+    fake_openai.default = ok(LONG_TUTORIAL, chunk_delay=0.05)  # about 10 s
+    stack = await sync_to_async(start_stack)(
+        workers=1,
+        GENERATION_PROVIDER="openai",
+        OPENAI_BASE_URL=fake_openai.base_url,
+        OPENAI_API_KEY=FAKE_API_KEY,
+        OPENAI_MODEL="gpt-test",
+    )
+    server_a, server_b = stack.servers
+    roadmap = one_concept_roadmap
+    async with httpx.AsyncClient(base_url=server_b.url, timeout=10) as client:
+        response = await client.post(
+            f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/tutorial/retry", headers=auth(alice)
+        )
+    assert response.status_code == 202, response.text
+    task_id = response.json()["data"]["task_id"]
+
+    def url(server, after: int = 0) -> str:
+        base = server.url.replace("http://", "ws://")
+        return f"{base}/api/v1/ws/{task_id}?token={alice.token}&after={after}"
+
+    async def follow(socket, client: LiveClient, *, for_seconds: float | None = None) -> int:
+        seq = 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(for_seconds or 30):
+                async for message in socket:
+                    event = client.apply_text(message)
+                    seq = event["seq"] or seq
+        return seq
+
+    from_the_start, reconnecting = LiveClient(), LiveClient()
+    async with websockets.connect(url(server_a), open_timeout=10) as first:
+        following = asyncio.create_task(follow(first, from_the_start))
+        await asyncio.sleep(1.0)
+        after = 0
+        for server in (server_b, server_a):
+            async with websockets.connect(url(server, after), open_timeout=10) as socket:
+                after = await follow(socket, reconnecting, for_seconds=0.7) or after
+        async with websockets.connect(url(server_b, after), open_timeout=10) as socket:
+            await follow(socket, reconnecting)
+        await following
+
+    content = await ConceptContent.objects.aget(roadmap=roadmap, content_type="tutorial")
+    markdown = await sync_to_async(read_tutorial)(content)
+    assert content.status == "completed" and len(markdown) > 4000
+    for client in (from_the_start, reconnecting):
+        assert client.held[("c001", "tutorial")] == markdown
+        assert client.deltas > 5
+    assert reconnecting.snapshots == 3
