@@ -5,8 +5,9 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
-from roadmaps.models import ConceptContent, ContentStatus, Roadmap
+from roadmaps.models import ConceptContent, ContentStatus, ContentType, Roadmap
 
 
 def ws_url(task_id: str) -> str:
@@ -117,3 +118,52 @@ class GenerationItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_id} #{self.position}"
+
+
+class UsageOutcome(models.TextChoices):
+    COMPLETED = "completed", "Completed"
+    UNUSABLE = "unusable", "Unusable output (asked again)"
+    TRUNCATED = "truncated", "Cut off at the token limit"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class UsageRecord(models.Model):
+    """One provider request of an attempt (DESIGN §6 "Usage"). Kept when its
+    roadmap or task is deleted: what was spent stays spent."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="usage_records",
+    )
+    roadmap_id = models.UUIDField()
+    task_id = models.CharField(max_length=64)
+    attempt_id = models.UUIDField()
+    content_type = models.CharField(max_length=16, choices=ContentType.choices)
+    provider = models.CharField(max_length=64)
+    model = models.CharField(max_length=128)
+    prompt_tokens = models.PositiveIntegerField()
+    completion_tokens = models.PositiveIntegerField()
+    estimated = models.BooleanField(
+        default=False, help_text="The server reported no usage: the tokens are an estimate."
+    )
+    first_token_seconds = models.FloatField(null=True, blank=True)
+    duration_seconds = models.FloatField()
+    outcome = models.CharField(max_length=16, choices=UsageOutcome.choices)
+    cost = models.DecimalField(
+        max_digits=20,
+        decimal_places=10,
+        null=True,
+        blank=True,
+        help_text="In GENERATION_PRICES' currency; empty where the model has no price.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "created_at"], name="usage_by_user_and_time")]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} {self.provider}/{self.model} {self.outcome}"

@@ -21,9 +21,11 @@ from generation.errors import GenerationError, TookTooLong, public_error_for
 from generation.models import GenerationItem
 from generation.providers import GenerationRequest, get_provider
 from generation.providers.base import activity_reported_to
+from generation.providers.metering import usage_reported_to
 from generation.results import ItemRun
 from generation.schemas import Quiz, ResourceList, TutorialDraft
 from generation.tutorial_files import delete_tutorial, save_tutorial
+from generation.usage import AttemptUsage
 from roadmaps.models import ConceptContent, ContentType, Roadmap
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ class ItemContext:
     concept_name: str
     position: int
     total: int
+    owner_id: int
 
 
 def _load_context(run: ItemRun) -> ItemContext:
@@ -63,6 +66,7 @@ def _load_context(run: ItemRun) -> ItemContext:
         concept_name=concept.name,
         position=item.position,
         total=item.task.total,
+        owner_id=item.task.owner_id,
     )
 
 
@@ -86,7 +90,11 @@ def begin_item(*, item_id: int, task_id: str | None = None, roadmap_id=None) -> 
 
 
 def complete_item(
-    run: ItemRun, *, draft: TutorialDraft | ResourceList | Quiz, model_name: str
+    run: ItemRun,
+    *,
+    draft: TutorialDraft | ResourceList | Quiz,
+    model_name: str,
+    spent: AttemptUsage | None = None,
 ) -> bool:
     """Store the new version and mark the pair completed, unless this attempt was
     superseded, in which case the result is dropped (I4). Returns whether it landed.
@@ -96,6 +104,13 @@ def complete_item(
     content = ConceptContent.objects.select_related("concept").get(pk=run.content_id)
     version = content.version + 1
     fields = {"model": model_name, "generated_at": timezone.now()}
+    if spent is not None and spent.requests:
+        prompt_tokens, completion_tokens = spent.tokens
+        fields |= {
+            "provider": spent.requests[-1].provider,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+        }
     if run.content_type == ContentType.TUTORIAL:
         fields |= {
             "title": draft.title,
@@ -109,6 +124,8 @@ def complete_item(
     try:
         with transaction.atomic():
             landed = state.complete_item(run, version=version, fields=fields)
+            if spent is not None:
+                spent.record()  # spent even when the result is dropped
     finally:
         if not landed and "content_ref" in fields:
             delete_tutorial(fields["content_ref"])  # dropped or rolled back
@@ -117,10 +134,19 @@ def complete_item(
     return landed
 
 
-def fail_item(run: ItemRun, *, error: GenerationError) -> bool:
+def fail_item(run: ItemRun, *, error: GenerationError, spent: AttemptUsage | None = None) -> bool:
     """Mark the pair failed with a public message, fenced like complete_item."""
     with transaction.atomic():
-        return state.fail_item(run, error=error)
+        failed = state.fail_item(run, error=error)
+        if spent is not None:
+            spent.record()
+        return failed
+
+
+def record_usage(spent: AttemptUsage) -> None:
+    """The usage of an attempt that ends without an outcome of its own (fenced out)."""
+    with transaction.atomic():
+        spent.record()
 
 
 def claim_next() -> ItemRun | None:
@@ -193,14 +219,16 @@ async def _run_attempt(run: ItemRun, context: ItemContext, output: LiveDraft) ->
     fenced = asyncio.Event()
     progress = Progress()
     beats = asyncio.create_task(_heartbeat(run, work, fenced, progress))
+    spent = AttemptUsage(run, user_id=context.owner_id, roadmap_id=context.roadmap.pk)
     try:
-        with activity_reported_to(progress.mark):
+        with activity_reported_to(progress.mark), usage_reported_to(spent.add):
             draft, model_name = await _within_deadline(_generate(run, context, output))
             await output.settle(draft)
     except asyncio.CancelledError:
         if not fenced.is_set():
             raise
         logger.info("Attempt %s of task %s was fenced out; stopped", run.attempt_id, run.task_id)
+        await in_worker_thread(record_usage)(spent)
         return
     except Exception as exc:
         failure = exc
@@ -224,17 +252,17 @@ async def _run_attempt(run: ItemRun, context: ItemContext, output: LiveDraft) ->
             error.detail or failure,
             exc_info=not isinstance(failure, GenerationError),
         )
-        await in_worker_thread(fail_item)(run, error=error)
+        await in_worker_thread(fail_item)(run, error=error, spent=spent)
         return
     try:
-        await in_worker_thread(complete_item)(run, draft=draft, model_name=model_name)
+        await in_worker_thread(complete_item)(run, draft=draft, model_name=model_name, spent=spent)
     except ObjectDoesNotExist:
         raise  # its roadmap was deleted: nothing to store, nothing to fail
     except Exception as exc:
         # Storage or database trouble while saving: fail now rather than wait out
         # the lease and report a lost worker.
         logger.exception("Could not store the result of task %s", run.task_id)
-        await in_worker_thread(fail_item)(run, error=public_error_for(exc))
+        await in_worker_thread(fail_item)(run, error=public_error_for(exc), spent=spent)
 
 
 async def _within_deadline(generation):

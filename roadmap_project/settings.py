@@ -1,5 +1,6 @@
 """Settings from the environment (DESIGN §8); the defaults are the embedded mode."""
 
+import json
 import os
 import re
 from pathlib import Path
@@ -246,6 +247,9 @@ BATCH_MAX_PAIRS = int(os.environ.get("BATCH_MAX_PAIRS", "500"))
 # Admission control: pairs one user may have queued or generating at once; a start
 # that would pass it answers 429 and changes nothing.
 GENERATION_MAX_ACTIVE_PER_USER = int(os.environ.get("GENERATION_MAX_ACTIVE_PER_USER", "1500"))
+# Per million prompt and completion tokens, per model, in one currency (generation.usage):
+# {"currency": "USD", "models": {"gpt-4o-mini": {"prompt": "0.15", "completion": "0.60"}}}
+GENERATION_PRICES = json.loads(os.environ.get("GENERATION_PRICES") or "{}")
 # The size of one roadmap, checked before anything else is validated (DESIGN §4):
 # a 1 MB body holds 80,000 stages, which took minutes to create and seconds to read.
 ROADMAP_MAX_CONCEPTS = int(os.environ.get("ROADMAP_MAX_CONCEPTS", "500"))

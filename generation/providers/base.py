@@ -91,6 +91,10 @@ class InvalidOutput(Exception):
     """The model answered, but the answer cannot be used; the policy re-asks."""
 
 
+class TruncatedOutput(InvalidOutput):
+    """The answer stopped at the length limit (finish_reason "length")."""
+
+
 @dataclass(frozen=True)
 class Chunk:
     """One piece of a streamed answer, as the model sent it."""
@@ -101,6 +105,9 @@ class Chunk:
     # Why the model stopped: "stop", "length" (cut off at the token limit), ...;
     # None until the last chunk. A stream that ends without one was cut.
     finish_reason: str | None = None
+    # The provider's count for the whole request, on a stream's usage chunk.
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 class Transport(Protocol):

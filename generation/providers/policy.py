@@ -37,7 +37,7 @@ from generation.errors import (
     ProviderUnavailable,
     UnusableOutput,
 )
-from generation.providers import prompts
+from generation.providers import metering, prompts
 from generation.providers.base import (
     DISCARD,
     Chunk,
@@ -47,6 +47,7 @@ from generation.providers.base import (
     OutputSink,
     ProgressCallback,
     Transport,
+    TruncatedOutput,
     report_activity,
 )
 from generation.providers.output import parse_json, parse_tutorial
@@ -61,10 +62,6 @@ logger = logging.getLogger(__name__)
 EXPECTED_TUTORIAL_CHARS = 6000
 PROGRESS_CAP_WHILE_STREAMING = 95
 TRANSIENT_ERRORS = (ProviderRateLimited, ProviderUnavailable, ProviderTimeout)
-
-
-class TruncatedOutput(InvalidOutput):
-    """The answer stopped at the length limit (finish_reason "length")."""
 
 
 def backoff_delay(failed_rounds: int) -> float:
@@ -230,7 +227,8 @@ class Policy:
         rounds = max(1, settings.GENERATION_TRANSIENT_ATTEMPTS)
         for failed_rounds in range(1, rounds + 1):
             try:
-                return await call()
+                with metering.metered(self.name, self.transport.model):
+                    return await call()
             except TRANSIENT_ERRORS as error:
                 if failed_rounds == rounds:
                     raise
@@ -258,10 +256,15 @@ class Policy:
         closes its connection."""
         answer = _Answer()
         live.restart()
+        request = metering.current()
+        if request is not None:
+            request.asked(messages)
         async with aclosing(self.transport.stream(messages, schema=schema)) as chunks:
             async for chunk in chunks:
                 report_activity()
                 answer.add(chunk)
+                if request is not None:
+                    request.chunk(chunk)
                 if not chunk.text:
                     continue
                 live.received(chunk.text)

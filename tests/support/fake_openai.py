@@ -16,6 +16,7 @@ Register as a plugin (`pytest_plugins = ["tests.support.fake_openai"]`), then:
 """
 
 import json
+import re
 import select
 import socket
 import struct
@@ -31,6 +32,7 @@ from typing import Any
 import pytest
 
 FAKE_API_KEY = "sk-test-secret-4f9c2b7e1d8a6035"
+TOKENS_PER_MESSAGE = 3
 FAKE_MODEL = "fake-gpt-test"
 CHUNK_CHARS = 40
 
@@ -94,6 +96,12 @@ VALID_QUIZ = {
 }
 
 
+def fake_token_count(text: str) -> int:
+    """The fake's tokenizer: words, each punctuation mark, each CJK character (not
+    the product's estimate, which it checks)."""
+    return len(re.findall(r"[\u4e00-\u9fff]|[^\W\u4e00-\u9fff]+|[^\w\s]", text))
+
+
 @dataclass
 class Behaviour:
     """One scripted answer. `kind` is ok | error | malformed | hang | reset.
@@ -128,6 +136,7 @@ class Behaviour:
     reset: bool = False
     finish_reason: str = "stop"
     before_finish: Callable[[], None] | None = None
+    usage: bool = True  # a stream that asks for usage gets it (False: a server that never does)
 
 
 def ok(content: Any = None, **options: Any) -> Behaviour:
@@ -207,6 +216,7 @@ class FakeOpenAI:
 
     def __init__(self, default: Behaviour | None = None) -> None:
         self.requests: list[RecordedRequest] = []
+        self.usage_reported: list[dict[str, int]] = []  # the usage chunks sent, in order
         self.default = default or Behaviour()  # the answer when the script is empty
         self.delay = 0.0  # added before every answer (concurrency tests)
         self.in_flight = 0
@@ -383,8 +393,33 @@ class _Handler(BaseHTTPRequestHandler):
         if behaviour.before_finish is not None:
             behaviour.before_finish()
         self._event(self._chunk(completion_id, {}, behaviour.finish_reason))
+        if behaviour.usage and (body.get("stream_options") or {}).get("include_usage"):
+            self._event(
+                self._usage_chunk(
+                    completion_id,
+                    body,
+                    "".join(delta.get("content") or delta.get("refusal") or "" for delta in deltas),
+                )
+            )
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
+
+    def _usage_chunk(self, completion_id: str, body: dict[str, Any], answer: str) -> dict:
+        """OpenAI's last chunk when a stream asks for usage: no choices, the counts."""
+        prompt = sum(
+            TOKENS_PER_MESSAGE + fake_token_count(str(m.get("content", "")))
+            for m in body.get("messages", [])
+        )
+        completion = fake_token_count(answer)
+        chunk = self._chunk(completion_id, {}, None)
+        chunk["choices"] = []
+        chunk["usage"] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        self.server_fake.usage_reported.append(chunk["usage"])
+        return chunk
 
     def _chunk(self, completion_id: str, delta: dict, finish_reason: str | None) -> dict:
         return {
