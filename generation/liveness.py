@@ -4,9 +4,10 @@ A `generating` row carries `lease_expires_at`. A running attempt renews it with
 each heartbeat that follows progress (a request sent, bytes received); queued work
 is renewed by the sweep while it is known to be waiting (this process still holds
 work to run, or the broker still has messages). A row whose lease runs out
-(`ConceptContent.objects.expired`) is failed by the sweep: one loop body, run by an
-async driver on the in-process engine's loops (`sweep_forever`, registered in
-AppConfig.ready) and by a thread driver in each Celery worker (`Sweeper`).
+(`ConceptContent.objects.expired`) is failed by the sweep: one round (`sweep`),
+run by an async driver on the in-process engine's loops (`sweep_forever`,
+registered in AppConfig.ready) and by a thread driver in each Celery worker
+(`Sweeper`).
 Renewals never change a status, so they are not transitions of the state machine.
 
 In a Celery worker, work waiting in the broker queue is held by no process. With a
@@ -154,11 +155,19 @@ def broker_backlog_cutoff(app: "Celery") -> datetime | None:
 # --- the sweep -----------------------------------------------------------------
 
 
-def recover_stale(*, now: datetime | None = None) -> int:
-    """Fail every generation whose lease expired: its worker died, its message
-    was lost, or it hung. Safe to run anywhere, any number of times; one
-    transaction per pair. Returns how many were failed."""
-    now = now or timezone.now()
+def sweep(app: "Celery | None" = None) -> int:
+    """One round of either driver (and of services.recover_stale): keep waiting
+    work alive, then fail every generation whose lease expired (its worker died,
+    its message was lost, or it hung), one transaction per pair. Queued items are
+    alive while this process holds work waiting for a slot, or (a Celery worker's
+    `app`) while the broker still has messages. Safe to run anywhere, any number
+    of times. Returns how many generations were failed."""
+    queued_since = broker_backlog_cutoff(app) if app is not None else None
+    if queued_since is None and waiting_work:
+        queued_since = queue_cutoff()
+    if queued_since is not None:
+        renew_queued(enqueued_since=queued_since)
+    now = timezone.now()
     stale = ConceptContent.objects.expired(now).values_list("pk", "roadmap_id", "attempt_id")
     recovered = 0
     for content_id, roadmap_id, attempt_id in stale:
@@ -166,41 +175,23 @@ def recover_stale(*, now: datetime | None = None) -> int:
             recovered += state.fail_expired(
                 content_id=content_id, roadmap_id=roadmap_id, attempt_id=attempt_id, now=now
             )
-    return recovered
-
-
-def sweep(app: "Celery | None" = None) -> int:
-    """One round of either driver: keep waiting work alive, then fail stale work.
-    Queued items are alive while this process holds work waiting for a slot, or
-    (a Celery worker's `app`) while the broker still has messages. Returns how
-    many generations were recovered."""
-    close_old_connections()
-    queued_since = broker_backlog_cutoff(app) if app is not None else None
-    if queued_since is None and waiting_work:
-        queued_since = queue_cutoff()
-    if queued_since is not None:
-        renew_queued(enqueued_since=queued_since)
-    return recover_stale()
-
-
-def _logged_sweep(app: "Celery | None" = None) -> None:
-    try:
-        recovered = sweep(app)
-    except Exception:
-        logger.warning("Stale recovery round failed", exc_info=True)
-        return
     if recovered:
         logger.warning("Recovered %d stale generation(s)", recovered)
+    return recovered
 
 
 async def sweep_forever() -> None:
     """The async driver (the in-process engine runs it on each of its loops): a
-    round now, then whenever sweep_interval() has passed."""
+    round now, then whenever sweep_interval() has passed. Each round runs in a
+    worker thread, which checks its connection first as Django does per request."""
     last_round = -float("inf")
     while True:
         if time.monotonic() - last_round >= sweep_interval():
             last_round = time.monotonic()
-            await in_worker_thread(_logged_sweep)()
+            try:
+                await in_worker_thread(sweep)()
+            except Exception:
+                logger.warning("Stale recovery round failed", exc_info=True)
         await asyncio.sleep(min(SWEEP_TICK_SECONDS, sweep_interval()))
 
 
@@ -224,7 +215,11 @@ class Sweeper:
     def _run(self) -> None:
         try:
             while not self._stopped.is_set():
-                _logged_sweep(self.app)
+                close_old_connections()
+                try:
+                    sweep(self.app)
+                except Exception:
+                    logger.warning("Stale recovery round failed", exc_info=True)
                 self._stopped.wait(sweep_interval())
         finally:
             connections.close_all()
