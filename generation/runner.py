@@ -14,7 +14,7 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.db import transaction
 from django.utils import timezone
 
-from generation import events, liveness, scheduling, state
+from generation import budgets, events, liveness, scheduling, state
 from generation.drafts import LiveDraft
 from generation.engine import in_worker_thread, provider_slot
 from generation.errors import GenerationError, TookTooLong, public_error_for
@@ -52,14 +52,9 @@ def _load_context(run: ItemRun) -> ItemContext:
         pk=run.item_id
     )
     roadmap, concept = item.task.roadmap, item.content.concept
-    preferences = {**roadmap.preferences, **item.task.preferences}
     return ItemContext(
-        request=GenerationRequest(
-            roadmap_title=roadmap.title,
-            roadmap_goal=roadmap.goal,
-            concept_name=concept.name,
-            concept_description=concept.description,
-            preferences={k: str(v) for k, v in preferences.items()},
+        request=GenerationRequest.about(
+            roadmap=roadmap, concept=concept, preferences=item.task.preferences
         ),
         roadmap=roadmap,
         concept_id=concept.concept_id,
@@ -124,8 +119,7 @@ def complete_item(
     try:
         with transaction.atomic():
             landed = state.complete_item(run, version=version, fields=fields)
-            if spent is not None:
-                spent.record()  # spent even when the result is dropped
+            _settle(run, spent)  # spent even when the result is dropped
     finally:
         if not landed and "content_ref" in fields:
             delete_tutorial(fields["content_ref"])  # dropped or rolled back
@@ -138,15 +132,22 @@ def fail_item(run: ItemRun, *, error: GenerationError, spent: AttemptUsage | Non
     """Mark the pair failed with a public message, fenced like complete_item."""
     with transaction.atomic():
         failed = state.fail_item(run, error=error)
-        if spent is not None:
-            spent.record()
+        _settle(run, spent)
         return failed
 
 
 def record_usage(spent: AttemptUsage) -> None:
     """The usage of an attempt that ends without an outcome of its own (fenced out)."""
     with transaction.atomic():
+        _settle(spent.run, spent)
+
+
+def _settle(run: ItemRun, spent: AttemptUsage | None) -> None:
+    """In the transaction of the attempt's end: its usage is recorded and its
+    reservation released together, so the budget counts the tokens either way."""
+    if spent is not None:
         spent.record()
+    budgets.settle(run.item_id)
 
 
 def claim_next() -> ItemRun | None:

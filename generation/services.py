@@ -8,6 +8,7 @@ transition of generation.state runs in, the enqueue of work once a start commits
 requests they refuse; a broker that refuses work fails nothing here)."""
 
 import logging
+from datetime import datetime
 from itertools import groupby
 
 from django.conf import settings
@@ -15,8 +16,8 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from generation import liveness, selectors, state
-from generation.errors import SelectionTooLarge, TooManyActive
+from generation import budgets, liveness, selectors, state
+from generation.errors import BudgetExceeded, SelectionTooLarge, TooManyActive
 from generation.models import GenerationTask, TaskKind
 from generation.results import Skipped, StartResult
 from generation.tasks import generate_content
@@ -47,16 +48,23 @@ def start_generation(
     contents: list[ConceptContent],
     preferences: dict | None = None,
     statuses: list[str] | None = None,
+    now: datetime | None = None,
 ) -> StartResult:
     """Start a task of any kind over exactly the given pairs, in their order
     (the other starts, seed_demo, tests), and enqueue its work when the
     transaction commits (I2). A single retry of a live pair raises
-    AlreadyGenerating, other kinds skip it."""
-    now = timezone.now()
+    AlreadyGenerating, other kinds skip it. `now` is the time of the start (the
+    daily token budget's day)."""
+    now = now or timezone.now()
+    reservations = {
+        content.pk: budgets.reservation(content, roadmap=roadmap, preferences=preferences or {})
+        for content in contents
+    }
     with transaction.atomic():
         result = state.start(
             roadmap=roadmap, user=user, kind=kind, contents=contents, now=now,
-            lease_until=liveness.deadline(now), preferences=preferences, statuses=statuses,
+            lease_until=liveness.deadline(now), reservations=reservations,
+            preferences=preferences, statuses=statuses,
         )  # fmt: skip
         if result.task is None:
             transaction.set_rollback(True)
@@ -77,8 +85,9 @@ def _enqueue_work(items: int) -> None:
 
 
 def retry_content(*, content: ConceptContent, user, preferences: dict | None = None) -> StartResult:
-    """Regenerate one pair; raises AlreadyGenerating if it is live, TooManyActive
-    (as every start does) if the user is at GENERATION_MAX_ACTIVE_PER_USER."""
+    """Regenerate one pair; raises AlreadyGenerating if it is live, and (as every
+    start does) TooManyActive at GENERATION_MAX_ACTIVE_PER_USER, BudgetExceeded
+    past the user's daily token budget."""
     return start_generation(
         roadmap=content.roadmap,
         user=user,
@@ -130,11 +139,19 @@ def generate_new_roadmap(*, roadmap: Roadmap, user) -> str | None:
     return task.pk if task else None
 
 
+# Why a roadmap of retry_contents was skipped whole, as its callers report it.
+REFUSALS = {
+    TooManyActive: "over the active limit",
+    BudgetExceeded: "over the daily token budget",
+}
+
+
 def retry_contents(*, contents: QuerySet[ConceptContent], user=None) -> list[StartResult]:
     """Retry a selection that may span roadmaps (admin, retry_content command):
     one batch task per roadmap, in batch order, owned by `user` or else by the
-    roadmap's owner. A roadmap whose start the admission cap refuses is reported
-    with all its pairs skipped; the other roadmaps still start."""
+    roadmap's owner. A roadmap whose start admission refuses (the cap on active
+    work, the daily token budget) is reported with all its pairs skipped, the
+    reason given; the other roadmaps still start."""
     ordered = selectors.contents_in_batch_order(contents.select_related("roadmap__owner"))
     results = []
     for _, group in groupby(ordered, key=lambda content: content.roadmap_id):
@@ -144,11 +161,9 @@ def retry_contents(*, contents: QuerySet[ConceptContent], user=None) -> list[Sta
             result = start_generation(
                 roadmap=roadmap, user=user or roadmap.owner, kind=TaskKind.BATCH, contents=group
             )
-        except TooManyActive:
-            skipped = [
-                Skipped(c.concept.concept_id, c.content_type, "over the active limit")
-                for c in group
-            ]
+        except (TooManyActive, BudgetExceeded) as refusal:
+            reason = REFUSALS[type(refusal)]
+            skipped = [Skipped(c.concept.concept_id, c.content_type, reason) for c in group]
             result = StartResult(task=None, skipped=skipped)
         results.append(result)
     return results
