@@ -193,6 +193,13 @@ class MarkedFailed(GenerationError):
     public_message = _("Marked as failed by an operator.")
 
 
+class ReservationSpent(GenerationError):
+    """The attempt's next request could take it past the tokens its start reserved
+    (generation.budgets), so it is not sent."""
+
+    public_message = _("The generation needed more tokens than were reserved for it. Try again.")
+
+
 class Superseded(GenerationError):
     public_message = _("Replaced by a newer request.")
     retryable = False

@@ -21,7 +21,7 @@ from generation.errors import GenerationError, TookTooLong, public_error_for
 from generation.models import GenerationItem
 from generation.providers import GenerationRequest, get_provider
 from generation.providers.base import activity_reported_to
-from generation.providers.metering import usage_reported_to
+from generation.providers.metering import limited_to, usage_reported_to
 from generation.results import ItemRun
 from generation.schemas import Quiz, ResourceList, TutorialDraft
 from generation.tutorial_files import delete_tutorial, save_tutorial
@@ -222,7 +222,11 @@ async def _run_attempt(run: ItemRun, context: ItemContext, output: LiveDraft) ->
     beats = asyncio.create_task(_heartbeat(run, work, fenced, progress))
     spent = AttemptUsage(run, user_id=context.owner_id, roadmap_id=context.roadmap.pk)
     try:
-        with activity_reported_to(progress.mark), usage_reported_to(spent.add):
+        with (
+            activity_reported_to(progress.mark),
+            usage_reported_to(spent.add),
+            limited_to(run.reserved_tokens or None),
+        ):
             draft, model_name = await _within_deadline(_generate(run, context, output))
             await output.settle(draft)
     except asyncio.CancelledError:

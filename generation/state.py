@@ -232,6 +232,7 @@ def begin_item(
         content_id=item.content_id,
         attempt_id=attempt_id,
         content_type=item.content.content_type,
+        reserved_tokens=item.reserved_tokens,
     )
 
 

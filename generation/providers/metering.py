@@ -2,7 +2,12 @@
 provider reports them (streams ask for a final usage chunk), or an estimate
 marked as such; its time to first token, duration and outcome. A request is
 reported when it ends, however it ends (completed, unusable, truncated, failed,
-cancelled), to whoever runs the generation (generation.usage writes it)."""
+cancelled), to whoever runs the generation (generation.usage writes it).
+
+It also holds an attempt to the tokens its start reserved (DESIGN §6 "Budgets"):
+within `limited_to(tokens)`, a request is sent only if what the block's requests
+counted so far plus the most this one can count (`prompt_bound` plus
+GENERATION_MAX_OUTPUT_TOKENS) stays within `tokens` (`check_allowance`)."""
 
 import asyncio
 import functools
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 import pydantic
 from django.conf import settings
 
+from generation.errors import ReservationSpent
 from generation.providers.base import Chunk, InvalidOutput, Messages, TruncatedOutput
 from generation.providers.output import strict_json_schema
 
@@ -71,6 +77,40 @@ def schema_bound(schema: type[pydantic.BaseModel]) -> int:
 def request_bound(messages: Messages, schema: type[pydantic.BaseModel] | None = None) -> int:
     """The most one request can count: its prompt and the longest answer allowed."""
     return prompt_bound(messages, schema) + settings.GENERATION_MAX_OUTPUT_TOKENS
+
+
+@dataclass
+class Allowance:
+    tokens: int
+    spent: int = 0
+
+
+_allowance: ContextVar[Allowance | None] = ContextVar("allowance", default=None)
+
+
+@contextmanager
+def limited_to(tokens: int | None) -> Iterator[None]:
+    """Within this block, the requests together count at most `tokens` (None: no
+    limit); check_allowance refuses one that could pass it."""
+    token = _allowance.set(None if tokens is None else Allowance(tokens))
+    try:
+        yield
+    finally:
+        _allowance.reset(token)
+
+
+def check_allowance(messages: Messages, schema: type[pydantic.BaseModel] | None = None) -> None:
+    """Raises ReservationSpent, before it is sent, for a request that could take
+    the block past its allowance: counted so far plus this request's bound."""
+    allowance = _allowance.get()
+    if allowance is None:
+        return
+    most = request_bound(messages, schema)
+    if allowance.spent + most > allowance.tokens:
+        raise ReservationSpent(
+            f"{allowance.spent} of {allowance.tokens} reserved tokens counted; "
+            f"the next request could count {most}"
+        )
 
 
 @dataclass(frozen=True)
@@ -166,9 +206,13 @@ def metered(provider: str, model: str) -> Iterator[Request]:
         raise
     finally:
         _current.reset(token)
+        usage = request.usage(outcome)
+        allowance = _allowance.get()
+        if allowance is not None:
+            allowance.spent += usage.prompt_tokens + usage.completion_tokens
         callback = _on_usage.get()
         if callback is not None:
-            callback(request.usage(outcome))
+            callback(usage)
 
 
 def outcome_of(exc: BaseException) -> str:
