@@ -1,5 +1,5 @@
-"""Admin operations on generation (DESIGN §7): ConceptContent actions and the
-GenerationTask view.
+"""Admin operations on generation (DESIGN §7): ConceptContent actions, the
+GenerationTask view and users' own daily token budgets.
 
 The ConceptContent list is defined in roadmaps/admin.py and registered here, once,
 with the actions, so roadmaps never imports generation. Every action calls the
@@ -13,11 +13,12 @@ from django.contrib.admin import helpers
 from django.contrib.admin.utils import flatten
 from django.db.models import QuerySet
 from django.template.response import TemplateResponse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from generation import services
-from generation.models import GenerationItem, GenerationTask
+from generation import budgets, services
+from generation.models import GenerationItem, GenerationTask, UserBudget
 from notifications.selectors import stream_events
 from roadmaps.admin import ConceptContentAdmin, status_badge
 from roadmaps.models import ConceptContent, ContentStatus
@@ -95,7 +96,15 @@ class ReadOnlyAdminMixin:
 
 class GenerationItemInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = GenerationItem
-    fields = ["position", "concept", "content_type", "state_badge", "previous_status", "attempt_id"]
+    fields = [
+        "position",
+        "concept",
+        "content_type",
+        "state_badge",
+        "previous_status",
+        "attempt_id",
+        "reserved_tokens",
+    ]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -177,4 +186,26 @@ class GenerationTaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "<table><thead><tr><th>seq</th><th>type</th><th>time</th><th>message</th>"
             "<th>error</th></tr></thead><tbody>{}</tbody></table>",
             rows,
+        )
+
+
+@admin.register(UserBudget)
+class UserBudgetAdmin(admin.ModelAdmin):
+    """A user's own daily token budget, instead of GENERATION_USER_DAILY_TOKENS
+    (an empty limit: unlimited); deleting it returns the user to the default."""
+
+    list_display = ["user", "daily_tokens"]
+    search_fields = ["user__username"]
+    autocomplete_fields = ["user"]
+    readonly_fields = ["today"]
+
+    @admin.display(description="Today (UTC)")
+    def today(self, own: UserBudget) -> str:
+        if own.pk is None:
+            return "-"
+        budget = budgets.budget_for(own.user, now=timezone.now())
+        remaining = "unlimited" if budget.remaining is None else f"{budget.remaining} left"
+        return (
+            f"{budget.used} tokens used, {budget.reserved} reserved by work in progress; "
+            f"{remaining} until {budget.resets_at:%Y-%m-%d %H:%M} UTC"
         )
