@@ -99,6 +99,25 @@ class GenerationItem(models.Model):
         help_text="The content's status before this task, restored if cancelled unstarted.",
     )
     attempt_id = models.UUIDField()
+    # The daily token budget's hold on this pair (generation.budgets).
+    reserved_tokens = models.PositiveIntegerField(
+        default=0, help_text="Reserved at the start: the most this pair's attempt may spend."
+    )
+    reserved_for = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        db_index=False,  # the partial index below
+        related_name="+",
+        help_text="Whose budget holds the reservation; empty once the attempt settled.",
+    )
+    reserved_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set when the item ended while its attempt ran: the reservation "
+        "lapses then unless the attempt settles first.",
+    )
 
     class Meta:
         ordering = ["position"]
@@ -113,6 +132,12 @@ class GenerationItem(models.Model):
                 fields=["state", "task"],
                 condition=models.Q(state__in=UNFINISHED_ITEM_STATES),
                 name="unfinished_items",
+            ),
+            # The budget check's read: a user's reservations still held.
+            models.Index(
+                fields=["reserved_for"],
+                condition=models.Q(reserved_for__isnull=False),
+                name="held_reservations",
             ),
         ]
 
@@ -167,3 +192,27 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_id} {self.provider}/{self.model} {self.outcome}"
+
+
+class UserBudget(models.Model):
+    """One user's daily token budget, instead of GENERATION_USER_DAILY_TOKENS
+    (generation.budgets)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="token_budget",
+    )
+    daily_tokens = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Prompt and completion tokens per UTC day; empty: unlimited.",
+    )
+
+    class Meta:
+        verbose_name = "user token budget"
+
+    def __str__(self) -> str:
+        limit = "unlimited" if self.daily_tokens is None else f"{self.daily_tokens} tokens"
+        return f"{self.user}: {limit} a day"

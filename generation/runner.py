@@ -14,7 +14,7 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.db import transaction
 from django.utils import timezone
 
-from generation import events, liveness, scheduling, state
+from generation import budgets, events, liveness, scheduling, state
 from generation.drafts import LiveDraft
 from generation.engine import in_worker_thread, provider_slot
 from generation.errors import GenerationError, TookTooLong, public_error_for
@@ -22,7 +22,7 @@ from generation.liveness import Progress
 from generation.models import GenerationItem
 from generation.providers import GenerationRequest, get_provider
 from generation.providers.base import activity_reported_to
-from generation.providers.metering import usage_reported_to
+from generation.providers.metering import limited_to, usage_reported_to
 from generation.results import ItemRun
 from generation.schemas import Quiz, ResourceList, TutorialDraft
 from generation.tutorial_files import delete_tutorial, save_tutorial
@@ -50,14 +50,9 @@ def _load_context(run: ItemRun) -> ItemContext:
         pk=run.item_id
     )
     roadmap, concept = item.task.roadmap, item.content.concept
-    preferences = {**roadmap.preferences, **item.task.preferences}
     return ItemContext(
-        request=GenerationRequest(
-            roadmap_title=roadmap.title,
-            roadmap_goal=roadmap.goal,
-            concept_name=concept.name,
-            concept_description=concept.description,
-            preferences={k: str(v) for k, v in preferences.items()},
+        request=GenerationRequest.about(
+            roadmap=roadmap, concept=concept, preferences=item.task.preferences
         ),
         roadmap=roadmap,
         concept_id=concept.concept_id,
@@ -122,8 +117,7 @@ def complete_item(
     try:
         with transaction.atomic():
             landed = state.complete_item(run, version=version, fields=fields)
-            if spent is not None:
-                spent.record()  # spent even when the result is dropped
+            _settle(run, spent)  # spent even when the result is dropped
     finally:
         if not landed and "content_ref" in fields:
             delete_tutorial(fields["content_ref"])  # dropped or rolled back
@@ -136,15 +130,22 @@ def fail_item(run: ItemRun, *, error: GenerationError, spent: AttemptUsage | Non
     """Mark the pair failed with a public message, fenced like complete_item."""
     with transaction.atomic():
         failed = state.fail_item(run, error=error)
-        if spent is not None:
-            spent.record()
+        _settle(run, spent)
         return failed
 
 
 def record_usage(spent: AttemptUsage) -> None:
     """The usage of an attempt that ends without an outcome of its own (fenced out)."""
     with transaction.atomic():
+        _settle(spent.run, spent)
+
+
+def _settle(run: ItemRun, spent: AttemptUsage | None) -> None:
+    """In the transaction of the attempt's end: its usage is recorded and its
+    reservation released together, so the budget counts the tokens either way."""
+    if spent is not None:
         spent.record()
+    budgets.settle(run.item_id)
 
 
 def claim_next() -> ItemRun | None:
@@ -205,7 +206,11 @@ async def _run_attempt(run: ItemRun, context: ItemContext, output: LiveDraft) ->
     beats = asyncio.create_task(_heartbeat(run, work, fenced, progress))
     spent = AttemptUsage(run, user_id=context.owner_id, roadmap_id=context.roadmap.pk)
     try:
-        with activity_reported_to(progress.mark), usage_reported_to(spent.add):
+        with (
+            activity_reported_to(progress.mark),
+            usage_reported_to(spent.add),
+            limited_to(run.reserved_tokens or None),
+        ):
             draft, model_name = await _within_deadline(_generate(run, context, output))
             await output.settle(draft)
     except asyncio.CancelledError:

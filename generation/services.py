@@ -9,6 +9,7 @@ requests they refuse; a broker that refuses work fails nothing here)."""
 
 import functools
 from collections.abc import Callable
+from datetime import datetime
 from itertools import groupby
 
 from django.conf import settings
@@ -16,8 +17,8 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from generation import liveness, selectors, state
-from generation.errors import SelectionTooLarge, TooManyActive
+from generation import budgets, liveness, selectors, state
+from generation.errors import BudgetExceeded, SelectionTooLarge, TooManyActive
 from generation.models import GenerationTask, TaskKind
 from generation.results import Skipped, StartResult
 from generation.tasks import generate_content
@@ -59,6 +60,16 @@ def starts_work[**P](start: Callable[P, StartResult]) -> Callable[P, StartResult
     return starting
 
 
+def reservations(
+    contents: list[ConceptContent], *, roadmap: Roadmap, preferences: dict | None
+) -> dict[int, int]:
+    """What each pair reserves of its user's daily token budget (generation.budgets)."""
+    return {
+        content.pk: budgets.reservation(content, roadmap=roadmap, preferences=preferences or {})
+        for content in contents
+    }
+
+
 @starts_work
 def start_generation(
     *,
@@ -68,25 +79,30 @@ def start_generation(
     contents: list[ConceptContent],
     preferences: dict | None = None,
     statuses: list[str] | None = None,
+    now: datetime | None = None,
 ) -> StartResult:
     """Start a task of any kind over exactly the given pairs, in their order
     (the other starts, seed_demo, tests). A single retry of a live pair raises
-    AlreadyGenerating, other kinds skip it."""
-    now = timezone.now()
+    AlreadyGenerating, other kinds skip it. `now` is the time of the start (the
+    daily token budget's day)."""
+    now = now or timezone.now()
     return state.start(
         roadmap=roadmap, user=user, kind=kind, contents=contents, now=now,
         lease_until=liveness.deadline(now), preferences=preferences, statuses=statuses,
+        reservations=reservations(contents, roadmap=roadmap, preferences=preferences),
     )  # fmt: skip
 
 
 @starts_work
 def retry_content(*, content: ConceptContent, user, preferences: dict | None = None) -> StartResult:
-    """Regenerate one pair; raises AlreadyGenerating if it is live, TooManyActive
-    (as every start does) if the user is at GENERATION_MAX_ACTIVE_PER_USER."""
+    """Regenerate one pair; raises AlreadyGenerating if it is live, and (as every
+    start does) TooManyActive at GENERATION_MAX_ACTIVE_PER_USER, BudgetExceeded
+    past the user's daily token budget."""
     now = timezone.now()
     return state.start(
         roadmap=content.roadmap, user=user, kind=TaskKind.RETRY, contents=[content], now=now,
         lease_until=liveness.deadline(now), preferences=preferences,
+        reservations=reservations([content], roadmap=content.roadmap, preferences=preferences),
     )  # fmt: skip
 
 
@@ -132,11 +148,19 @@ def generate_new_roadmap(*, roadmap: Roadmap, user) -> str | None:
     return task.pk if task else None
 
 
+# Why a roadmap of retry_contents was skipped whole, as its callers report it.
+REFUSALS = {
+    TooManyActive: "over the active limit",
+    BudgetExceeded: "over the daily token budget",
+}
+
+
 def retry_contents(*, contents: QuerySet[ConceptContent], user=None) -> list[StartResult]:
     """Retry a selection that may span roadmaps (admin, retry_content command):
     one batch task per roadmap, in batch order, owned by `user` or else by the
-    roadmap's owner. A roadmap whose start the admission cap refuses is reported
-    with all its pairs skipped; the other roadmaps still start."""
+    roadmap's owner. A roadmap whose start admission refuses (the cap on active
+    work, the daily token budget) is reported with all its pairs skipped, the
+    reason given; the other roadmaps still start."""
     ordered = selectors.contents_in_batch_order(contents.select_related("roadmap__owner"))
     results = []
     for _, group in groupby(ordered, key=lambda content: content.roadmap_id):
@@ -146,11 +170,9 @@ def retry_contents(*, contents: QuerySet[ConceptContent], user=None) -> list[Sta
             result = start_generation(
                 roadmap=roadmap, user=user or roadmap.owner, kind=TaskKind.BATCH, contents=group
             )
-        except TooManyActive:
-            skipped = [
-                Skipped(c.concept.concept_id, c.content_type, "over the active limit")
-                for c in group
-            ]
+        except (TooManyActive, BudgetExceeded) as refusal:
+            reason = REFUSALS[type(refusal)]
+            skipped = [Skipped(c.concept.concept_id, c.content_type, reason) for c in group]
             result = StartResult(task=None, skipped=skipped)
         results.append(result)
     return results

@@ -9,7 +9,6 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db.models import Count, F, Q, QuerySet, Sum
@@ -68,18 +67,6 @@ class Group(Figures):
     model or user (username; None for a deleted user)."""
 
     key: str | None
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A user's tokens today (UTC): `daily_tokens` and `remaining` are None when
-    unlimited."""
-
-    daily_tokens: int | None
-    used: int
-    reserved: int
-    remaining: int | None
-    resets_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -195,20 +182,3 @@ def usage_subject(*, requester, username: str | None):
     if not requester.is_staff:
         raise Http404
     return get_object_or_404(get_user_model(), username=username)
-
-
-def budget_of(*, user, now: dt.datetime) -> Budget:
-    """The user's tokens today against GENERATION_USER_DAILY_TOKENS (None:
-    unlimited): what the day's records used, one query."""
-    today = now.astimezone(dt.UTC).date()
-    daily = settings.GENERATION_USER_DAILY_TOKENS
-    used = records_between(since=today, until=today, user=user).aggregate(
-        used=Sum(F("prompt_tokens") + F("completion_tokens"), default=0)
-    )["used"]
-    return Budget(
-        daily_tokens=daily,
-        used=used,
-        reserved=0,
-        remaining=None if daily is None else max(daily - used, 0),
-        resets_at=start_of(today + dt.timedelta(days=1)),
-    )

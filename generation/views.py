@@ -11,7 +11,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from generation import selectors, services, usage_report
+from generation import budgets, selectors, services, usage_report
 from generation.errors import NotGeneratedYet
 from generation.models import GenerationTask
 from generation.serializers import (
@@ -291,5 +291,5 @@ class UsageViewSet(viewsets.ViewSet):
             group_by=query.validated_data.get("group_by"),
             user=subject,
         )
-        budget = usage_report.budget_of(user=subject, now=timezone.now())
+        budget = budgets.budget_for(subject, now=timezone.now())
         return Response(UsageSerializer(vars(report) | {"budget": budget}).data)

@@ -250,12 +250,16 @@ GENERATION_MAX_ACTIVE_PER_USER = int(os.environ.get("GENERATION_MAX_ACTIVE_PER_U
 # Per million prompt and completion tokens, per model, in one currency (generation.usage):
 # {"currency": "USD", "models": {"gpt-4o-mini": {"prompt": "0.15", "completion": "0.60"}}}
 GENERATION_PRICES = json.loads(os.environ.get("GENERATION_PRICES") or "{}")
-# Tokens (prompt and completion) one user may use per UTC day; unset: unlimited.
+# Tokens one user may spend per UTC day, prompt and completion together (unset:
+# unlimited; a user's own budget is set in the admin). A start reserves what its
+# pairs can spend at most (generation.budgets) and answers 429 past the budget.
 GENERATION_USER_DAILY_TOKENS = (
     int(os.environ["GENERATION_USER_DAILY_TOKENS"])
     if os.environ.get("GENERATION_USER_DAILY_TOKENS")
     else None
 )
+# The most tokens one answer may have (sent to the provider as max_completion_tokens).
+GENERATION_MAX_OUTPUT_TOKENS = int(os.environ.get("GENERATION_MAX_OUTPUT_TOKENS", "4096"))
 # The size of one roadmap, checked before anything else is validated (DESIGN §4):
 # a 1 MB body holds 80,000 stages, which took minutes to create and seconds to read.
 ROADMAP_MAX_CONCEPTS = int(os.environ.get("ROADMAP_MAX_CONCEPTS", "500"))

@@ -25,6 +25,20 @@ class GenerationRequest:
     concept_description: str
     preferences: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def about(cls, *, roadmap: Any, concept: Any, preferences: dict) -> "GenerationRequest":
+        """What one pair asks: its concept in its roadmap, the task's preferences
+        over the roadmap's. The same at the start (which reserves tokens for this
+        prompt) and in the run."""
+        merged = {**roadmap.preferences, **preferences}
+        return cls(
+            roadmap_title=roadmap.title,
+            roadmap_goal=roadmap.goal,
+            concept_name=concept.name,
+            concept_description=concept.description,
+            preferences={key: str(value) for key, value in merged.items()},
+        )
+
     @property
     def language(self) -> str:
         return self.preferences.get("language") or "en"

@@ -2,9 +2,16 @@
 provider reports them (streams ask for a final usage chunk), or an estimate
 marked as such; its time to first token, duration and outcome. A request is
 reported when it ends, however it ends (completed, unusable, truncated, failed,
-cancelled), to whoever runs the generation (generation.usage writes it)."""
+cancelled), to whoever runs the generation (generation.usage writes it).
+
+It also holds an attempt to the tokens its start reserved (DESIGN §6 "Budgets"):
+within `limited_to(tokens)`, a request is sent only if what the block's requests
+counted so far plus the most this one can count (`prompt_bound` plus
+GENERATION_MAX_OUTPUT_TOKENS) stays within `tokens` (`check_allowance`)."""
 
 import asyncio
+import functools
+import json
 import math
 import re
 import time
@@ -13,7 +20,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+import pydantic
+from django.conf import settings
+
+from generation.errors import ReservationSpent
 from generation.providers.base import Chunk, InvalidOutput, Messages, TruncatedOutput
+from generation.providers.output import strict_json_schema
 
 COMPLETED, UNUSABLE, TRUNCATED, FAILED, CANCELLED = (
     "completed",
@@ -43,6 +55,62 @@ def estimate_tokens(text: str) -> int:
 
 def estimate_prompt_tokens(messages: Messages) -> int:
     return sum(TOKENS_PER_MESSAGE + estimate_tokens(m.get("content", "")) for m in messages)
+
+
+def prompt_bound(messages: Messages, schema: type[pydantic.BaseModel] | None = None) -> int:
+    """The most tokens a prompt can count, not an estimate: a byte-level BPE
+    tokenizer (every OpenAI model's) never makes more tokens than the text has UTF-8
+    bytes; each message and the reply add their framing, and a structured answer's
+    JSON schema is sent along. About four times the real count of an English
+    prompt, and twenty times cheaper to compute than estimate_prompt_tokens (a
+    start computes it for every pair under its lock)."""
+    tokens = TOKENS_PER_MESSAGE * (len(messages) + 1)
+    tokens += sum(len(message.get("content", "").encode()) for message in messages)
+    return tokens + (schema_bound(schema) if schema is not None else 0)
+
+
+@functools.cache
+def schema_bound(schema: type[pydantic.BaseModel]) -> int:
+    return TOKENS_PER_MESSAGE + len(json.dumps(strict_json_schema(schema)).encode())
+
+
+def request_bound(messages: Messages, schema: type[pydantic.BaseModel] | None = None) -> int:
+    """The most one request can count: its prompt and the longest answer allowed."""
+    return prompt_bound(messages, schema) + settings.GENERATION_MAX_OUTPUT_TOKENS
+
+
+@dataclass
+class Allowance:
+    tokens: int
+    spent: int = 0
+
+
+_allowance: ContextVar[Allowance | None] = ContextVar("allowance", default=None)
+
+
+@contextmanager
+def limited_to(tokens: int | None) -> Iterator[None]:
+    """Within this block, the requests together count at most `tokens` (None: no
+    limit); check_allowance refuses one that could pass it."""
+    token = _allowance.set(None if tokens is None else Allowance(tokens))
+    try:
+        yield
+    finally:
+        _allowance.reset(token)
+
+
+def check_allowance(messages: Messages, schema: type[pydantic.BaseModel] | None = None) -> None:
+    """Raises ReservationSpent, before it is sent, for a request that could take
+    the block past its allowance: counted so far plus this request's bound."""
+    allowance = _allowance.get()
+    if allowance is None:
+        return
+    most = request_bound(messages, schema)
+    if allowance.spent + most > allowance.tokens:
+        raise ReservationSpent(
+            f"{allowance.spent} of {allowance.tokens} reserved tokens counted; "
+            f"the next request could count {most}"
+        )
 
 
 @dataclass(frozen=True)
@@ -138,9 +206,13 @@ def metered(provider: str, model: str) -> Iterator[Request]:
         raise
     finally:
         _current.reset(token)
+        usage = request.usage(outcome)
+        allowance = _allowance.get()
+        if allowance is not None:
+            allowance.spent += usage.prompt_tokens + usage.completion_tokens
         callback = _on_usage.get()
         if callback is not None:
-            callback(request.usage(outcome))
+            callback(usage)
 
 
 def outcome_of(exc: BaseException) -> str:

@@ -102,6 +102,9 @@ class OpenAITransport:
                 stream=True,
                 # A last chunk with the request's usage (choices empty).
                 stream_options={"include_usage": True},
+                # The output cap a start reserved for (generation.budgets); an answer
+                # that reaches it ends with finish_reason "length".
+                max_completion_tokens=settings.GENERATION_MAX_OUTPUT_TOKENS,
                 **options,
             )
             if not isinstance(stream, openai.AsyncStream):

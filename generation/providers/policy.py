@@ -12,7 +12,9 @@ Every call is bounded (DESIGN §6, I3): the transport bounds a stalled stream
 (GENERATION_STALL_SECONDS) and a transport's own retries come first; then this
 policy's rounds of exponential backoff with jitter repeat transient errors
 (rate limited, unavailable, timed out), while permanent ones fail at once; the
-runner bounds the whole attempt (GENERATION_DEADLINE_SECONDS). Unusable answers
+runner bounds the whole attempt (GENERATION_DEADLINE_SECONDS), and the tokens
+it may count (the reservation its start made): no request, re-ask or round, is
+sent that could pass them (metering.check_allowance). Unusable answers
 (invalid JSON, schema violations, refusals, empty text) are re-asked a bounded
 number of times, and so are answers cut off at the length limit, which never
 count as complete. Failures are raised as generation.errors classes, whose
@@ -197,10 +199,14 @@ class Policy:
             live.whole(parsed)
             return parsed, answer.model_name
 
-        return await self._until_usable(messages, ask)
+        return await self._until_usable(messages, ask, schema=schema)
 
     async def _until_usable[Parsed](
-        self, messages: Messages, ask: Callable[[Messages], Awaitable[Parsed]]
+        self,
+        messages: Messages,
+        ask: Callable[[Messages], Awaitable[Parsed]],
+        *,
+        schema: type[pydantic.BaseModel] | None = None,
     ) -> Parsed:
         """Re-ask after unusable output, at most GENERATION_OUTPUT_ATTEMPTS times; an
         answer still cut off at the length limit the last time fails as truncated."""
@@ -209,7 +215,9 @@ class Policy:
         problems: list[str] = []
         for attempt in range(1, attempts + 1):
             try:
-                return await self._with_backoff(functools.partial(ask, conversation))
+                return await self._with_backoff(
+                    functools.partial(ask, conversation), asking=conversation, schema=schema
+                )
             except InvalidOutput as exc:
                 problems.append(str(exc))
                 last = exc
@@ -222,10 +230,19 @@ class Policy:
             OutputTruncated(detail) if isinstance(last, TruncatedOutput) else UnusableOutput(detail)
         )
 
-    async def _with_backoff[Parsed](self, call: Callable[[], Awaitable[Parsed]]) -> Parsed:
-        """Our rounds on top of the transport's retries, for transient errors only."""
+    async def _with_backoff[Parsed](
+        self,
+        call: Callable[[], Awaitable[Parsed]],
+        *,
+        asking: Messages,
+        schema: type[pydantic.BaseModel] | None,
+    ) -> Parsed:
+        """Our rounds on top of the transport's retries, for transient errors only.
+        No round is sent that could pass the attempt's reserved tokens (`asking`
+        and `schema` are what it sends: metering.check_allowance)."""
         rounds = max(1, settings.GENERATION_TRANSIENT_ATTEMPTS)
         for failed_rounds in range(1, rounds + 1):
+            metering.check_allowance(asking, schema)
             try:
                 with metering.metered(self.name, self.transport.model):
                     return await call()

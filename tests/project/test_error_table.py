@@ -1,6 +1,6 @@
 """The API's error table: every domain error answers the status DESIGN §4 gives
-it, and a 429 says with `code` whether a rate limit or the cap on active work
-refused the start."""
+it, and a 429 says with `code` whether a rate limit, the cap on active work or
+the daily token budget refused the start."""
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -25,6 +25,7 @@ DOCUMENTED_STATUS = {
     "task_not_running": 409,  # "Cancelling a finished task answers 409"
     "generation_in_flight": 409,  # "DELETE … 409 while any of its content is generating"
     "active_limit": 429,  # "The cap on active work answers 429 with "code": "active_limit""
+    "budget_exceeded": 429,  # "would take the user past the daily token budget answers 429"
 }
 
 

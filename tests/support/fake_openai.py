@@ -2,7 +2,8 @@
 
 The provider is tested over real HTTP through the real SDK (never by patching it).
 The server answers POST /v1/chat/completions, as JSON or as a server-sent event
-stream, from a per-test script of behaviours; when the script is empty it answers
+stream, from a per-test script of behaviours, cut at the request's
+`max_completion_tokens` as a real server cuts it; when the script is empty it answers
 with valid content for the requested content type. It records every request and
 the most requests it ever had in flight at once, and when clients closed their
 connections before the answer ended.
@@ -96,10 +97,23 @@ VALID_QUIZ = {
 }
 
 
+FAKE_TOKEN = re.compile(r"[\u4e00-\u9fff]|[^\W\u4e00-\u9fff]+|[^\w\s]")
+
+
 def fake_token_count(text: str) -> int:
     """The fake's tokenizer: words, each punctuation mark, each CJK character (not
     the product's estimate, which it checks)."""
-    return len(re.findall(r"[\u4e00-\u9fff]|[^\W\u4e00-\u9fff]+|[^\w\s]", text))
+    return len(FAKE_TOKEN.findall(text))
+
+
+def within_token_limit(text: str, finish_reason: str, body: dict[str, Any]) -> tuple[str, str]:
+    """The answer as a server gives it under the request's `max_completion_tokens`:
+    cut after that many tokens, with finish_reason "length"."""
+    limit = body.get("max_completion_tokens")
+    tokens = list(FAKE_TOKEN.finditer(text))
+    if limit is None or len(tokens) <= limit:
+        return text, finish_reason
+    return (text[: tokens[limit - 1].end()] if limit else ""), "length"
 
 
 @dataclass
@@ -347,7 +361,11 @@ class _Handler(BaseHTTPRequestHandler):
         return json.dumps(behaviour.content)
 
     def _completion(self, behaviour: Behaviour, body: dict[str, Any]) -> dict[str, Any]:
-        content = None if behaviour.refusal else self._text(behaviour, body)
+        content, finish_reason = None, behaviour.finish_reason
+        if not behaviour.refusal:
+            content, finish_reason = within_token_limit(
+                self._text(behaviour, body), finish_reason, body
+            )
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
@@ -361,7 +379,7 @@ class _Handler(BaseHTTPRequestHandler):
                         "content": content,
                         "refusal": behaviour.refusal,
                     },
-                    "finish_reason": behaviour.finish_reason,
+                    "finish_reason": finish_reason,
                     "logprobs": None,
                 }
             ],
@@ -374,10 +392,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("cache-control", "no-cache")
         self.end_headers()
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        finish_reason = behaviour.finish_reason
         if behaviour.refusal:
             deltas = [{"role": "assistant", "refusal": behaviour.refusal}]
         else:
-            text = self._text(behaviour, body)
+            text, finish_reason = within_token_limit(
+                self._text(behaviour, body), finish_reason, body
+            )
             pieces = [text[i : i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)]
             deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in pieces]
         for index, delta in enumerate(deltas):
@@ -392,7 +413,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._pause(behaviour.chunk_delay)
         if behaviour.before_finish is not None:
             behaviour.before_finish()
-        self._event(self._chunk(completion_id, {}, behaviour.finish_reason))
+        self._event(self._chunk(completion_id, {}, finish_reason))
         if behaviour.usage and (body.get("stream_options") or {}).get("include_usage"):
             self._event(
                 self._usage_chunk(
