@@ -329,6 +329,10 @@ SPECTACULAR_SETTINGS = {
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
+# GET /metrics answers a staff session, or `Authorization: Bearer <METRICS_TOKEN>` (a
+# Prometheus scraper); unset, staff sessions only (roadmap_project.monitoring).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+
 # The reference web client's session login (roadmaps.pages).
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "roadmap-list"
