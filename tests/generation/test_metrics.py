@@ -278,20 +278,23 @@ async def test_a_process_reports_its_sockets_while_it_has_any(alice, make_roadma
     settings.NOTIFICATIONS_CONNECTIONS_REPORT_SECONDS = 0.1
     roadmap = await sync_to_async(make_roadmap)(alice)
     mine = ConnectionCount.objects.filter(process=socket_count.sockets.name)
+    before = socket_count.sockets.count  # sockets an earlier test left open, if any
+
+    async def reported() -> int:
+        row = await mine.afirst()
+        return 0 if row is None else row.connections
+
     socket, accepted = await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice)
     assert accepted
-
-    async def reported():
-        row = await mine.afirst()
-        return row is not None and row.connections
-
-    assert await wait_for(reported, within=5) == 1
+    await wait_for(lambda: _equals(reported, before + 1), within=5)
     await socket.disconnect()
+    # The last socket gone, the row is deleted (a count of 0 is no row).
+    await wait_for(lambda: _equals(reported, before), within=5)
+    assert before or not await mine.aexists()
 
-    async def gone():
-        return not await mine.aexists()
 
-    assert await wait_for(gone, within=5)
+async def _equals(read, expected) -> bool:
+    return await read() == expected
 
 
 # --- What it costs -----------------------------------------------------------------------
