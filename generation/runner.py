@@ -18,6 +18,7 @@ from generation import events, liveness, scheduling, state
 from generation.drafts import LiveDraft
 from generation.engine import in_worker_thread, provider_slot
 from generation.errors import GenerationError, TookTooLong, public_error_for
+from generation.liveness import Progress
 from generation.models import GenerationItem
 from generation.providers import GenerationRequest, get_provider
 from generation.providers.base import activity_reported_to
@@ -31,9 +32,6 @@ from roadmaps.models import ConceptContent, ContentType, Roadmap
 logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_SECONDS = 1.0
-# How often a running attempt checks that it still holds its pair: a cancel (or a
-# reset, a take-over, its roadmap deleted) stops the provider request within this.
-FENCE_CHECK_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -191,20 +189,6 @@ async def run_next() -> None:
             liveness.waiting_work.add(-1)
 
 
-class Progress:
-    """Whether the provider showed signs of life since the last heartbeat."""
-
-    def __init__(self) -> None:
-        self.seen = False
-
-    def mark(self) -> None:
-        self.seen = True
-
-    def take(self) -> bool:
-        seen, self.seen = self.seen, False
-        return seen
-
-
 async def _execute(run: ItemRun) -> None:
     context = await in_worker_thread(_load_context)(run)
     output = LiveDraft(run, roadmap=context.roadmap, concept_id=context.concept_id)
@@ -307,24 +291,11 @@ async def _generate(run: ItemRun, context: ItemContext, output: LiveDraft):
 async def _heartbeat(
     run: ItemRun, work: asyncio.Task, fenced: asyncio.Event, progress: Progress
 ) -> None:
-    """Renew the lease after progress, every heartbeat interval; in between, every
-    FENCE_CHECK_SECONDS, only look whether the attempt still holds its pair. Once
-    it does not (cancelled, reset, taken over, deleted), cancel the work: the
-    provider's stream is closed with it, and so is its HTTP connection."""
-    last_beat = time.monotonic()
-    while True:
-        await asyncio.sleep(min(FENCE_CHECK_SECONDS, liveness.heartbeat_interval()))
-        beat = time.monotonic() - last_beat >= liveness.heartbeat_interval()
-        try:
-            # A beat without progress renews nothing: it only answers whether held.
-            progressed = progress.take() if beat else False
-            alive = await in_worker_thread(liveness.heartbeat)(run, progressed=progressed)
-        except Exception:
-            logger.warning("Heartbeat failed for task %s", run.task_id, exc_info=True)
-            continue
-        if beat:
-            last_beat = time.monotonic()
-        if not alive:
-            fenced.set()
-            work.cancel()
-            return
+    """Until cancelled, the process's fence (liveness.Fence) beats for this attempt
+    with every other running one, one query a round, renewing its lease after
+    progress. Once the attempt no longer holds its pair (cancelled, reset, taken
+    over, deleted), cancel the work: the provider's stream is closed with it, and
+    so is its HTTP connection."""
+    await liveness.fence.until_lost(run, progress)
+    fenced.set()
+    work.cancel()

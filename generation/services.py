@@ -7,7 +7,8 @@ transition of generation.state runs in, the enqueue of work once a start commits
 (I2), and the error policy (generation.errors' ServiceError subclasses for
 requests they refuse; a broker that refuses work fails nothing here)."""
 
-import logging
+import functools
+from collections.abc import Callable
 from itertools import groupby
 
 from django.conf import settings
@@ -21,8 +22,6 @@ from generation.models import GenerationTask, TaskKind
 from generation.results import Skipped, StartResult
 from generation.tasks import generate_content
 from roadmaps.models import ConceptContent, ContentStatus, Roadmap
-
-logger = logging.getLogger(__name__)
 
 __all__ = [
     "Skipped",
@@ -39,6 +38,28 @@ __all__ = [
 ]
 
 
+def starts_work[**P](start: Callable[P, StartResult]) -> Callable[P, StartResult]:
+    """A service that starts work (it calls state.start) runs in one transaction,
+    rolled back when nothing could start, and enqueues one unit of work per item
+    once that transaction commits (I2). A broker that refuses a unit must not turn
+    the already-sent 202 into an error: `robust` logs the refusal, and the item's
+    lease fails it (I3)."""
+
+    @functools.wraps(start)
+    def starting(*args: P.args, **kwargs: P.kwargs) -> StartResult:
+        with transaction.atomic():
+            result = start(*args, **kwargs)
+            if result.task is None:
+                transaction.set_rollback(True)
+                return result
+            for _ in range(result.task.total):
+                transaction.on_commit(generate_content.enqueue, robust=True)
+        return result
+
+    return starting
+
+
+@starts_work
 def start_generation(
     *,
     roadmap: Roadmap,
@@ -49,43 +70,24 @@ def start_generation(
     statuses: list[str] | None = None,
 ) -> StartResult:
     """Start a task of any kind over exactly the given pairs, in their order
-    (the other starts, seed_demo, tests), and enqueue its work when the
-    transaction commits (I2). A single retry of a live pair raises
+    (the other starts, seed_demo, tests). A single retry of a live pair raises
     AlreadyGenerating, other kinds skip it."""
     now = timezone.now()
-    with transaction.atomic():
-        result = state.start(
-            roadmap=roadmap, user=user, kind=kind, contents=contents, now=now,
-            lease_until=liveness.deadline(now), preferences=preferences, statuses=statuses,
-        )  # fmt: skip
-        if result.task is None:
-            transaction.set_rollback(True)
-        else:
-            items = result.task.total
-            transaction.on_commit(lambda: _enqueue_work(items))
-    return result
+    return state.start(
+        roadmap=roadmap, user=user, kind=kind, contents=contents, now=now,
+        lease_until=liveness.deadline(now), preferences=preferences, statuses=statuses,
+    )  # fmt: skip
 
 
-def _enqueue_work(items: int) -> None:
-    """Runs after the start committed: a broker that refuses the message must not
-    turn the already-sent 202 into an error; the lease fails the item instead (I3)."""
-    for _ in range(items):
-        try:
-            generate_content.enqueue()
-        except Exception:
-            logger.exception("Could not enqueue work; a queued item's lease will expire")
-
-
+@starts_work
 def retry_content(*, content: ConceptContent, user, preferences: dict | None = None) -> StartResult:
     """Regenerate one pair; raises AlreadyGenerating if it is live, TooManyActive
     (as every start does) if the user is at GENERATION_MAX_ACTIVE_PER_USER."""
-    return start_generation(
-        roadmap=content.roadmap,
-        user=user,
-        kind=TaskKind.RETRY,
-        contents=[content],
-        preferences=preferences,
-    )
+    now = timezone.now()
+    return state.start(
+        roadmap=content.roadmap, user=user, kind=TaskKind.RETRY, contents=[content], now=now,
+        lease_until=liveness.deadline(now), preferences=preferences,
+    )  # fmt: skip
 
 
 def retry_batch(
@@ -170,5 +172,6 @@ def reset_status(*, content: ConceptContent, status: str) -> bool:
 
 
 def recover_stale() -> int:
-    """Fail every generation whose lease expired (I3); how many were failed."""
-    return liveness.recover_stale()
+    """Fail every generation whose lease expired (I3), as a round of the sweep loop
+    does (manage.py recover_stale, tests); how many were failed."""
+    return liveness.sweep()

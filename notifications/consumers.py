@@ -34,6 +34,9 @@ CLOSE_FORBIDDEN_ORIGIN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_PRUNED = 4410  # resuming below the pruned mark; the reason names the cursor to use
 
+# An alias CHANNEL_LAYERS never defines: Channels' get_channel_layer() answers
+# None for it, so a consumer that names it gets no channel and no receive loop.
+NO_CHANNEL_LAYER = "no-channel-layer"
 MAX_CURSOR = 2**63 - 1  # the store's BigAutoField range
 PONG = json.dumps({"type": "pong"})
 
@@ -43,8 +46,8 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
     final event) or `kind="topic"` (a roadmap, by global `id`, never closes)."""
 
     # No channel of its own: the process's hub holds the one layer subscription of
-    # each stream and topic. An alias that is not configured gives no layer.
-    channel_layer_alias = "hub"
+    # each stream and topic.
+    channel_layer_alias = NO_CHANNEL_LAYER
 
     def __init__(self, *, kind: str = "stream", **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -15,7 +15,7 @@ from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from generation import liveness
+from generation import services
 from generation.metrics import RoadmapCollector
 from generation.models import GenerationItem, GenerationTask, LeaseExpiry, UsageRecord
 from notifications import socket_count
@@ -167,8 +167,8 @@ async def test_counters_equal_a_known_scenario_and_survive_a_restart(
     await stuck_retry(api, alice, roadmap, "c002")
     await stuck_retry(api, alice, roadmap, "c002")  # takes the expired pair over
     await sync_to_async(expire_lease)(await content_of(roadmap, "c002"))
-    assert await sync_to_async(liveness.recover_stale)() == 2
-    assert await sync_to_async(liveness.recover_stale)() == 0  # nothing counted twice
+    assert await sync_to_async(services.recover_stale)() == 2
+    assert await sync_to_async(services.recover_stale)() == 0  # nothing counted twice
 
     use_task_backend("generation.engine.InProcessBackend")
     fake_openai.script(ok(), ok(), error(400))

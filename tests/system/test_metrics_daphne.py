@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect as ws_connect
 
-from generation import liveness
+from generation import services
 from generation.models import LeaseExpiry
 from tests.conftest import auth
 from tests.support.daphne_server import DaphneServer, daphne_server
@@ -67,7 +67,7 @@ def lost_generation(roadmap) -> None:
     """A retry whose message is lost, failed by the sweep once its lease ran out."""
     retry(roadmap)
     expire_lease(tutorial_of(roadmap))
-    assert liveness.recover_stale() == 1
+    assert services.recover_stale() == 1
 
 
 async def test_two_servers_report_the_deployments_figures_and_a_restart_keeps_them(
