@@ -145,6 +145,25 @@ class GenerationItem(models.Model):
         return f"{self.task_id} #{self.position}"
 
 
+class LeaseExpiry(models.Model):
+    """A generation failed because its lease ran out (its worker died, hung, or its
+    message was lost), found by the sweep or by a start that took the pair over.
+    One row each, never pruned, kept when the roadmap or task is deleted: the
+    count (`roadmap_lease_expiries_total`, generation.metrics) must outlive
+    restarts and event pruning. Inserted, never updated, so recording one takes
+    no lock another transaction could wait for."""
+
+    task_id = models.CharField(max_length=64, blank=True, default="")
+    attempt_id = models.UUIDField()
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "lease expiries"
+
+    def __str__(self) -> str:
+        return f"{self.task_id or '-'} {self.attempt_id}"
+
+
 class UsageOutcome(models.TextChoices):
     COMPLETED = "completed", "Completed"
     UNUSABLE = "unusable", "Unusable output (asked again)"

@@ -38,6 +38,7 @@ from generation.models import (
     GenerationItem,
     GenerationTask,
     ItemState,
+    LeaseExpiry,
     TaskKind,
     TaskStatus,
 )
@@ -108,6 +109,7 @@ def _close_taken_over(content: ConceptContent) -> None:
         ledger.close_item(
             ledger.locked_task(item.task_id), item, ItemState.FAILED, error=WorkerLost()
         )
+    LeaseExpiry.objects.create(task_id=content.task_id, attempt_id=content.attempt_id)
 
 
 def start(
@@ -366,12 +368,16 @@ def fail_expired(*, content_id: int, roadmap_id, attempt_id, now: datetime) -> b
     logger.warning("Lease expired for content %s (attempt %s)", content_id, attempt_id)
     item = ledger.live_item(content_id, attempt_id)
     if item is not None:
-        return _fail(ledger.locked_task(item.task_id), item, WorkerLost(), stale_before=now)
+        if not _fail(ledger.locked_task(item.task_id), item, WorkerLost(), stale_before=now):
+            return False
+        LeaseExpiry.objects.create(task_id=item.task_id, attempt_id=attempt_id)
+        return True
     # A generating row without a live item (should not happen): fail it anyway.
     content = still_stale.select_related("concept", "roadmap").get()
     public_error = events.public_text(WorkerLost(), content.roadmap)
     if not still_stale.release(status=ContentStatus.FAILED, public_error=public_error):
         return False
+    LeaseExpiry.objects.create(task_id=content.task_id, attempt_id=attempt_id)
     events.status_changed(
         content,
         status=ContentStatus.FAILED,

@@ -22,6 +22,7 @@ from notifications.hooks import authorize_stream
 from notifications.hub import Feed, hub
 from notifications.origins import origin_allowed
 from notifications.selectors import Marks, marks
+from notifications.socket_count import sockets
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +62,14 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
 
     async def __call__(self, scope, receive, send) -> None:
         """Whatever ends the connection (a close, an error in a handler, the server
-        shutting down), its place in the feed is released. Channels calls
-        `disconnect` only on a clean close."""
+        shutting down), its place in the feed is released and it leaves the
+        process's count of open sockets. Channels calls `disconnect` only on a
+        clean close."""
+        sockets.opened()
         try:
             await super().__call__(scope, receive, send)
         finally:
+            sockets.closed()
             await self.release()
 
     async def connect(self) -> None:

@@ -269,6 +269,11 @@ ROADMAP_MAX_NAME_LENGTH = 200
 ROADMAP_MAX_DESCRIPTION_LENGTH = 2000
 # How often a connected consumer re-reads the event store (DESIGN §5: at least every 2 s).
 NOTIFICATIONS_CATCH_UP_SECONDS = float(os.environ.get("NOTIFICATIONS_CATCH_UP_SECONDS", "2.0"))
+# How often each server process writes its count of open WebSocket connections to the
+# database (notifications.socket_count), for GET /metrics on any process.
+NOTIFICATIONS_CONNECTIONS_REPORT_SECONDS = float(
+    os.environ.get("NOTIFICATIONS_CONNECTIONS_REPORT_SECONDS", "15")
+)
 # Where live content is kept while it is written (notifications.live): Redis when the
 # channel layer is, so any server process can send a snapshot of a Celery worker's
 # text; this process's memory otherwise.
@@ -327,6 +332,10 @@ SPECTACULAR_SETTINGS = {
     },
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+
+# GET /metrics answers a staff session, or `Authorization: Bearer <METRICS_TOKEN>` (a
+# Prometheus scraper); unset, staff sessions only (roadmap_project.monitoring).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 
 # The reference web client's session login (roadmaps.pages).
 LOGIN_URL = "login"

@@ -18,6 +18,7 @@ import pytest
 import websockets
 from asgiref.sync import sync_to_async
 from django.db import connections
+from prometheus_client.parser import text_string_to_metric_families
 
 from generation import services
 from generation.errors import WorkerLost
@@ -163,6 +164,7 @@ def test_killed_worker_mid_batch_ends_every_pair_within_the_lease(start_stack, a
         OFFLINE_PROVIDER_DELAY_SECONDS=delay,
         GENERATION_CONCURRENCY=concurrency,
         GENERATION_LEASE_SECONDS=lease,
+        METRICS_TOKEN="metrics-token",
     )
     doomed, survivor = stack.workers
     roadmap = make_roadmap(alice, concepts=16)
@@ -216,6 +218,23 @@ def test_killed_worker_mid_batch_ends_every_pair_within_the_lease(start_stack, a
     events = assert_coherent_stream(task)
     failures = [event for event in events if event.type == "concept_failed"]
     assert len(failures) == task.failed and all(event.body["retryable"] for event in failures)
+
+    # /metrics counts what both workers did, the dead one's completions included, and
+    # each pair its lease failed, whichever process swept it.
+    scraped = httpx.get(
+        f"{stack.servers[0].url}/metrics",
+        headers={"Authorization": "Bearer metrics-token"},
+        timeout=10,
+    )
+    assert scraped.status_code == 200, scraped.text
+    samples = [s for f in text_string_to_metric_families(scraped.text) for s in f.samples]
+    completed = sum(
+        s.value
+        for s in samples
+        if s.name == "roadmap_generations_total" and s.labels["outcome"] == "completed"
+    )
+    [expiries] = [s.value for s in samples if s.name == "roadmap_lease_expiries_total"]
+    assert (completed, expiries) == (task.completed, task.failed)
 
 
 def test_work_queued_behind_another_task_outlives_the_lease_but_a_lost_message_does_not(
