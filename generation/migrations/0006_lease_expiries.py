@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('generation', '0004_usage_records'),
+        ('generation', '0005_token_budgets'),
     ]
 
     operations = [
