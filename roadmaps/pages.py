@@ -8,6 +8,7 @@ public REST and WebSocket API from `static/roadmaps/client.js`, exactly as an
 external frontend would, so the client is also a working example of that API and
 this module never imports `generation`."""
 
+import datetime as dt
 from functools import wraps
 
 from django.contrib.auth import views as auth_views
@@ -27,6 +28,9 @@ from roadmaps.models import ContentStatus, ContentType, Roadmap, roadmap_topic
 ROADMAPS_PER_PAGE = 20
 # The public API's base path (roadmap_project.urls), as any client is told it.
 API_BASE = "/api/v1"
+# The longest period GET /usage/ reports on (DESIGN §4): a roadmap's usage is
+# read over its life, or over this many days up to today when it is older.
+USAGE_DAYS = 366
 
 # Model-written Markdown is sanitised before it reaches the page (client.js); the
 # policy is the second wall: only the site's own scripts run, never an inline one,
@@ -100,7 +104,19 @@ def client_strings() -> dict:
         "answer": str(_("Answer: %(answers)s")),
         "minutes": str(_("%(minutes)s min")),
         "writing": str(_("Writing…")),
+        "usageRoadmap": str(_("This roadmap: %(tokens)s tokens, %(cost)s")),
+        "notPriced": str(_("not priced")),
+        "budgetLeft": str(_("%(tokens)s tokens left today (resets %(time)s UTC)")),
+        "noLimit": str(_("No daily limit")),
     }
+
+
+def usage_since(roadmap: Roadmap) -> str:
+    """The first UTC day of the roadmap's usage read: the day it was created, or
+    the earliest day one GET /usage/ may cover that ends today."""
+    today = dt.datetime.now(dt.UTC).date()
+    created = roadmap.created_at.astimezone(dt.UTC).date()
+    return max(created, today - dt.timedelta(days=USAGE_DAYS - 1)).isoformat()
 
 
 @login_required
@@ -149,6 +165,7 @@ def roadmap_page(request: HttpRequest, roadmap_id) -> HttpResponse:
         "api": API_BASE,
         "wsPath": f"{API_BASE}/ws/roadmaps/{roadmap.pk}",
         "cursor": cursor,
+        "usageSince": usage_since(roadmap),
         "strings": client_strings(),
     }
     return render(request, "roadmaps/roadmap_page.html", {"roadmap": roadmap, "client": client})

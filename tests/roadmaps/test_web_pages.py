@@ -3,6 +3,7 @@ same visibility as the API (someone else's roadmap is a 404), Chinese and
 English, and a policy that lets only the site's own scripts run. The page's
 behaviour in a browser is tests/system/test_web_client.py."""
 
+import datetime as dt
 import json
 import secrets
 
@@ -11,7 +12,7 @@ from django.test import Client
 
 from generation import services
 from notifications.models import Event
-from roadmaps.models import ConceptContent, roadmap_topic
+from roadmaps.models import ConceptContent, Roadmap, roadmap_topic
 
 pytestmark = pytest.mark.django_db
 
@@ -151,6 +152,27 @@ def test_a_roadmap_without_events_streams_from_the_start(alice, make_roadmap):
     assert client_config(signed_in(alice).get(page_url(roadmap)))["cursor"] == 0
 
 
+@pytest.mark.parametrize(("age_days", "read_days"), [(3, 4), (365, 366), (500, 366)])
+def test_the_usage_line_reads_the_roadmaps_life_in_one_report(
+    age_days, read_days, alice, make_roadmap
+):
+    """From the roadmap's first UTC day to today, or the longest period GET
+    /usage/ covers when it is older: the script's read is never refused."""
+    roadmap = make_roadmap(alice)
+    now = dt.datetime.now(dt.UTC)
+    Roadmap.objects.filter(pk=roadmap.pk).update(created_at=now - dt.timedelta(days=age_days))
+    client = signed_in(alice)
+
+    since = client_config(client.get(page_url(roadmap)))["usageSince"]
+    answer = client.get("/api/v1/usage/", {"group_by": "roadmap", "since": since})
+
+    assert answer.status_code == 200, answer.content
+    report = answer.json()
+    assert report["until"] == now.date().isoformat()
+    read = dt.date.fromisoformat(report["until"]) - dt.date.fromisoformat(report["since"])
+    assert read.days + 1 == read_days
+
+
 def test_a_generating_badge_has_no_retry_button(alice, make_roadmap, no_runner):
     roadmap = make_roadmap(alice)
     tutorial = ConceptContent.objects.get(roadmap=roadmap, content_type="tutorial")
@@ -173,6 +195,7 @@ def test_the_page_renders_in_chinese(alice, make_roadmap):
     assert '<html lang="zh-hans">' in text
     assert "教程：待生成" in text and "重试全部失败项" in text
     assert response.context["client"]["strings"]["statuses"]["failed"] == "失败"
+    assert response.context["client"]["strings"]["noLimit"] == "无每日限额"
 
 
 def test_the_page_is_english_by_default(alice, make_roadmap):

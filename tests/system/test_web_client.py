@@ -29,6 +29,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from generation import engine, services
+from generation.models import UserBudget
 from notifications.models import Event, EventCounter
 from roadmaps.models import ConceptContent
 from tests.conftest import require_service
@@ -758,3 +759,74 @@ def test_a_chinese_tutorial_with_an_emoji_is_followed_by_code_point_offsets(
     assert last["offset"] == len(markdown)
     assert last["html"] == stored_html
     assert "入门教程" in stored_html
+
+
+def usage_line(driver: WebDriver) -> dict:
+    return driver.execute_script(
+        "const r = document.getElementById('usage-roadmap'),"
+        " b = document.getElementById('usage-budget');"
+        "return {state: document.getElementById('usage').dataset.state,"
+        " tokens: r.dataset.tokens, roadmap: r.textContent,"
+        " remaining: b.dataset.remaining ?? null, budget: b.textContent};"
+    )
+
+
+def usage_report(server: DaphneServer, user, roadmap) -> dict:
+    answer = httpx.get(
+        f"{server.http_url}/api/v1/usage/",
+        params={"group_by": "roadmap", "since": roadmap.created_at.date().isoformat()},
+        headers={"Authorization": f"Token {user.token}"},
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_the_usage_line_follows_the_roadmaps_generations_and_the_days_budget(
+    browser, alice, make_roadmap, settings, tmp_path
+):
+    """The line shows what this roadmap's generations used and what is left of
+    today's budget, as GET /usage/ says, and reads them again when a pair of the
+    roadmap ends, without a reload."""
+    roadmap = make_roadmap(alice, concepts=2)
+    make_roadmap(alice)  # another roadmap's usage is not this one's
+    env = server_env(settings, OFFLINE_PROVIDER_DELAY_SECONDS=1)
+
+    with daphne_server(tmp_path, **env) as server:
+        log_in(browser, server, alice)
+        open_roadmap(browser, roadmap)
+        wait(browser, lambda d: usage_line(d)["state"] == "ready", 10, "no usage line")
+        assert usage_line(browser)["tokens"] == "0"
+        assert usage_line(browser)["budget"] == "No daily limit"
+
+        tutorial = badge(browser, "c001", "tutorial")
+        tutorial.find_element(By.CSS_SELECTOR, "button.retry").click()
+        wait(browser, lambda _: tutorial.get_attribute("data-status") == "completed", 20)
+        wait(browser, lambda d: usage_line(d)["tokens"] != "0", 10, "tokens never shown")
+        report = usage_report(server, alice, roadmap)
+        (figures,) = [g for g in report["groups"] if g["key"] == str(roadmap.pk)]
+        tokens = figures["prompt_tokens"] + figures["completion_tokens"]
+        assert tokens > 0 and figures["cost"] is None  # the offline model has no price
+        line = usage_line(browser)
+        assert line["tokens"] == str(tokens)
+        assert line["roadmap"] == f"This roadmap: {tokens:,} tokens, not priced"
+        assert line["budget"] == "No daily limit" and line["remaining"] is None
+
+        UserBudget.objects.create(user=alice, daily_tokens=5_000_000)
+        quiz = badge(browser, "c002", "quiz")
+        quiz.find_element(By.CSS_SELECTOR, "button.retry").click()
+        wait(browser, lambda _: quiz.get_attribute("data-status") == "completed", 20)
+        report = usage_report(server, alice, roadmap)
+        remaining = report["budget"]["remaining"]
+        assert 0 < remaining < 5_000_000
+        wait(
+            browser,
+            lambda d: usage_line(d)["remaining"] == str(remaining),
+            10,
+            f"the line never showed {remaining} tokens left",
+        )
+        line = usage_line(browser)
+        assert line["budget"] == f"{remaining:,} tokens left today (resets 00:00 UTC)"
+        (figures,) = [g for g in report["groups"] if g["key"] == str(roadmap.pk)]
+        assert int(line["tokens"]) == figures["prompt_tokens"] + figures["completion_tokens"]
+        assert int(line["tokens"]) > tokens
+        assert browser.execute_script("return window.__sameDocument") is True

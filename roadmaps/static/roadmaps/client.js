@@ -13,6 +13,10 @@
 // Markdown, which is rendered with raw HTML escaped and then sanitised (DOMPurify),
 // the same way while it is being written (live_draft.js keeps the text in step)
 // as once it is stored.
+//
+// The usage line (GET /usage/, grouped by roadmap, from the roadmap's first day)
+// is read at load and again after a pair of the roadmap starts or ends: starts
+// reserve the budget's tokens, ends spend them. At most one read per USAGE_GAP.
 "use strict";
 
 (function () {
@@ -131,6 +135,7 @@
       seenTasks.get(key).add(event.task_id);
     }
     setStatus(event.concept_id, event.content_type, status);
+    usageLater();
   }
 
   function receive(message) {
@@ -164,6 +169,69 @@
       }
     });
     return refreshing;
+  }
+
+  // --- Usage ------------------------------------------------------------------
+
+  const USAGE_GAP = 3000; // ms between two reads
+  const usageUrl = `${api}/usage/?group_by=roadmap&since=${encodeURIComponent(config.usageSince)}`;
+  const usage = document.getElementById("usage");
+  const usageRoadmap = document.getElementById("usage-roadmap");
+  const usageBudget = document.getElementById("usage-budget");
+  const locale = document.documentElement.lang || undefined;
+  let usageTimer = null;
+  let usageReadAt = -Infinity;
+  let usageRead = 0; // the newest read started: an older answer never overwrites it
+
+  function usageLater() {
+    if (usageTimer) return;
+    const delay = Math.max(0, usageReadAt + USAGE_GAP - Date.now());
+    usageTimer = setTimeout(() => {
+      usageTimer = null;
+      readUsage();
+    }, delay);
+  }
+
+  async function readUsage() {
+    usageReadAt = Date.now();
+    const read = ++usageRead;
+    try {
+      const report = await request("GET", usageUrl);
+      if (read === usageRead) showUsage(report);
+    } catch (error) {
+      if (read !== usageRead) return;
+      usage.dataset.state = "failed";
+      usageRoadmap.textContent = format(words.requestFailed, { detail: error.message });
+      usageBudget.textContent = "";
+    }
+  }
+
+  function number(value, options) {
+    return Number(value).toLocaleString(locale, options);
+  }
+
+  function showUsage(report) {
+    const zero = { prompt_tokens: 0, completion_tokens: 0, cost: "0" };
+    const figures = report.groups.find((group) => group.key === config.roadmapId) || zero;
+    const tokens = figures.prompt_tokens + figures.completion_tokens;
+    const cost = figures.cost === null
+      ? words.notPriced
+      : `${number(figures.cost, { minimumFractionDigits: 2, maximumFractionDigits: 4 })} ${report.currency}`.trim();
+    usageRoadmap.dataset.tokens = String(tokens);
+    usageRoadmap.textContent = format(words.usageRoadmap, { tokens: number(tokens), cost });
+    const budget = report.budget;
+    if (budget.remaining === null) {
+      delete usageBudget.dataset.remaining;
+      usageBudget.textContent = words.noLimit;
+    } else {
+      const resets = new Date(budget.resets_at);
+      const time = [resets.getUTCHours(), resets.getUTCMinutes()]
+        .map((part) => String(part).padStart(2, "0"))
+        .join(":");
+      usageBudget.dataset.remaining = String(budget.remaining);
+      usageBudget.textContent = format(words.budgetLeft, { tokens: number(budget.remaining), time });
+    }
+    usage.dataset.state = "ready";
   }
 
   // --- The event stream -------------------------------------------------------
@@ -267,6 +335,7 @@
       const url = `${roadmapUrl}concepts/${encodeURIComponent(conceptId)}/${contentType}/retry`;
       const answer = await request("POST", url, {});
       knownTasks.add(answer.data.task_id);
+      usageLater();
       // Already `generating` in the database (202); unless this task's own events
       // have overtaken the answer, show it now.
       const seen = seenTasks.get(`${conceptId}/${contentType}`);
@@ -285,7 +354,10 @@
     try {
       const answer = await request("POST", url, body);
       const data = answer.data || {};
-      if (data.task_id) knownTasks.add(data.task_id);
+      if (data.task_id) {
+        knownTasks.add(data.task_id);
+        usageLater();
+      }
       let text = data.task_id ? format(words.started, { total: data.total }) : words.nothing;
       if (data.skipped && data.skipped.length) {
         text += " " + format(words.skipped, { count: data.skipped.length });
@@ -545,5 +617,6 @@
     startMany(generateAll, `${roadmapUrl}generate`, {}),
   );
 
+  readUsage();
   connect();
 })();
