@@ -35,6 +35,10 @@ LIVE_INTERVAL_SECONDS = 0.1
 # A store that does not answer in this long is taken for down: live text stops
 # for the work at hand, the work goes on.
 STORE_TIMEOUT_SECONDS = 1.0
+# Connections to the Redis store per event loop. Every running attempt writes
+# every 100 ms; past this many writes at once, a write waits for a connection
+# (within STORE_TIMEOUT_SECONDS) instead of failing.
+STORE_CONNECTIONS = 50
 
 
 @dataclass(frozen=True)
@@ -148,11 +152,17 @@ class RedisStore:
         with self._lock:
             client = self._clients.get(loop)
             if client is None:
-                client = self._clients[loop] = redis.asyncio.Redis.from_url(
+                # A blocking pool: redis-py's default one raises at once when its
+                # 100 connections are in use, and a failed write stops an attempt's
+                # live text for good.
+                pool = redis.asyncio.BlockingConnectionPool.from_url(
                     self.url,
+                    max_connections=STORE_CONNECTIONS,
+                    timeout=STORE_TIMEOUT_SECONDS,
                     socket_timeout=STORE_TIMEOUT_SECONDS,
                     socket_connect_timeout=STORE_TIMEOUT_SECONDS,
                 )
+                client = self._clients[loop] = redis.asyncio.Redis(connection_pool=pool)
         return client
 
     def _sync_client(self):
