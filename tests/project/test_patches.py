@@ -78,6 +78,28 @@ def test_the_in_memory_layer_walks_at_most_once_a_second(monkeypatch):
     assert len(walks) == 2
 
 
+def test_channels_sends_to_each_group_member_through_a_task_of_its_own():
+    group_send = inspect.getsource(layers.InMemoryChannelLayer.group_send)
+    send = inspect.getsource(layers.InMemoryChannelLayer.send)
+
+    assert "ops.append(asyncio.create_task(self.send(channel, message)))" in group_send
+    assert "for send_result in asyncio.as_completed(ops):" in group_send
+    assert "await" not in send.split('"""')[-1]  # a send never waits
+
+
+async def test_the_in_memory_group_send_reaches_every_member_without_suspending():
+    layer = channels_patch.InMemoryChannelLayer()
+    members = [await layer.new_channel() for _ in range(3)]
+    for member in members:
+        await layer.group_add("group", member)
+
+    sending = layer.group_send("group", {"type": "t"})
+    with pytest.raises(StopIteration):
+        sending.send(None)  # done at its first step: no loop iteration needed
+
+    assert [(await layer.receive(member))["type"] for member in members] == ["t", "t", "t"]
+
+
 def test_the_in_memory_layer_is_the_embedded_modes():
     if not settings.REDIS_URL:
         assert isinstance(get_channel_layer(), channels_patch.InMemoryChannelLayer)
