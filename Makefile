@@ -57,9 +57,12 @@ demo: migrate
 static: install
 	$(BIN)/python manage.py collectstatic --no-input
 
+# Without a key, the offline provider writes each answer over 8 s, so live content
+# can be watched being written (OFFLINE_PROVIDER_DELAY_SECONDS=... to change it).
 run: demo static
 	$(BIN)/python manage.py recover_stale
-	$(BIN)/daphne -b $(HOST) -p $(PORT) roadmap_project.asgi:application
+	OFFLINE_PROVIDER_DELAY_SECONDS=$${OFFLINE_PROVIDER_DELAY_SECONDS:-8} \
+	  $(BIN)/daphne -b $(HOST) -p $(PORT) roadmap_project.asgi:application
 
 test: demo static
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

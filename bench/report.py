@@ -346,6 +346,32 @@ def limits_section() -> list[str]:
     ]
 
 
+def metrics_section() -> list[str]:
+    results = load("metrics_scrape")
+    if not results:
+        return []
+    sizes = results["sizes"]
+    rows = {}
+    for key, label in LABELS.items():
+        for size in sizes:
+            if key in results:
+                rows[f"{label}, {size:,} records"] = results[key][f"records_{size}"]
+    return [
+        "## A Prometheus scrape (`bench/metrics_scrape.py`)",
+        "",
+        f"`GET /metrics` with the metrics token, {results['samples']} times at each size, "
+        "from one daphne (`DEBUG=0`):",
+        "every figure is summed by the database at scrape time, in five queries whatever "
+        "the size; their",
+        "time grows with the usage records summed (60 label combinations), beside 1,500 "
+        "pairs and 1,000",
+        "lease expiries. Goal: well under a second at 100,000 records.",
+        "",
+        *table("setup", ["median_ms", "max_ms", "kib"], rows),
+        "",
+    ]
+
+
 def write() -> None:
     current_path = RESULTS / "retry_load.json"
     if not current_path.exists():
@@ -375,7 +401,7 @@ def write() -> None:
     ]
     lines += queries_section() + lost_updates_section() + in_flight_section() + live_section()
     lines += fairness_section()
-    lines += limits_section() + disconnect_section()
+    lines += limits_section() + metrics_section() + disconnect_section()
     lines += (
         latency_section() + fanout_section() + idle_section() + storm_section() + scaling_section()
     )

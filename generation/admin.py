@@ -1,5 +1,6 @@
-"""Admin operations on generation (DESIGN §7): ConceptContent actions and the
-GenerationTask view.
+"""Admin operations on generation (DESIGN §7): ConceptContent actions, the
+GenerationTask view, the usage records with their totals, and users' own daily
+token budgets.
 
 The ConceptContent list is defined in roadmaps/admin.py and registered here, once,
 with the actions, so roadmaps never imports generation. Every action calls the
@@ -13,11 +14,14 @@ from django.contrib.admin import helpers
 from django.contrib.admin.utils import flatten
 from django.db.models import QuerySet
 from django.template.response import TemplateResponse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from generation import services
-from generation.models import GenerationItem, GenerationTask
+from generation import budgets, services
+from generation.models import GenerationItem, GenerationTask, UsageRecord, UserBudget
+from generation.usage import currency
+from generation.usage_report import usage_totals
 from notifications.selectors import stream_events
 from roadmaps.admin import ConceptContentAdmin, status_badge
 from roadmaps.models import ConceptContent, ContentStatus
@@ -81,7 +85,8 @@ class ConceptContentOperationsAdmin(ConceptContentAdmin):
 
 
 class ReadOnlyAdminMixin:
-    """Tasks are records of what happened: nothing here is added, edited or deleted."""
+    """Tasks and usage are records of what happened: nothing here is added, edited
+    or deleted."""
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -95,7 +100,15 @@ class ReadOnlyAdminMixin:
 
 class GenerationItemInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = GenerationItem
-    fields = ["position", "concept", "content_type", "state_badge", "previous_status", "attempt_id"]
+    fields = [
+        "position",
+        "concept",
+        "content_type",
+        "state_badge",
+        "previous_status",
+        "attempt_id",
+        "reserved_tokens",
+    ]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -177,4 +190,68 @@ class GenerationTaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "<table><thead><tr><th>seq</th><th>type</th><th>time</th><th>message</th>"
             "<th>error</th></tr></thead><tbody>{}</tbody></table>",
             rows,
+        )
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every provider request, filtered by who, what and when; the changelist adds
+    the totals of the whole filtered selection (all its pages), from the same
+    reader as GET /usage/ (generation.usage_report)."""
+
+    list_display = [
+        "created_at",
+        "user",
+        "content_type",
+        "provider",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "estimated",
+        "outcome",
+        "cost",
+        "duration_seconds",
+        "task_id",
+    ]
+    list_filter = [
+        ("user", admin.RelatedOnlyFieldListFilter),
+        "provider",
+        "model",
+        "content_type",
+        "outcome",
+        "estimated",
+        "created_at",
+    ]
+    list_select_related = ["user"]
+    search_fields = ["task_id", "user__username"]
+    date_hierarchy = "created_at"
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        changelist = getattr(response, "context_data", {}).get("cl")
+        if changelist is not None:  # not a redirect or an error page
+            response.context_data["usage_totals"] = usage_totals(changelist.queryset)
+            response.context_data["usage_currency"] = currency()
+        return response
+
+
+@admin.register(UserBudget)
+class UserBudgetAdmin(admin.ModelAdmin):
+    """A user's own daily token budget, instead of GENERATION_USER_DAILY_TOKENS
+    (an empty limit: unlimited); deleting it returns the user to the default."""
+
+    list_display = ["user", "daily_tokens"]
+    search_fields = ["user__username"]
+    autocomplete_fields = ["user"]
+    readonly_fields = ["today"]
+
+    @admin.display(description="Today (UTC)")
+    def today(self, own: UserBudget) -> str:
+        if own.pk is None:
+            return "-"
+        budget = budgets.budget_for(own.user, now=timezone.now())
+        remaining = "unlimited" if budget.remaining is None else f"{budget.remaining} left"
+        return (
+            f"{budget.used} tokens used, {budget.reserved} reserved by work in progress; "
+            f"{remaining} until {budget.resets_at:%Y-%m-%d %H:%M} UTC"
         )

@@ -8,11 +8,14 @@ Generation failures (`GenerationError`) end a pair `failed`: each carries a fixe
 translatable public message (I7); the raw cause goes to the log with the task id
 only."""
 
+import math
+from datetime import datetime
+
 from django.utils.translation import gettext as gettext_now
 from django.utils.translation import gettext_lazy as _
 
 from generation.models import ws_url
-from roadmap_project.errors import ACTIVE_LIMIT, DomainError
+from roadmap_project.errors import ACTIVE_LIMIT, BUDGET_EXCEEDED, DomainError
 from roadmaps.models import ContentStatus
 
 
@@ -80,6 +83,37 @@ class TooManyActive(ServiceError):
             % {"active": active, "starting": starting, "limit": limit}
         )
         self.active, self.starting, self.limit = active, starting, limit
+
+
+class BudgetExceeded(ServiceError):
+    """The start would take the user past their daily token budget: tokens used
+    today (UTC), reserved by work in flight, and this start's reservation
+    (generation.budgets). `retry_after` is the seconds until the budget resets."""
+
+    code = BUDGET_EXCEEDED
+
+    def __init__(
+        self, *, daily_tokens: int, used: int, reserved: int, starting: int,
+        resets_at: datetime, now: datetime,
+    ) -> None:  # fmt: skip
+        super().__init__(
+            gettext_now(
+                "This would reserve %(starting)d tokens, and your daily budget of "
+                "%(limit)d tokens has %(remaining)d left (%(used)d used today, %(reserved)d "
+                "reserved by work in progress). It resets at %(resets_at)s."
+            )
+            % {
+                "starting": starting,
+                "limit": daily_tokens,
+                "remaining": max(0, daily_tokens - used - reserved),
+                "used": used,
+                "reserved": reserved,
+                "resets_at": resets_at.strftime("%Y-%m-%d %H:%M UTC"),
+            }
+        )
+        self.daily_tokens, self.used, self.reserved = daily_tokens, used, reserved
+        self.starting, self.resets_at = starting, resets_at
+        self.retry_after = max(1, math.ceil((resets_at - now).total_seconds()))
 
 
 class NotGeneratedYet(ServiceError):
@@ -157,6 +191,13 @@ class Cancelled(GenerationError):
 
 class MarkedFailed(GenerationError):
     public_message = _("Marked as failed by an operator.")
+
+
+class ReservationSpent(GenerationError):
+    """The attempt's next request could take it past the tokens its start reserved
+    (generation.budgets), so it is not sent."""
+
+    public_message = _("The generation needed more tokens than were reserved for it. Try again.")
 
 
 class Superseded(GenerationError):

@@ -13,7 +13,7 @@ from django.db.models import F, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from generation import events
+from generation import budgets, events
 from generation.errors import GenerationError
 from generation.models import (
     UNFINISHED_ITEM_STATES,
@@ -39,15 +39,20 @@ def lock_roadmap(roadmap_id) -> None:
         list(Roadmap.objects.select_for_update().filter(pk=roadmap_id).values_list("pk"))
 
 
-def active_items_of(user) -> int:
-    """How many pairs the user has queued or running, with the user's row locked
-    (FOR NO KEY UPDATE: it does not block the user's foreign keys), so two starts
-    of one user on different roadmaps cannot both pass the admission check.
-    Summed from the counters of the user's running tasks (an index of those), not
-    counted over items: the cost follows the user's own tasks, not everyone's work."""
+def lock_owner(user) -> None:
+    """Lock the user's row (FOR NO KEY UPDATE: it does not block the user's foreign
+    keys) for a start's admission checks, the cap on active work and the daily
+    budget, so two starts of one user on different roadmaps cannot both pass on
+    the same reading. SQLite serialises its writers at BEGIN IMMEDIATE instead."""
     if connection.features.has_select_for_update:
         users = get_user_model().objects.select_for_update(no_key=True)
         list(users.filter(pk=user.pk).values_list("pk"))
+
+
+def active_items_of(user) -> int:
+    """How many pairs the user has queued or running (the caller holds lock_owner).
+    Summed from the counters of the user's running tasks (an index of those), not
+    counted over items: the cost follows the user's own tasks, not everyone's work."""
     unfinished = F("total") - F("completed") - F("failed") - F("cancelled")
     running = GenerationTask.objects.filter(owner=user, status=TaskStatus.RUNNING)
     return running.aggregate(active=Coalesce(Sum(unfinished), 0))["active"]
@@ -104,8 +109,9 @@ def close_item(
     """End one item whose pair the caller already moved (or left to its new
     owner): counters, the item's terminal event, and the task's end if it was the
     last. `ends_task=False` when the caller ends the task itself (cancel)."""
-    item.state = outcome
-    item.save(update_fields=["state"])
+    ended_from, item.state = item.state, outcome
+    released = budgets.release(item, ended_from=ended_from, now=timezone.now())
+    item.save(update_fields=["state", *released])
     count(task, outcome)
     # A single retry's stream ends with its concept event, a batch's with task_complete.
     final = ends_task and task.kind == TaskKind.RETRY

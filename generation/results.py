@@ -30,3 +30,6 @@ class ItemRun:
     content_id: int
     attempt_id: uuid.UUID
     content_type: str
+    # The most the attempt may spend (generation.budgets); 0 for an item started
+    # before reservations were kept, which is not limited.
+    reserved_tokens: int = 0

@@ -14,24 +14,24 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.db import transaction
 from django.utils import timezone
 
-from generation import events, liveness, scheduling, state
+from generation import budgets, events, liveness, scheduling, state
 from generation.drafts import LiveDraft
 from generation.engine import in_worker_thread, provider_slot
 from generation.errors import GenerationError, TookTooLong, public_error_for
+from generation.liveness import Progress
 from generation.models import GenerationItem
 from generation.providers import GenerationRequest, get_provider
 from generation.providers.base import activity_reported_to
+from generation.providers.metering import limited_to, usage_reported_to
 from generation.results import ItemRun
 from generation.schemas import Quiz, ResourceList, TutorialDraft
 from generation.tutorial_files import delete_tutorial, save_tutorial
+from generation.usage import AttemptUsage
 from roadmaps.models import ConceptContent, ContentType, Roadmap
 
 logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_SECONDS = 1.0
-# How often a running attempt checks that it still holds its pair: a cancel (or a
-# reset, a take-over, its roadmap deleted) stops the provider request within this.
-FENCE_CHECK_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class ItemContext:
     concept_name: str
     position: int
     total: int
+    owner_id: int
 
 
 def _load_context(run: ItemRun) -> ItemContext:
@@ -49,20 +50,16 @@ def _load_context(run: ItemRun) -> ItemContext:
         pk=run.item_id
     )
     roadmap, concept = item.task.roadmap, item.content.concept
-    preferences = {**roadmap.preferences, **item.task.preferences}
     return ItemContext(
-        request=GenerationRequest(
-            roadmap_title=roadmap.title,
-            roadmap_goal=roadmap.goal,
-            concept_name=concept.name,
-            concept_description=concept.description,
-            preferences={k: str(v) for k, v in preferences.items()},
+        request=GenerationRequest.about(
+            roadmap=roadmap, concept=concept, preferences=item.task.preferences
         ),
         roadmap=roadmap,
         concept_id=concept.concept_id,
         concept_name=concept.name,
         position=item.position,
         total=item.task.total,
+        owner_id=item.task.owner_id,
     )
 
 
@@ -86,7 +83,11 @@ def begin_item(*, item_id: int, task_id: str | None = None, roadmap_id=None) -> 
 
 
 def complete_item(
-    run: ItemRun, *, draft: TutorialDraft | ResourceList | Quiz, model_name: str
+    run: ItemRun,
+    *,
+    draft: TutorialDraft | ResourceList | Quiz,
+    model_name: str,
+    spent: AttemptUsage | None = None,
 ) -> bool:
     """Store the new version and mark the pair completed, unless this attempt was
     superseded, in which case the result is dropped (I4). Returns whether it landed.
@@ -96,6 +97,13 @@ def complete_item(
     content = ConceptContent.objects.select_related("concept").get(pk=run.content_id)
     version = content.version + 1
     fields = {"model": model_name, "generated_at": timezone.now()}
+    if spent is not None and spent.requests:
+        prompt_tokens, completion_tokens = spent.tokens
+        fields |= {
+            "provider": spent.requests[-1].provider,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+        }
     if run.content_type == ContentType.TUTORIAL:
         fields |= {
             "title": draft.title,
@@ -109,6 +117,7 @@ def complete_item(
     try:
         with transaction.atomic():
             landed = state.complete_item(run, version=version, fields=fields)
+            _settle(run, spent)  # spent even when the result is dropped
     finally:
         if not landed and "content_ref" in fields:
             delete_tutorial(fields["content_ref"])  # dropped or rolled back
@@ -117,10 +126,26 @@ def complete_item(
     return landed
 
 
-def fail_item(run: ItemRun, *, error: GenerationError) -> bool:
+def fail_item(run: ItemRun, *, error: GenerationError, spent: AttemptUsage | None = None) -> bool:
     """Mark the pair failed with a public message, fenced like complete_item."""
     with transaction.atomic():
-        return state.fail_item(run, error=error)
+        failed = state.fail_item(run, error=error)
+        _settle(run, spent)
+        return failed
+
+
+def record_usage(spent: AttemptUsage) -> None:
+    """The usage of an attempt that ends without an outcome of its own (fenced out)."""
+    with transaction.atomic():
+        _settle(spent.run, spent)
+
+
+def _settle(run: ItemRun, spent: AttemptUsage | None) -> None:
+    """In the transaction of the attempt's end: its usage is recorded and its
+    reservation released together, so the budget counts the tokens either way."""
+    if spent is not None:
+        spent.record()
+    budgets.settle(run.item_id)
 
 
 def claim_next() -> ItemRun | None:
@@ -165,20 +190,6 @@ async def run_next() -> None:
             liveness.waiting_work.add(-1)
 
 
-class Progress:
-    """Whether the provider showed signs of life since the last heartbeat."""
-
-    def __init__(self) -> None:
-        self.seen = False
-
-    def mark(self) -> None:
-        self.seen = True
-
-    def take(self) -> bool:
-        seen, self.seen = self.seen, False
-        return seen
-
-
 async def _execute(run: ItemRun) -> None:
     context = await in_worker_thread(_load_context)(run)
     output = LiveDraft(run, roadmap=context.roadmap, concept_id=context.concept_id)
@@ -193,14 +204,20 @@ async def _run_attempt(run: ItemRun, context: ItemContext, output: LiveDraft) ->
     fenced = asyncio.Event()
     progress = Progress()
     beats = asyncio.create_task(_heartbeat(run, work, fenced, progress))
+    spent = AttemptUsage(run, user_id=context.owner_id, roadmap_id=context.roadmap.pk)
     try:
-        with activity_reported_to(progress.mark):
+        with (
+            activity_reported_to(progress.mark),
+            usage_reported_to(spent.add),
+            limited_to(run.reserved_tokens or None),
+        ):
             draft, model_name = await _within_deadline(_generate(run, context, output))
             await output.settle(draft)
     except asyncio.CancelledError:
         if not fenced.is_set():
             raise
         logger.info("Attempt %s of task %s was fenced out; stopped", run.attempt_id, run.task_id)
+        await in_worker_thread(record_usage)(spent)
         return
     except Exception as exc:
         failure = exc
@@ -224,17 +241,17 @@ async def _run_attempt(run: ItemRun, context: ItemContext, output: LiveDraft) ->
             error.detail or failure,
             exc_info=not isinstance(failure, GenerationError),
         )
-        await in_worker_thread(fail_item)(run, error=error)
+        await in_worker_thread(fail_item)(run, error=error, spent=spent)
         return
     try:
-        await in_worker_thread(complete_item)(run, draft=draft, model_name=model_name)
+        await in_worker_thread(complete_item)(run, draft=draft, model_name=model_name, spent=spent)
     except ObjectDoesNotExist:
         raise  # its roadmap was deleted: nothing to store, nothing to fail
     except Exception as exc:
         # Storage or database trouble while saving: fail now rather than wait out
         # the lease and report a lost worker.
         logger.exception("Could not store the result of task %s", run.task_id)
-        await in_worker_thread(fail_item)(run, error=public_error_for(exc))
+        await in_worker_thread(fail_item)(run, error=public_error_for(exc), spent=spent)
 
 
 async def _within_deadline(generation):
@@ -279,24 +296,11 @@ async def _generate(run: ItemRun, context: ItemContext, output: LiveDraft):
 async def _heartbeat(
     run: ItemRun, work: asyncio.Task, fenced: asyncio.Event, progress: Progress
 ) -> None:
-    """Renew the lease after progress, every heartbeat interval; in between, every
-    FENCE_CHECK_SECONDS, only look whether the attempt still holds its pair. Once
-    it does not (cancelled, reset, taken over, deleted), cancel the work: the
-    provider's stream is closed with it, and so is its HTTP connection."""
-    last_beat = time.monotonic()
-    while True:
-        await asyncio.sleep(min(FENCE_CHECK_SECONDS, liveness.heartbeat_interval()))
-        beat = time.monotonic() - last_beat >= liveness.heartbeat_interval()
-        try:
-            # A beat without progress renews nothing: it only answers whether held.
-            progressed = progress.take() if beat else False
-            alive = await in_worker_thread(liveness.heartbeat)(run, progressed=progressed)
-        except Exception:
-            logger.warning("Heartbeat failed for task %s", run.task_id, exc_info=True)
-            continue
-        if beat:
-            last_beat = time.monotonic()
-        if not alive:
-            fenced.set()
-            work.cancel()
-            return
+    """Until cancelled, the process's fence (liveness.Fence) beats for this attempt
+    with every other running one, one query a round, renewing its lease after
+    progress. Once the attempt no longer holds its pair (cancelled, reset, taken
+    over, deleted), cancel the work: the provider's stream is closed with it, and
+    so is its HTTP connection."""
+    await liveness.fence.until_lost(run, progress)
+    fenced.set()
+    work.cancel()

@@ -1,11 +1,15 @@
 """Input and output shapes of the generation API (DESIGN §4). Every answer a
 generation endpoint gives is declared here, so the OpenAPI schema types it."""
 
-from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
+from drf_spectacular.utils import (
+    PolymorphicProxySerializer,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from pydantic import RootModel
 from rest_framework import serializers
 
-from generation import events
+from generation import events, usage_report
 from generation.models import GenerationItem, GenerationTask, ItemState, TaskStatus, ws_url
 from generation.schemas import Question, Resource
 from generation.tutorial_files import read_tutorial
@@ -198,6 +202,10 @@ class ResourceItems(RootModel[list[Resource]]):
     """The schema of `items`: the provider's validated output, as stored."""
 
 
+class DraftItems(RootModel[list[Resource | Question]]):
+    """The schema of a draft's `items`: resources or questions, validated one by one."""
+
+
 class QuizQuestions(RootModel[list[Question]]):
     """The schema of `questions`: the provider's validated output, as stored."""
 
@@ -219,7 +227,23 @@ class ContentVersionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ConceptContent
-        fields = ["content_version", "generated_at", "model"]
+        fields = [
+            "content_version",
+            "generated_at",
+            "provider",
+            "model",
+            "prompt_tokens",
+            "completion_tokens",
+        ]
+        extra_kwargs = {
+            "provider": {"help_text": "The configured provider that wrote this version."},
+            "prompt_tokens": {
+                "help_text": "Prompt tokens of every request of the attempt that wrote it."
+            },
+            "completion_tokens": {
+                "help_text": "Completion tokens of every request of the attempt that wrote it."
+            },
+        }
 
 
 class TutorialSerializer(ContentVersionSerializer):
@@ -301,4 +325,91 @@ class DraftSerializer(serializers.Serializer):
     model = serializers.CharField()
     offset = serializers.IntegerField(min_value=0)
     text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
-    items = serializers.ListField(child=serializers.DictField(), required=False)
+    items = serializers.SerializerMethodField()
+
+    @extend_schema_field(DraftItems)
+    def get_items(self, draft: dict) -> list[dict]:
+        return draft.get("items", [])
+
+    def to_representation(self, draft: dict) -> dict:
+        """`text` or `items`, whichever the content type has, never both."""
+        representation = super().to_representation(draft)
+        return {key: value for key, value in representation.items() if key in draft}
+
+
+# --- Usage -------------------------------------------------------------------------
+
+
+class UsageQuerySerializer(serializers.Serializer):
+    """`GET /usage/`'s query: a period of UTC days, both included (default: today;
+    `until` defaults to today, `since` to `until`), an optional grouping, and for
+    staff whose usage."""
+
+    since = serializers.DateField(required=False, help_text="First UTC day (YYYY-MM-DD).")
+    until = serializers.DateField(
+        required=False,
+        help_text=f"Last UTC day, included; at most {usage_report.MAX_DAYS} days after since.",
+    )
+    group_by = serializers.ChoiceField(usage_report.API_GROUPS, required=False)
+    user = serializers.CharField(
+        required=False,
+        max_length=150,
+        help_text="Staff: whose usage (a username). Anyone else's answers 404 to a user "
+        "who is not staff.",
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        since, until = usage_report.default_period(
+            since=attrs.get("since"), until=attrs.get("until"), today=usage_report.today_utc()
+        )
+        usage_report.check_period(since=since, until=until)
+        return attrs | {"since": since, "until": until}
+
+
+class UsageFiguresSerializer(serializers.Serializer):
+    generations = serializers.IntegerField(
+        help_text="Attempts: one generation of one pair, however many requests it made."
+    )
+    requests = serializers.IntegerField(
+        help_text="Provider requests (re-asks and failovers each count)."
+    )
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    cost = serializers.DecimalField(
+        max_digits=None,
+        decimal_places=10,
+        allow_null=True,
+        help_text="In `currency`; null when any request counted here was of a model "
+        "GENERATION_PRICES has no price for.",
+    )
+
+
+class UsageGroupSerializer(UsageFiguresSerializer):
+    key = serializers.CharField(
+        help_text="The day (YYYY-MM-DD), roadmap id, content type or model of the group."
+    )
+
+
+class UsageBudgetSerializer(serializers.Serializer):
+    """Today's tokens (UTC) against the user's daily budget."""
+
+    daily_tokens = serializers.IntegerField(allow_null=True, help_text="Null: unlimited.")
+    used = serializers.IntegerField()
+    reserved = serializers.IntegerField(help_text="Held by generations in flight.")
+    remaining = serializers.IntegerField(allow_null=True, help_text="Null: unlimited.")
+    resets_at = serializers.DateTimeField()
+
+
+@extend_schema_serializer(many=False)  # the answer of a `list` action, yet one object
+class UsageSerializer(serializers.Serializer):
+    """What a user's generations used over a period: in all, per group (empty
+    without `group_by`), and today's budget."""
+
+    since = serializers.DateField()
+    until = serializers.DateField()
+    currency = serializers.CharField(
+        help_text="GENERATION_PRICES' currency (empty when no price is configured)."
+    )
+    totals = UsageFiguresSerializer()
+    groups = UsageGroupSerializer(many=True)
+    budget = UsageBudgetSerializer()

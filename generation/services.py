@@ -7,7 +7,9 @@ transition of generation.state runs in, the enqueue of work once a start commits
 (I2), and the error policy (generation.errors' ServiceError subclasses for
 requests they refuse; a broker that refuses work fails nothing here)."""
 
-import logging
+import functools
+from collections.abc import Callable
+from datetime import datetime
 from itertools import groupby
 
 from django.conf import settings
@@ -15,14 +17,12 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from generation import liveness, selectors, state
-from generation.errors import SelectionTooLarge, TooManyActive
+from generation import budgets, liveness, selectors, state
+from generation.errors import BudgetExceeded, SelectionTooLarge, TooManyActive
 from generation.models import GenerationTask, TaskKind
 from generation.results import Skipped, StartResult
 from generation.tasks import generate_content
 from roadmaps.models import ConceptContent, ContentStatus, Roadmap
-
-logger = logging.getLogger(__name__)
 
 __all__ = [
     "Skipped",
@@ -39,6 +39,38 @@ __all__ = [
 ]
 
 
+def starts_work[**P](start: Callable[P, StartResult]) -> Callable[P, StartResult]:
+    """A service that starts work (it calls state.start) runs in one transaction,
+    rolled back when nothing could start, and enqueues one unit of work per item
+    once that transaction commits (I2). A broker that refuses a unit must not turn
+    the already-sent 202 into an error: `robust` logs the refusal, and the item's
+    lease fails it (I3)."""
+
+    @functools.wraps(start)
+    def starting(*args: P.args, **kwargs: P.kwargs) -> StartResult:
+        with transaction.atomic():
+            result = start(*args, **kwargs)
+            if result.task is None:
+                transaction.set_rollback(True)
+                return result
+            for _ in range(result.task.total):
+                transaction.on_commit(generate_content.enqueue, robust=True)
+        return result
+
+    return starting
+
+
+def reservations(
+    contents: list[ConceptContent], *, roadmap: Roadmap, preferences: dict | None
+) -> dict[int, int]:
+    """What each pair reserves of its user's daily token budget (generation.budgets)."""
+    return {
+        content.pk: budgets.reservation(content, roadmap=roadmap, preferences=preferences or {})
+        for content in contents
+    }
+
+
+@starts_work
 def start_generation(
     *,
     roadmap: Roadmap,
@@ -47,45 +79,31 @@ def start_generation(
     contents: list[ConceptContent],
     preferences: dict | None = None,
     statuses: list[str] | None = None,
+    now: datetime | None = None,
 ) -> StartResult:
     """Start a task of any kind over exactly the given pairs, in their order
-    (the other starts, seed_demo, tests), and enqueue its work when the
-    transaction commits (I2). A single retry of a live pair raises
-    AlreadyGenerating, other kinds skip it."""
-    now = timezone.now()
-    with transaction.atomic():
-        result = state.start(
-            roadmap=roadmap, user=user, kind=kind, contents=contents, now=now,
-            lease_until=liveness.deadline(now), preferences=preferences, statuses=statuses,
-        )  # fmt: skip
-        if result.task is None:
-            transaction.set_rollback(True)
-        else:
-            items = result.task.total
-            transaction.on_commit(lambda: _enqueue_work(items))
-    return result
+    (the other starts, seed_demo, tests). A single retry of a live pair raises
+    AlreadyGenerating, other kinds skip it. `now` is the time of the start (the
+    daily token budget's day)."""
+    now = now or timezone.now()
+    return state.start(
+        roadmap=roadmap, user=user, kind=kind, contents=contents, now=now,
+        lease_until=liveness.deadline(now), preferences=preferences, statuses=statuses,
+        reservations=reservations(contents, roadmap=roadmap, preferences=preferences),
+    )  # fmt: skip
 
 
-def _enqueue_work(items: int) -> None:
-    """Runs after the start committed: a broker that refuses the message must not
-    turn the already-sent 202 into an error; the lease fails the item instead (I3)."""
-    for _ in range(items):
-        try:
-            generate_content.enqueue()
-        except Exception:
-            logger.exception("Could not enqueue work; a queued item's lease will expire")
-
-
+@starts_work
 def retry_content(*, content: ConceptContent, user, preferences: dict | None = None) -> StartResult:
-    """Regenerate one pair; raises AlreadyGenerating if it is live, TooManyActive
-    (as every start does) if the user is at GENERATION_MAX_ACTIVE_PER_USER."""
-    return start_generation(
-        roadmap=content.roadmap,
-        user=user,
-        kind=TaskKind.RETRY,
-        contents=[content],
-        preferences=preferences,
-    )
+    """Regenerate one pair; raises AlreadyGenerating if it is live, and (as every
+    start does) TooManyActive at GENERATION_MAX_ACTIVE_PER_USER, BudgetExceeded
+    past the user's daily token budget."""
+    now = timezone.now()
+    return state.start(
+        roadmap=content.roadmap, user=user, kind=TaskKind.RETRY, contents=[content], now=now,
+        lease_until=liveness.deadline(now), preferences=preferences,
+        reservations=reservations([content], roadmap=content.roadmap, preferences=preferences),
+    )  # fmt: skip
 
 
 def retry_batch(
@@ -130,11 +148,19 @@ def generate_new_roadmap(*, roadmap: Roadmap, user) -> str | None:
     return task.pk if task else None
 
 
+# Why a roadmap of retry_contents was skipped whole, as its callers report it.
+REFUSALS = {
+    TooManyActive: "over the active limit",
+    BudgetExceeded: "over the daily token budget",
+}
+
+
 def retry_contents(*, contents: QuerySet[ConceptContent], user=None) -> list[StartResult]:
     """Retry a selection that may span roadmaps (admin, retry_content command):
     one batch task per roadmap, in batch order, owned by `user` or else by the
-    roadmap's owner. A roadmap whose start the admission cap refuses is reported
-    with all its pairs skipped; the other roadmaps still start."""
+    roadmap's owner. A roadmap whose start admission refuses (the cap on active
+    work, the daily token budget) is reported with all its pairs skipped, the
+    reason given; the other roadmaps still start."""
     ordered = selectors.contents_in_batch_order(contents.select_related("roadmap__owner"))
     results = []
     for _, group in groupby(ordered, key=lambda content: content.roadmap_id):
@@ -144,11 +170,9 @@ def retry_contents(*, contents: QuerySet[ConceptContent], user=None) -> list[Sta
             result = start_generation(
                 roadmap=roadmap, user=user or roadmap.owner, kind=TaskKind.BATCH, contents=group
             )
-        except TooManyActive:
-            skipped = [
-                Skipped(c.concept.concept_id, c.content_type, "over the active limit")
-                for c in group
-            ]
+        except (TooManyActive, BudgetExceeded) as refusal:
+            reason = REFUSALS[type(refusal)]
+            skipped = [Skipped(c.concept.concept_id, c.content_type, reason) for c in group]
             result = StartResult(task=None, skipped=skipped)
         results.append(result)
     return results
@@ -170,5 +194,6 @@ def reset_status(*, content: ConceptContent, status: str) -> bool:
 
 
 def recover_stale() -> int:
-    """Fail every generation whose lease expired (I3); how many were failed."""
-    return liveness.recover_stale()
+    """Fail every generation whose lease expired (I3), as a round of the sweep loop
+    does (manage.py recover_stale, tests); how many were failed."""
+    return liveness.sweep()

@@ -22,7 +22,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db.models import Q
 
-from generation import events, ledger
+from generation import budgets, events, ledger
 from generation.errors import (
     AlreadyGenerating,
     Cancelled,
@@ -38,6 +38,7 @@ from generation.models import (
     GenerationItem,
     GenerationTask,
     ItemState,
+    LeaseExpiry,
     TaskKind,
     TaskStatus,
 )
@@ -78,15 +79,19 @@ def _claim_all(
     return attempt_id, set(lost.values_list("pk", flat=True))
 
 
-def _admit(user, *, starting: int) -> None:
-    """Admission control (GENERATION_MAX_ACTIVE_PER_USER): refuse a start that
-    would take the user past the cap, before anything is written."""
+def _admit(user, *, starting: int, reserving: int, now: datetime) -> None:
+    """Admission control, under the owner's row lock and before anything is
+    written: refuse a start of `starting` pairs that would take the user past the
+    cap on active work (GENERATION_MAX_ACTIVE_PER_USER), or whose `reserving`
+    tokens would take them past their daily budget (generation.budgets)."""
     if not starting:
         return
+    ledger.lock_owner(user)
     limit = settings.GENERATION_MAX_ACTIVE_PER_USER
     active = ledger.active_items_of(user)
     if active + starting > limit:
         raise TooManyActive(active=active, starting=starting, limit=limit)
+    budgets.admit(user, starting=reserving, now=now)
 
 
 def _already_generating(content: ConceptContent, kind: str) -> Skipped:
@@ -104,6 +109,7 @@ def _close_taken_over(content: ConceptContent) -> None:
         ledger.close_item(
             ledger.locked_task(item.task_id), item, ItemState.FAILED, error=WorkerLost()
         )
+    LeaseExpiry.objects.create(task_id=content.task_id, attempt_id=content.attempt_id)
 
 
 def start(
@@ -114,11 +120,15 @@ def start(
     contents: list[ConceptContent],
     now: datetime,
     lease_until: datetime,
+    reservations: dict[int, int],
     preferences: dict | None = None,
     statuses: list[str] | None = None,
 ) -> StartResult:
     """Flip every startable pair to `generating` (its lease until `lease_until`)
-    and create the task and its items; no task when no pair could start.
+    and create the task and its items; no task when no pair could start. Each
+    item holds its pair's reservation of the owner's daily tokens, by content pk
+    in `reservations` (budgets.reservation, computed by the caller before its
+    transaction: it is pure Python, and SQLite's write lock is held throughout).
 
     A single retry of a live pair raises AlreadyGenerating; a batch skips it, and
     skips a pair whose status left the selection's `statuses` since it was read."""
@@ -152,7 +162,8 @@ def start(
             startable.append(content)
         else:
             skipped.append(_already_generating(content, kind))
-    _admit(user, starting=len(startable))
+    reserving = sum(reservations[content.pk] for content in startable)
+    _admit(user, starting=len(startable), reserving=reserving, now=now)
     attempt_id, lost = _claim_all(startable, task_id=task.id, now=now, lease_until=lease_until)
     claimed: list[GenerationItem] = []
     for content in startable:
@@ -170,6 +181,8 @@ def start(
                 position=len(claimed) + 1,
                 previous_status=previous_status,
                 attempt_id=attempt_id,
+                reserved_tokens=reservations[content.pk],
+                reserved_for=user,
             )
         )
     if not claimed:
@@ -221,6 +234,7 @@ def begin_item(
         content_id=item.content_id,
         attempt_id=attempt_id,
         content_type=item.content.content_type,
+        reserved_tokens=item.reserved_tokens,
     )
 
 
@@ -327,7 +341,10 @@ def _restore_queued(task: GenerationTask) -> None:
     for status in {item.previous_status for item in restored}:
         pks = [item.content_id for item in restored if item.previous_status == status]
         ConceptContent.objects.filter(pk__in=pks).release(status=status)
-    task.items.filter(pk__in=[item.pk for item in queued]).update(state=ItemState.CANCELLED)
+    # They never ran: their reservations end with them, there is nothing to settle.
+    task.items.filter(pk__in=[item.pk for item in queued]).update(
+        state=ItemState.CANCELLED, reserved_for=None
+    )
     ledger.count(task, ItemState.CANCELLED, items=len(queued))
     events.statuses_changed(
         task.roadmap,
@@ -351,12 +368,16 @@ def fail_expired(*, content_id: int, roadmap_id, attempt_id, now: datetime) -> b
     logger.warning("Lease expired for content %s (attempt %s)", content_id, attempt_id)
     item = ledger.live_item(content_id, attempt_id)
     if item is not None:
-        return _fail(ledger.locked_task(item.task_id), item, WorkerLost(), stale_before=now)
+        if not _fail(ledger.locked_task(item.task_id), item, WorkerLost(), stale_before=now):
+            return False
+        LeaseExpiry.objects.create(task_id=item.task_id, attempt_id=attempt_id)
+        return True
     # A generating row without a live item (should not happen): fail it anyway.
     content = still_stale.select_related("concept", "roadmap").get()
     public_error = events.public_text(WorkerLost(), content.roadmap)
     if not still_stale.release(status=ContentStatus.FAILED, public_error=public_error):
         return False
+    LeaseExpiry.objects.create(task_id=content.task_id, attempt_id=attempt_id)
     events.status_changed(
         content,
         status=ContentStatus.FAILED,

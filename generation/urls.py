@@ -9,5 +9,6 @@ router = OptionalSlashRouter()
 router.register("roadmaps", views.RoadmapGenerationViewSet, basename="roadmap-generation")
 router.register(views.CONCEPT_PREFIX, views.ContentViewSet, basename="content")
 router.register("tasks", views.TaskViewSet, basename="task")
+router.register("usage", views.UsageViewSet, basename="usage")
 
 urlpatterns = router.urls

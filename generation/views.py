@@ -1,6 +1,7 @@
 """Generation endpoints (DESIGN §4): DRF viewsets whose actions call
 generation.services and answer with generation.serializers."""
 
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -10,7 +11,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from generation import selectors, services
+from generation import budgets, selectors, services, usage_report
 from generation.errors import NotGeneratedYet
 from generation.models import GenerationTask
 from generation.serializers import (
@@ -26,6 +27,8 @@ from generation.serializers import (
     RetryAnswerSerializer,
     RetryInputSerializer,
     TaskSerializer,
+    UsageQuerySerializer,
+    UsageSerializer,
 )
 from notifications.selectors import stream_events
 from roadmap_project.errors import (
@@ -33,6 +36,7 @@ from roadmap_project.errors import (
     RETRY_AFTER,
     THROTTLED,
     UNAUTHENTICATED,
+    error_response,
     validation_error_response,
 )
 from roadmap_project.throttling import GenerationRateThrottle
@@ -256,3 +260,36 @@ class TaskViewSet(viewsets.GenericViewSet):
         task = services.cancel_task(task_id=self.kwargs["task_id"], user=request.user)
         cancelled = {"success": True, "data": {"task_id": task.pk, "status": task.status}}
         return Response(CancelledSerializer(cancelled).data, status=status.HTTP_202_ACCEPTED)
+
+
+class UsageViewSet(viewsets.ViewSet):
+    """What the requesting user's generations used (staff: anyone's, with `user=`),
+    from generation.usage_report."""
+
+    @extend_schema(
+        summary="Tokens and cost of your generations over a period, and today's budget",
+        parameters=[UsageQuerySerializer],
+        responses={
+            200: UsageSerializer,
+            400: validation_error_response(
+                "A malformed date, `until` before `since`, a period over "
+                f"{usage_report.MAX_DAYS} days, or an unknown `group_by`."
+            ),
+            401: UNAUTHENTICATED,
+            404: error_response("`user` names someone else and you are not staff, or nobody."),
+        },
+    )
+    def list(self, request: Request) -> Response:
+        query = UsageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        subject = usage_report.usage_subject(
+            requester=request.user, username=query.validated_data.get("user")
+        )
+        report = usage_report.usage_report(
+            since=query.validated_data["since"],
+            until=query.validated_data["until"],
+            group_by=query.validated_data.get("group_by"),
+            user=subject,
+        )
+        budget = budgets.budget_for(subject, now=timezone.now())
+        return Response(UsageSerializer(vars(report) | {"budget": budget}).data)

@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class NotificationsConfig(AppConfig):
     name = "notifications"
     verbose_name = "Event streams"
+
+    def ready(self) -> None:
+        from notifications import live
+
+        live.store()  # its client library loaded at start, not under a first timeout

@@ -22,6 +22,7 @@ from notifications.hooks import authorize_stream
 from notifications.hub import Feed, hub
 from notifications.origins import origin_allowed
 from notifications.selectors import Marks, marks
+from notifications.socket_count import sockets
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,9 @@ CLOSE_FORBIDDEN_ORIGIN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_PRUNED = 4410  # resuming below the pruned mark; the reason names the cursor to use
 
+# An alias CHANNEL_LAYERS never defines: Channels' get_channel_layer() answers
+# None for it, so a consumer that names it gets no channel and no receive loop.
+NO_CHANNEL_LAYER = "no-channel-layer"
 MAX_CURSOR = 2**63 - 1  # the store's BigAutoField range
 PONG = json.dumps({"type": "pong"})
 
@@ -42,8 +46,8 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
     final event) or `kind="topic"` (a roadmap, by global `id`, never closes)."""
 
     # No channel of its own: the process's hub holds the one layer subscription of
-    # each stream and topic. An alias that is not configured gives no layer.
-    channel_layer_alias = "hub"
+    # each stream and topic.
+    channel_layer_alias = NO_CHANNEL_LAYER
 
     def __init__(self, *, kind: str = "stream", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -58,11 +62,14 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
 
     async def __call__(self, scope, receive, send) -> None:
         """Whatever ends the connection (a close, an error in a handler, the server
-        shutting down), its place in the feed is released. Channels calls
-        `disconnect` only on a clean close."""
+        shutting down), its place in the feed is released and it leaves the
+        process's count of open sockets. Channels calls `disconnect` only on a
+        clean close."""
+        sockets.opened()
         try:
             await super().__call__(scope, receive, send)
         finally:
+            sockets.closed()
             await self.release()
 
     async def connect(self) -> None:

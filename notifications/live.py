@@ -32,9 +32,11 @@ logger = logging.getLogger(__name__)
 TEXT, ITEMS = "text", "items"
 SNAPSHOT, DELTA = "content_snapshot", "content_delta"
 LIVE_INTERVAL_SECONDS = 0.1
-# A store that does not answer in this long is taken for down: live text stops
+# A store that does not answer in this long is taken for down: live text pauses
 # for the work at hand, the work goes on.
-STORE_TIMEOUT_SECONDS = 1.0
+STORE_TIMEOUT_SECONDS = 2.0
+# After a failed store write, the writer waits this long before it tries again.
+STORE_RETRY_SECONDS = 2.0
 # Connections to the Redis store per event loop. Every running attempt writes
 # every 100 ms; past this many writes at once, a write waits for a connection
 # (within STORE_TIMEOUT_SECONDS) instead of failing.
@@ -139,6 +141,12 @@ class RedisStore:
     reader never sees a head without its body."""
 
     def __init__(self, url: str) -> None:
+        # Imported here, once, not at the first write or subscribe, where the
+        # import (most of a second on a busy machine) would eat the store timeout.
+        import redis
+        import redis.asyncio
+
+        self._redis = redis
         self.url = url
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]
         self._clients = weakref.WeakKeyDictionary()
@@ -146,31 +154,26 @@ class RedisStore:
         self._sync: Any = None
 
     def _client(self):
-        import redis.asyncio
-
         loop = asyncio.get_running_loop()
         with self._lock:
             client = self._clients.get(loop)
             if client is None:
                 # A blocking pool: redis-py's default one raises at once when its
-                # 100 connections are in use, and a failed write stops an attempt's
-                # live text for good.
-                pool = redis.asyncio.BlockingConnectionPool.from_url(
+                # 100 connections are in use, failing every write past the hundredth.
+                pool = self._redis.asyncio.BlockingConnectionPool.from_url(
                     self.url,
                     max_connections=STORE_CONNECTIONS,
                     timeout=STORE_TIMEOUT_SECONDS,
                     socket_timeout=STORE_TIMEOUT_SECONDS,
                     socket_connect_timeout=STORE_TIMEOUT_SECONDS,
                 )
-                client = self._clients[loop] = redis.asyncio.Redis(connection_pool=pool)
+                client = self._clients[loop] = self._redis.asyncio.Redis(connection_pool=pool)
         return client
 
     def _sync_client(self):
         """For views, which read from threads; redis-py's pool is thread-safe."""
-        import redis
-
         if self._sync is None:
-            self._sync = redis.Redis.from_url(
+            self._sync = self._redis.Redis.from_url(
                 self.url,
                 socket_timeout=STORE_TIMEOUT_SECONDS,
                 socket_connect_timeout=STORE_TIMEOUT_SECONDS,
@@ -291,9 +294,13 @@ async def _store_append(
 class Writer:
     """Writes one document while its work runs. `restart`, `add_text` and
     `add_items` never block: changes wait in a buffer that a flusher task sends
-    at most every LIVE_INTERVAL_SECONDS, store first, then the layer. Once the
-    store or the layer fails, the writer stops for good (live text is best
-    effort; the work goes on)."""
+    at most every LIVE_INTERVAL_SECONDS, store first, then the layer.
+
+    Live text is best effort; the work goes on whatever the store does. A store
+    write that fails (or times out, so may or may not have landed) is not
+    retried as such: after STORE_RETRY_SECONDS the writer says everything again,
+    as a snapshot of a new generation. A publish that fails needs nothing: the
+    store has the change, and feeds that see the gap read it from there."""
 
     def __init__(
         self,
@@ -307,15 +314,15 @@ class Writer:
     ) -> None:
         self.document = Document(key=key, stream=stream, topic=topic, kind=kind, fields=fields)
         self.ttl = ttl
-        self.sent = 0  # the size of what was published
         self._pending: list[Any] = []  # text pieces or items not yet sent
         self._restart = False  # the pending change starts the document over
-        self._written = False  # whether anything reached the store
+        self._written = False  # whether the store may hold the document
         self._wake = asyncio.Event()
-        self._last_flush = 0.0
+        self._next_flush = 0.0  # monotonic time before which nothing is sent
         self._flusher: asyncio.Task | None = None
         self._flushing = asyncio.Lock()
-        self.failed = False
+        self._failing = False  # the last store write failed
+        self._closed = False
 
     @property
     def held(self) -> str | list[Any]:
@@ -325,19 +332,19 @@ class Writer:
         return [*self.document.items, *self._pending]
 
     def restart(self) -> None:
-        if self.failed or (not self._written and not self._pending and not self._restart):
+        if self._closed or (not self._written and not self._pending and not self._restart):
             return  # nothing was said yet: nothing to take back
         self._pending.clear()
         self._restart = True
         self._schedule()
 
     def add_text(self, text: str) -> None:
-        if text and not self.failed:
+        if text and not self._closed:
             self._pending.append(text)
             self._schedule()
 
     def add_items(self, items: list[Any]) -> None:
-        if items and not self.failed:
+        if items and not self._closed:
             self._pending.extend(items)
             self._schedule()
 
@@ -349,7 +356,8 @@ class Writer:
     async def settle(self, final: str | list[Any]) -> None:
         """Make what clients hold equal `final` (the content as stored): the rest
         of it as a delta when what was written is its beginning, else a restart
-        with all of it; then send everything, and wait for that."""
+        with all of it; then send everything, and wait for that (unless the store
+        is failing: the work does not wait on it)."""
         held = self.held
         if self.document.kind == TEXT and isinstance(final, str) and final.startswith(held):
             self.add_text(final[len(held) :])
@@ -362,16 +370,16 @@ class Writer:
             else:
                 self.add_items(list(final))
         await self._stop_flusher()
-        if self._pending or self._restart:
+        if (self._pending or self._restart) and not self._failing:
             await self._flush()
 
     async def close(self) -> None:
         """The work ended: drop the document, so no new socket gets a snapshot.
         Safe to call more than once."""
         await self._stop_flusher()
-        # A store that failed is not asked again: the document expires there.
-        dropping = self._written and not self.failed
-        self._written, self.failed = False, True  # nothing more is sent
+        # A failing store is not asked again: the document expires there.
+        dropping = self._written and not self._failing and not self._closed
+        self._closed = True
         if dropping:
             try:
                 async with asyncio.timeout(STORE_TIMEOUT_SECONDS):
@@ -389,10 +397,10 @@ class Writer:
                 await asyncio.gather(flusher, return_exceptions=True)
 
     async def _flush_forever(self) -> None:
-        while not self.failed:
+        while True:
             await self._wake.wait()
             self._wake.clear()
-            delay = self._last_flush + LIVE_INTERVAL_SECONDS - time.monotonic()
+            delay = self._next_flush - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             if self._pending or self._restart:
@@ -404,36 +412,50 @@ class Writer:
         the document's first change), else a delta at the size already sent."""
         restart = self._restart or not self._written
         pending, self._pending, self._restart = self._pending, [], False
-        self._last_flush = time.monotonic()
+        self._next_flush = time.monotonic() + LIVE_INTERVAL_SECONDS
         content: str | list[Any] = "".join(pending) if self.document.kind == TEXT else pending
         document = self.document
         if restart:
-            document = replace(
-                document,
-                generation=document.generation + (1 if self._written else 0),
-                text="",
-                items=[],
-            )
+            generation = document.generation + (1 if self._written else 0)
+            document = replace(document, generation=generation, text="", items=[])
         offset = document.size
         grown = (
             replace(document, text=document.text + content)
             if document.kind == TEXT
             else replace(document, items=[*document.items, *content])
         )
-        body = grown.event(SNAPSHOT if restart else DELTA, offset=offset, content=content)
         try:
             async with asyncio.timeout(STORE_TIMEOUT_SECONDS):
                 await _store_append(grown, restart=restart, content=content, ttl=self.ttl)
-            self.document, self._written = grown, True
-            await apublish(change_envelopes(grown, body, size=len(content)))
-            self.sent = grown.size
         except Exception:
-            self.failed = True
+            self._store_failed(grown)
+            return
+        if self._failing:
+            self._failing = False
+            logger.info("Live content of %s resumed", self.document.key)
+        self.document, self._written = grown, True
+        body = grown.event(SNAPSHOT if restart else DELTA, offset=offset, content=content)
+        try:
+            await apublish(change_envelopes(grown, body, size=len(content)))
+        except Exception:
+            logger.info("Could not publish a live change of %s", grown.key, exc_info=True)
+
+    def _store_failed(self, grown: Document) -> None:
+        """Whether the write landed is unknown: say all of it again later, whole."""
+        if not self._failing:
+            self._failing = True
             logger.warning(
-                "Live content of %s stopped: the store or the layer failed; the work goes on",
-                self.document.key,
+                "Live content of %s paused: the live store failed; the work goes on",
+                grown.key,
                 exc_info=True,
             )
+        self._written = True  # it may have landed: the next change starts over
+        # All of it: what the store had, this change, and what arrived meanwhile.
+        whole = [grown.text] if grown.kind == TEXT else list(grown.items)
+        self._pending = [*whole, *self._pending]
+        self._restart = True
+        self._next_flush = time.monotonic() + STORE_RETRY_SECONDS
+        self._wake.set()
 
 
 def read(key: str) -> Document | None:

@@ -56,3 +56,16 @@ class Event(models.Model):
     def as_message(self) -> dict:
         """What a subscriber receives: the body plus the store's cursors."""
         return {**self.body, "id": self.id, "seq": self.seq}
+
+
+class ConnectionCount(models.Model):
+    """How many WebSocket connections one server process had open when it last
+    reported (notifications.connections). A row not refreshed for a few report
+    intervals belongs to a process that stopped, and counts for nothing."""
+
+    process = models.CharField(max_length=200, primary_key=True)
+    connections = models.PositiveIntegerField()
+    reported_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.process}: {self.connections}"

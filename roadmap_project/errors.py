@@ -38,6 +38,7 @@ Body = Callable[[DomainError, Mapping[str, str]], dict]
 class Answer(NamedTuple):
     status: int
     body: Body
+    headers: Callable[[DomainError], dict[str, str]] | None = None
 
 
 def _detail(exc: DomainError, kwargs: Mapping[str, str]) -> dict:
@@ -47,6 +48,19 @@ def _detail(exc: DomainError, kwargs: Mapping[str, str]) -> dict:
 def _detail_and_code(exc: DomainError, kwargs: Mapping[str, str]) -> dict:
     """The 429 shape (DESIGN §4): `code` tells the cap on active work from a rate limit."""
     return {"detail": str(exc), "code": exc.code}
+
+
+def _over_budget(exc: DomainError, kwargs: Mapping[str, str]) -> dict:
+    """A 429 of the daily token budget also says when the budget resets."""
+    return {
+        "detail": str(exc),
+        "code": exc.code,
+        "resets_at": exc.resets_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def _retry_after(exc: DomainError) -> dict[str, str]:
+    return {"Retry-After": str(exc.retry_after)}
 
 
 def _detail_and_status(exc: DomainError, kwargs: Mapping[str, str]) -> dict:
@@ -71,8 +85,9 @@ def _refused(exc: DomainError, kwargs: Mapping[str, str]) -> dict:
 
 
 ACTIVE_LIMIT = "active_limit"
+BUDGET_EXCEEDED = "budget_exceeded"
 RATE_LIMITED = "throttled"  # DRF's code for its Throttled
-THROTTLED_CODES = (RATE_LIMITED, ACTIVE_LIMIT)
+THROTTLED_CODES = (RATE_LIMITED, ACTIVE_LIMIT, BUDGET_EXCEEDED)
 
 # Every domain error's code, with the status and body the API answers it with.
 ERRORS: dict[str, Answer] = {
@@ -84,6 +99,7 @@ ERRORS: dict[str, Answer] = {
     "task_not_running": Answer(status.HTTP_409_CONFLICT, _refused),
     "generation_in_flight": Answer(status.HTTP_409_CONFLICT, _detail),
     ACTIVE_LIMIT: Answer(status.HTTP_429_TOO_MANY_REQUESTS, _detail_and_code),
+    BUDGET_EXCEEDED: Answer(status.HTTP_429_TOO_MANY_REQUESTS, _over_budget, _retry_after),
 }
 
 
@@ -92,7 +108,11 @@ def exception_handler(exc: Exception, context: dict) -> Response:
     the API's shapes, and a 500 that logs instead of showing a traceback."""
     if isinstance(exc, DomainError):
         answer = ERRORS[exc.code]
-        return Response(answer.body(exc, context.get("kwargs") or {}), status=answer.status)
+        return Response(
+            answer.body(exc, context.get("kwargs") or {}),
+            status=answer.status,
+            headers=answer.headers(exc) if answer.headers else None,
+        )
     if isinstance(exc, RequestDataTooBig):
         return Response(
             {"detail": "Request body is larger than 1 MB."},
@@ -150,9 +170,13 @@ class ErrorSerializer(serializers.Serializer):
 
 class ThrottledSerializer(ErrorSerializer):
     """A 429: `code` is `throttled` for a rate limit (then `Retry-After` says when to
-    try again), `active_limit` for the cap on active work."""
+    try again), `active_limit` for the cap on active work, `budget_exceeded` for the
+    daily token budget (then `resets_at` and `Retry-After` say when it resets)."""
 
     code = serializers.ChoiceField(THROTTLED_CODES)
+    resets_at = serializers.DateTimeField(
+        required=False, help_text="With `budget_exceeded`: when the daily budget resets (UTC)."
+    )
 
 
 def error_response(description: str) -> OpenApiResponse:
@@ -184,8 +208,10 @@ UNAUTHENTICATED = error_response("No valid token or session.")
 NOT_FOUND = error_response("Unknown, or not yours (existence is never revealed).")
 THROTTLED = throttled_response(
     "Throttled (RETRY_THROTTLE_RATE; the `Retry-After` header says when to try again), "
-    "or the user already has GENERATION_MAX_ACTIVE_PER_USER pairs queued or generating "
-    "(`detail` says how many; nothing was started)."
+    "the user already has GENERATION_MAX_ACTIVE_PER_USER pairs queued or generating "
+    "(`code` `active_limit`; `detail` says how many), or the start would pass the "
+    "user's daily token budget (`code` `budget_exceeded`; `resets_at` and `Retry-After` "
+    "say when it resets). Nothing was started."
 )
 RETRY_AFTER = OpenApiParameter(
     "Retry-After",

@@ -1,5 +1,6 @@
 """Settings from the environment (DESIGN §8); the defaults are the embedded mode."""
 
+import json
 import os
 import re
 from pathlib import Path
@@ -240,11 +241,25 @@ GENERATION_MAX_QUEUE_SECONDS = float(os.environ.get("GENERATION_MAX_QUEUE_SECOND
 GENERATION_OUTPUT_ATTEMPTS = int(os.environ.get("GENERATION_OUTPUT_ATTEMPTS", "3"))
 GENERATION_TRANSIENT_ATTEMPTS = int(os.environ.get("GENERATION_TRANSIENT_ATTEMPTS", "3"))
 GENERATION_BACKOFF_SECONDS = float(os.environ.get("GENERATION_BACKOFF_SECONDS", "1.0"))
+# How long the offline provider takes to write one answer (`make run` sets 8 s).
 OFFLINE_PROVIDER_DELAY_SECONDS = float(os.environ.get("OFFLINE_PROVIDER_DELAY_SECONDS", "0.5"))
 BATCH_MAX_PAIRS = int(os.environ.get("BATCH_MAX_PAIRS", "500"))
 # Admission control: pairs one user may have queued or generating at once; a start
 # that would pass it answers 429 and changes nothing.
 GENERATION_MAX_ACTIVE_PER_USER = int(os.environ.get("GENERATION_MAX_ACTIVE_PER_USER", "1500"))
+# Per million prompt and completion tokens, per model, in one currency (generation.usage):
+# {"currency": "USD", "models": {"gpt-4o-mini": {"prompt": "0.15", "completion": "0.60"}}}
+GENERATION_PRICES = json.loads(os.environ.get("GENERATION_PRICES") or "{}")
+# Tokens one user may spend per UTC day, prompt and completion together (unset:
+# unlimited; a user's own budget is set in the admin). A start reserves what its
+# pairs can spend at most (generation.budgets) and answers 429 past the budget.
+GENERATION_USER_DAILY_TOKENS = (
+    int(os.environ["GENERATION_USER_DAILY_TOKENS"])
+    if os.environ.get("GENERATION_USER_DAILY_TOKENS")
+    else None
+)
+# The most tokens one answer may have (sent to the provider as max_completion_tokens).
+GENERATION_MAX_OUTPUT_TOKENS = int(os.environ.get("GENERATION_MAX_OUTPUT_TOKENS", "4096"))
 # The size of one roadmap, checked before anything else is validated (DESIGN §4):
 # a 1 MB body holds 80,000 stages, which took minutes to create and seconds to read.
 ROADMAP_MAX_CONCEPTS = int(os.environ.get("ROADMAP_MAX_CONCEPTS", "500"))
@@ -254,6 +269,11 @@ ROADMAP_MAX_NAME_LENGTH = 200
 ROADMAP_MAX_DESCRIPTION_LENGTH = 2000
 # How often a connected consumer re-reads the event store (DESIGN §5: at least every 2 s).
 NOTIFICATIONS_CATCH_UP_SECONDS = float(os.environ.get("NOTIFICATIONS_CATCH_UP_SECONDS", "2.0"))
+# How often each server process writes its count of open WebSocket connections to the
+# database (notifications.socket_count), for GET /metrics on any process.
+NOTIFICATIONS_CONNECTIONS_REPORT_SECONDS = float(
+    os.environ.get("NOTIFICATIONS_CONNECTIONS_REPORT_SECONDS", "15")
+)
 # Where live content is kept while it is written (notifications.live): Redis when the
 # channel layer is, so any server process can send a snapshot of a Celery worker's
 # text; this process's memory otherwise.
@@ -312,6 +332,10 @@ SPECTACULAR_SETTINGS = {
     },
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+
+# GET /metrics answers a staff session, or `Authorization: Bearer <METRICS_TOKEN>` (a
+# Prometheus scraper); unset, staff sessions only (roadmap_project.monitoring).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 
 # The reference web client's session login (roadmaps.pages).
 LOGIN_URL = "login"

@@ -7,6 +7,7 @@ from drf_spectacular.views import (
     SpectacularSwaggerView,
 )
 
+from generation.metrics import metrics
 from roadmap_project.health import health
 from roadmaps import pages
 
@@ -40,4 +41,6 @@ urlpatterns = [
     path("login/", pages.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/", include("django.conf.urls.i18n")),
+    # Prometheus scrapes it (generation.metrics): outside the API, like every exporter.
+    re_path(r"^metrics/?$", metrics, name="metrics"),
 ]

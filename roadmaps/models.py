@@ -155,6 +155,10 @@ class ConceptContent(models.Model):
     summary = models.TextField(blank=True, default="")
     payload = models.JSONField(default=dict, blank=True)
     model = models.CharField(max_length=100, blank=True, default="")
+    provider = models.CharField(max_length=64, blank=True, default="")
+    # What writing the last completed version took, all its attempt's requests.
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
     generated_at = models.DateTimeField(null=True, blank=True)
     # Current or last attempt.
     public_error = models.CharField(max_length=300, blank=True, default="")

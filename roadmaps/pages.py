@@ -99,6 +99,7 @@ def client_strings() -> dict:
         "noResources": str(_("No resources.")),
         "answer": str(_("Answer: %(answers)s")),
         "minutes": str(_("%(minutes)s min")),
+        "writing": str(_("Writing…")),
     }
 
 

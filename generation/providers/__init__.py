@@ -1,5 +1,5 @@
 """Which provider generates: `get_provider()` builds the configured one, the
-offline sample content or the shared policy over the OpenAI transport."""
+shared policy over the OpenAI transport or over the offline sample content."""
 
 import logging
 from functools import cache
@@ -20,10 +20,11 @@ def get_provider() -> Provider:
     # Each provider is imported when chosen: the OpenAI SDK is slow to import (seconds
     # on a busy machine), and the offline provider needs none of it.
     if name == "offline":
-        from generation.providers.offline import OfflineProvider
+        from generation.providers.offline import EXPECTED_TUTORIAL_CHARS, OfflineTransport
+        from generation.providers.policy import Policy
 
         logger.warning("Using the offline provider: content is sample text, not generated.")
-        return OfflineProvider()
+        return Policy(OfflineTransport(), expected_tutorial_chars=EXPECTED_TUTORIAL_CHARS)
     if name == "openai":
         from generation.providers.openai import OpenAITransport
         from generation.providers.policy import Policy

@@ -25,6 +25,20 @@ class GenerationRequest:
     concept_description: str
     preferences: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def about(cls, *, roadmap: Any, concept: Any, preferences: dict) -> "GenerationRequest":
+        """What one pair asks: its concept in its roadmap, the task's preferences
+        over the roadmap's. The same at the start (which reserves tokens for this
+        prompt) and in the run."""
+        merged = {**roadmap.preferences, **preferences}
+        return cls(
+            roadmap_title=roadmap.title,
+            roadmap_goal=roadmap.goal,
+            concept_name=concept.name,
+            concept_description=concept.description,
+            preferences={key: str(value) for key, value in merged.items()},
+        )
+
     @property
     def language(self) -> str:
         return self.preferences.get("language") or "en"
@@ -91,6 +105,10 @@ class InvalidOutput(Exception):
     """The model answered, but the answer cannot be used; the policy re-asks."""
 
 
+class TruncatedOutput(InvalidOutput):
+    """The answer stopped at the length limit (finish_reason "length")."""
+
+
 @dataclass(frozen=True)
 class Chunk:
     """One piece of a streamed answer, as the model sent it."""
@@ -101,6 +119,9 @@ class Chunk:
     # Why the model stopped: "stop", "length" (cut off at the token limit), ...;
     # None until the last chunk. A stream that ends without one was cut.
     finish_reason: str | None = None
+    # The provider's count for the whole request, on a stream's usage chunk.
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 class Transport(Protocol):

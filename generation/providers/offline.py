@@ -1,73 +1,93 @@
-"""Deterministic sample content for development and demos: no network, no key."""
+"""Deterministic sample content for development and demos: no network, no key.
+
+`OfflineTransport` answers like a model would, under the same policy as the
+OpenAI transport (generation.providers.policy): it reads the concept from the
+prompt (generation.providers.prompts) and streams its sample answer in small
+chunks, so that one answer takes OFFLINE_PROVIDER_DELAY_SECONDS and live content
+shows it being written."""
 
 import asyncio
 import hashlib
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
+import pydantic
 from django.conf import settings
 
-from generation.providers.base import (
-    DISCARD,
-    GenerationRequest,
-    ProgressCallback,
-    report_activity,
-)
-from generation.schemas import Question, Quiz, Resource, ResourceList, TutorialDraft
+from generation.providers import prompts
+from generation.providers.base import Chunk, Messages
+from generation.schemas import Question, Quiz, Resource, ResourceList
 
 MODEL_NAME = "offline"
-PROGRESS_STEPS = 5
+# About a model token or two: small enough that a tutorial is seen being written.
+CHUNK_CHARS = 6
+# The length of a sample tutorial, which progress is estimated against.
+EXPECTED_TUTORIAL_CHARS = 400
+
+# The lines of prompts._context this transport reads back.
+_CONTEXT = re.compile(
+    r"Learner's goal: (?P<goal>.*?)\nConcept: (?P<name>.*?)\n"
+    r"(?:Concept description: (?P<description>.*?)\n)?Learner's level: .*?"
+    r"\nWrite every human-readable text in (?P<language>.*?)\.\n\n",
+    re.DOTALL,
+)
+_CHINESE = {prompts.language_name("zh"), prompts.language_name("zh-Hant")}
 
 
-def _is_chinese(request: GenerationRequest) -> bool:
-    return request.language.lower().startswith("zh")
+@dataclass(frozen=True)
+class _Asked:
+    """What the sample content depends on, as the prompt states it."""
+
+    name: str
+    description: str
+    goal: str
+    chinese: bool
+
+
+def _asked(messages: Messages) -> _Asked:
+    context = next(m["content"] for m in messages if m["role"] == "user")
+    found = _CONTEXT.search(context)
+    if found is None:
+        raise ValueError("the offline transport cannot read the concept from the prompt")
+    return _Asked(
+        name=found["name"],
+        description=found["description"] or found["name"],
+        goal=found["goal"],
+        chinese=found["language"] in _CHINESE,
+    )
 
 
 def _slug(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-class OfflineProvider:
-    name = MODEL_NAME
-    model = MODEL_NAME
+def sample_tutorial(asked: _Asked) -> str:
+    """Markdown in the format the tutorial prompt asks for: title, summary, body."""
+    name = asked.name
+    if asked.chinese:
+        title = f"{name}：入门教程"
+        summary = f"{name} 的核心概念、常见用法与练习。"
+        body = (
+            f"## 为什么要学\n\n{asked.description} 是实现「{asked.goal}」的基础。\n\n"
+            f"## 要点\n\n1. 理解 {name} 解决的问题。\n2. 动手写一个最小示例。\n"
+            "3. 总结常见错误。\n"
+        )
+    else:
+        title = f"{name}: a first tutorial"
+        summary = f"The core ideas of {name}, how it is used, and a short exercise."
+        body = (
+            f'## Why it matters\n\n{asked.description} is a step towards "{asked.goal}".\n\n'
+            f"## Key points\n\n1. Understand the problem {name} solves.\n"
+            "2. Write a minimal example.\n3. Review the common mistakes.\n"
+        )
+    return f"# {title}\n\n{summary}\n\n{body}"
 
-    async def _pause(self) -> None:
-        """A stand-in for waiting on a model's bytes, which are signs of life."""
-        await asyncio.sleep(settings.OFFLINE_PROVIDER_DELAY_SECONDS / PROGRESS_STEPS)
-        report_activity()
 
-    async def tutorial(
-        self, request: GenerationRequest, on_progress: ProgressCallback, output=DISCARD
-    ) -> tuple[TutorialDraft, str]:
-        for step in range(1, PROGRESS_STEPS + 1):
-            await self._pause()
-            await on_progress(round(step / PROGRESS_STEPS * 100))
-        name = request.concept_name
-        if _is_chinese(request):
-            title = f"{name}：入门教程"
-            summary = f"{name} 的核心概念、常见用法与练习。"
-            body = (
-                f"# {title}\n\n## 为什么要学\n\n{request.concept_description or name} 是实现"
-                f"「{request.roadmap_goal or request.roadmap_title}」的基础。\n\n## 要点\n\n"
-                f"1. 理解 {name} 解决的问题。\n2. 动手写一个最小示例。\n3. 总结常见错误。\n"
-            )
-        else:
-            title = f"{name}: a first tutorial"
-            summary = f"The core ideas of {name}, how it is used, and a short exercise."
-            body = (
-                f"# {title}\n\n## Why it matters\n\n{request.concept_description or name} "
-                f'is a step towards "{request.roadmap_goal or request.roadmap_title}".\n\n'
-                f"## Key points\n\n1. Understand the problem {name} solves.\n"
-                f"2. Write a minimal example.\n3. Review the common mistakes.\n"
-            )
-        return TutorialDraft(title=title, summary=summary, markdown=body), MODEL_NAME
-
-    async def resources(
-        self, request: GenerationRequest, output=DISCARD
-    ) -> tuple[ResourceList, str]:
-        await self._pause()
-        slug = _slug(request.concept_name)
-        name = request.concept_name
-        zh = _is_chinese(request)
-        items = [
+def sample_resources(asked: _Asked) -> ResourceList:
+    slug, name, zh = _slug(asked.name), asked.name, asked.chinese
+    return ResourceList(
+        items=[
             Resource(
                 title=f"{name} 官方文档" if zh else f"{name}: official documentation",
                 url=f"https://example.com/docs/{slug}",
@@ -83,13 +103,13 @@ class OfflineProvider:
                 estimated_minutes=15,
             ),
         ]
-        return ResourceList(items=items), MODEL_NAME
+    )
 
-    async def quiz(self, request: GenerationRequest, output=DISCARD) -> tuple[Quiz, str]:
-        await self._pause()
-        name = request.concept_name
-        zh = _is_chinese(request)
-        questions = [
+
+def sample_quiz(asked: _Asked) -> Quiz:
+    name, zh = asked.name, asked.chinese
+    return Quiz(
+        questions=[
             Question(
                 question_id="q1",
                 type="single_choice",
@@ -109,4 +129,35 @@ class OfflineProvider:
                 difficulty="easy",
             ),
         ]
-        return Quiz(questions=questions), MODEL_NAME
+    )
+
+
+def sample_answer(messages: Messages, schema: type[pydantic.BaseModel] | None) -> str:
+    """The whole answer's text: the tutorial's Markdown, or the JSON `schema` asks for."""
+    asked = _asked(messages)
+    if schema is None:
+        return sample_tutorial(asked)
+    if schema is ResourceList:
+        return sample_resources(asked).model_dump_json()
+    if schema is Quiz:
+        return sample_quiz(asked).model_dump_json()
+    raise TypeError(f"the offline transport has no sample {schema.__name__}")
+
+
+class OfflineTransport:
+    """Implements generation.providers.base.Transport with sample answers, each
+    streamed in CHUNK_CHARS pieces evenly over OFFLINE_PROVIDER_DELAY_SECONDS."""
+
+    name = MODEL_NAME
+    model = MODEL_NAME
+
+    async def stream(
+        self, messages: Messages, *, schema: type[pydantic.BaseModel] | None = None
+    ) -> AsyncIterator[Chunk]:
+        text = sample_answer(messages, schema)
+        pieces = [text[start : start + CHUNK_CHARS] for start in range(0, len(text), CHUNK_CHARS)]
+        pause = settings.OFFLINE_PROVIDER_DELAY_SECONDS / len(pieces)
+        for index, piece in enumerate(pieces, start=1):
+            await asyncio.sleep(pause)
+            finish_reason = "stop" if index == len(pieces) else None
+            yield Chunk(text=piece, model=MODEL_NAME, finish_reason=finish_reason)

@@ -97,7 +97,15 @@ class OpenAITransport:
         try:
             client = await self._client()
             stream = await client.chat.completions.create(
-                model=self.model, messages=messages, stream=True, **options
+                model=self.model,
+                messages=messages,
+                stream=True,
+                # A last chunk with the request's usage (choices empty).
+                stream_options={"include_usage": True},
+                # The output cap a start reserved for (generation.budgets); an answer
+                # that reaches it ends with finish_reason "length".
+                max_completion_tokens=settings.GENERATION_MAX_OUTPUT_TOKENS,
+                **options,
             )
             if not isinstance(stream, openai.AsyncStream):
                 raise InvalidOutput("the response is not an event stream")
@@ -138,8 +146,15 @@ class OpenAITransport:
 
 def _chunk(completion: ChatCompletionChunk) -> Chunk:
     """The first choice's part of a completion chunk (we ask for one choice)."""
+    usage = completion.usage
     if not completion.choices:
-        return Chunk(model=completion.model)
+        if usage is None:
+            return Chunk(model=completion.model)
+        return Chunk(
+            model=completion.model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+        )
     choice = completion.choices[0]
     return Chunk(
         text=choice.delta.content or "",

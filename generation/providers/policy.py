@@ -2,11 +2,19 @@
 assembled whole, then parsed; unusable answers are re-asked, transient failures
 retried with backoff.
 
+While an answer streams, what the model has written so far goes to the caller's
+OutputSink (live content, DESIGN §5): a tutorial's text chunk by chunk, resources
+and questions one item at a time as they complete (generation.providers.partial).
+Every answer, re-asks and retry rounds included, starts with a restart, so what
+was reported since the last one is the answer that is finally kept.
+
 Every call is bounded (DESIGN §6, I3): the transport bounds a stalled stream
 (GENERATION_STALL_SECONDS) and a transport's own retries come first; then this
 policy's rounds of exponential backoff with jitter repeat transient errors
 (rate limited, unavailable, timed out), while permanent ones fail at once; the
-runner bounds the whole attempt (GENERATION_DEADLINE_SECONDS). Unusable answers
+runner bounds the whole attempt (GENERATION_DEADLINE_SECONDS), and the tokens
+it may count (the reservation its start made): no request, re-ask or round, is
+sent that could pass them (metering.check_allowance). Unusable answers
 (invalid JSON, schema violations, refusals, empty text) are re-asked a bounded
 number of times, and so are answers cut off at the length limit, which never
 count as complete. Failures are raised as generation.errors classes, whose
@@ -31,30 +39,31 @@ from generation.errors import (
     ProviderUnavailable,
     UnusableOutput,
 )
-from generation.providers import prompts
+from generation.providers import metering, prompts
 from generation.providers.base import (
+    DISCARD,
     Chunk,
     GenerationRequest,
     InvalidOutput,
     Messages,
+    OutputSink,
     ProgressCallback,
     Transport,
+    TruncatedOutput,
     report_activity,
 )
 from generation.providers.output import parse_json, parse_tutorial
+from generation.providers.partial import StreamedItems
 from generation.schemas import Quiz, ResourceList, TutorialDraft
 
 logger = logging.getLogger(__name__)
 
 # Progress is estimated from the characters received against a typical tutorial
-# length, and held below 100 until the answer is complete and parsed.
+# length (a model's, unless the policy is told otherwise), and held below 100 until
+# the answer is complete and parsed.
 EXPECTED_TUTORIAL_CHARS = 6000
 PROGRESS_CAP_WHILE_STREAMING = 95
 TRANSIENT_ERRORS = (ProviderRateLimited, ProviderUnavailable, ProviderTimeout)
-
-
-class TruncatedOutput(InvalidOutput):
-    """The answer stopped at the length limit (finish_reason "length")."""
 
 
 def backoff_delay(failed_rounds: int) -> float:
@@ -66,12 +75,13 @@ def backoff_delay(failed_rounds: int) -> float:
 class _ProgressEstimate:
     """Reports a monotonically increasing percentage across re-asks and retries."""
 
-    def __init__(self, on_progress: ProgressCallback) -> None:
+    def __init__(self, on_progress: ProgressCallback, expected_chars: int) -> None:
         self.on_progress = on_progress
+        self.expected_chars = max(1, expected_chars)
         self.sent = 0
 
     async def received(self, chars: int) -> None:
-        percentage = min(PROGRESS_CAP_WHILE_STREAMING, chars * 100 // EXPECTED_TUTORIAL_CHARS)
+        percentage = min(PROGRESS_CAP_WHILE_STREAMING, chars * 100 // self.expected_chars)
         if percentage > self.sent:
             self.sent = percentage
             await self.on_progress(percentage)
@@ -121,25 +131,46 @@ class _Answer:
             raise InvalidOutput("the answer is empty")
 
 
-class Policy:
-    """Implements generation.providers.base.Provider over any Transport."""
+class _StreamedText:
+    """Reports a tutorial's Markdown to the sink as each chunk arrives."""
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, output: OutputSink) -> None:
+        self.output = output
+
+    def restart(self) -> None:
+        self.output.restart()
+
+    def received(self, delta: str) -> None:
+        self.output.text(delta)
+
+
+class Policy:
+    """Implements generation.providers.base.Provider over any Transport.
+    `expected_tutorial_chars` is the length progress is estimated against."""
+
+    def __init__(
+        self, transport: Transport, *, expected_tutorial_chars: int = EXPECTED_TUTORIAL_CHARS
+    ) -> None:
         self.transport = transport
         self.name = transport.name
+        self.expected_tutorial_chars = expected_tutorial_chars
 
     @property
     def model(self) -> str:
-        """The model asked for (the answer may name the one that wrote it)."""
+        """The model asked for (an answer may name the one that wrote it)."""
         return self.transport.model
 
     async def tutorial(
-        self, request: GenerationRequest, on_progress: ProgressCallback, output=None
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressCallback,
+        output: OutputSink = DISCARD,
     ) -> tuple[TutorialDraft, str]:
-        progress = _ProgressEstimate(on_progress)
+        progress = _ProgressEstimate(on_progress, self.expected_tutorial_chars)
+        live = _StreamedText(output)
 
         async def ask(messages: Messages) -> tuple[TutorialDraft, str]:
-            answer = await self._answer(messages, progress=progress, output=output)
+            answer = await self._answer(messages, live=live, progress=progress)
             draft = parse_tutorial(answer.text, fallback_title=request.concept_name)
             return draft, answer.model_name
 
@@ -147,23 +178,35 @@ class Policy:
         await progress.done()
         return draft, model_name
 
-    async def resources(self, request: GenerationRequest, output=None) -> tuple[ResourceList, str]:
-        return await self._structured(prompts.resources_messages(request), ResourceList)
+    async def resources(
+        self, request: GenerationRequest, output: OutputSink = DISCARD
+    ) -> tuple[ResourceList, str]:
+        return await self._structured(prompts.resources_messages(request), ResourceList, output)
 
-    async def quiz(self, request: GenerationRequest, output=None) -> tuple[Quiz, str]:
-        return await self._structured(prompts.quiz_messages(request), Quiz)
+    async def quiz(
+        self, request: GenerationRequest, output: OutputSink = DISCARD
+    ) -> tuple[Quiz, str]:
+        return await self._structured(prompts.quiz_messages(request), Quiz, output)
 
     async def _structured[Parsed: pydantic.BaseModel](
-        self, messages: Messages, schema: type[Parsed]
+        self, messages: Messages, schema: type[Parsed], output: OutputSink
     ) -> tuple[Parsed, str]:
-        async def ask(conversation: Messages) -> tuple[Parsed, str]:
-            answer = await self._answer(conversation, schema=schema)
-            return parse_json(answer.text, schema), answer.model_name
+        live = StreamedItems(output, schema)
 
-        return await self._until_usable(messages, ask)
+        async def ask(conversation: Messages) -> tuple[Parsed, str]:
+            answer = await self._answer(conversation, live=live, schema=schema)
+            parsed = parse_json(answer.text, schema)
+            live.whole(parsed)
+            return parsed, answer.model_name
+
+        return await self._until_usable(messages, ask, schema=schema)
 
     async def _until_usable[Parsed](
-        self, messages: Messages, ask: Callable[[Messages], Awaitable[Parsed]]
+        self,
+        messages: Messages,
+        ask: Callable[[Messages], Awaitable[Parsed]],
+        *,
+        schema: type[pydantic.BaseModel] | None = None,
     ) -> Parsed:
         """Re-ask after unusable output, at most GENERATION_OUTPUT_ATTEMPTS times; an
         answer still cut off at the length limit the last time fails as truncated."""
@@ -172,7 +215,9 @@ class Policy:
         problems: list[str] = []
         for attempt in range(1, attempts + 1):
             try:
-                return await self._with_backoff(functools.partial(ask, conversation))
+                return await self._with_backoff(
+                    functools.partial(ask, conversation), asking=conversation, schema=schema
+                )
             except InvalidOutput as exc:
                 problems.append(str(exc))
                 last = exc
@@ -185,12 +230,22 @@ class Policy:
             OutputTruncated(detail) if isinstance(last, TruncatedOutput) else UnusableOutput(detail)
         )
 
-    async def _with_backoff[Parsed](self, call: Callable[[], Awaitable[Parsed]]) -> Parsed:
-        """Our rounds on top of the transport's retries, for transient errors only."""
+    async def _with_backoff[Parsed](
+        self,
+        call: Callable[[], Awaitable[Parsed]],
+        *,
+        asking: Messages,
+        schema: type[pydantic.BaseModel] | None,
+    ) -> Parsed:
+        """Our rounds on top of the transport's retries, for transient errors only.
+        No round is sent that could pass the attempt's reserved tokens (`asking`
+        and `schema` are what it sends: metering.check_allowance)."""
         rounds = max(1, settings.GENERATION_TRANSIENT_ATTEMPTS)
         for failed_rounds in range(1, rounds + 1):
+            metering.check_allowance(asking, schema)
             try:
-                return await call()
+                with metering.metered(self.name, self.transport.model):
+                    return await call()
             except TRANSIENT_ERRORS as error:
                 if failed_rounds == rounds:
                     raise
@@ -209,22 +264,28 @@ class Policy:
         self,
         messages: Messages,
         *,
+        live: _StreamedText | StreamedItems,
         schema: type[pydantic.BaseModel] | None = None,
         progress: _ProgressEstimate | None = None,
-        output=None,
     ) -> _Answer:
-        """One streamed answer, whole; every chunk is a sign of life. Closing the
-        stream on the way out (cancelled, failed) closes its connection."""
+        """One streamed answer, whole, reported to `live` as it arrives; every chunk
+        is a sign of life. Closing the stream on the way out (cancelled, failed)
+        closes its connection."""
         answer = _Answer()
-        if output is not None:
-            output.restart()
+        live.restart()
+        request = metering.current()
+        if request is not None:
+            request.asked(messages)
         async with aclosing(self.transport.stream(messages, schema=schema)) as chunks:
             async for chunk in chunks:
                 report_activity()
                 answer.add(chunk)
-                if output is not None and chunk.text:
-                    output.text(chunk.text)
-                if progress is not None and chunk.text:
+                if request is not None:
+                    request.chunk(chunk)
+                if not chunk.text:
+                    continue
+                live.received(chunk.text)
+                if progress is not None:
                     await progress.received(answer.received)
         answer.check_whole()
         answer.model_name = answer.model_name or self.transport.model

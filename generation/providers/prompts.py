@@ -89,8 +89,14 @@ def quiz_messages(request: GenerationRequest) -> Messages:
     )
 
 
+# A re-ask quotes what was wrong, cut to this many UTF-8 bytes, so that the tokens
+# it adds are bounded (generation.budgets reserves them).
+REASK_PROBLEM_MAX_BYTES = 400
+
+
 def reask_message(problem: str) -> dict[str, str]:
     """Appended after an unusable answer, so the next attempt knows what to fix."""
+    problem = problem.encode()[:REASK_PROBLEM_MAX_BYTES].decode(errors="ignore")
     return {
         "role": "user",
         "content": f"Your previous answer could not be used ({problem}). "

@@ -1,18 +1,22 @@
 """The Django admin (DESIGN §7), through the admin's own HTTP views:
-a staff user logs in, posts changelist actions, confirms the destructive ones.
+a staff user logs in, posts changelist actions, confirms the destructive ones,
+and reads the usage records with the totals of a selection.
 Every action goes through generation's services, so it must leave the same
 status_changed / task events on the roadmap stream as the API would."""
 
+import datetime as dt
 import re
+from decimal import Decimal
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.test import Client
 
 from generation import engine, services
-from generation.models import GenerationTask, ItemState, TaskKind, TaskStatus
+from generation.models import GenerationTask, ItemState, TaskKind, TaskStatus, UsageRecord
 from notifications.models import Event
 from roadmaps.models import ConceptContent, ContentStatus, Roadmap, roadmap_topic
+from tests.support.usage import DAY, PRICES, at, record, save
 
 # In the test's transaction, rolled back after it: the admin's views run in this
 # thread, and nothing but the engine (two tests, marked) reads from another.
@@ -397,3 +401,90 @@ def test_roadmaps_are_not_deleted_from_the_admin(staff_client, alice, make_roadm
 
     assert response.status_code == 403
     assert Roadmap.objects.filter(pk=roadmap.pk).exists()
+
+
+# --- Usage records ----------------------------------------------------------------
+
+USAGE = "/admin/generation/usagerecord/"
+
+
+def usage_page(client: Client, query: dict | None = None):
+    response = client.get(USAGE, query or {})
+    assert response.status_code == 200
+    return response
+
+
+def test_usage_totals_cover_the_whole_filtered_selection_not_one_page(
+    staff_client, alice, bob, settings
+):
+    settings.GENERATION_PRICES = PRICES
+    save(*(record(alice, created_at=at(DAY, i % 24)) for i in range(150)))
+    save(*(record(bob, created_at=at(DAY), model="other", cost=None) for _ in range(5)))
+
+    response = usage_page(staff_client, {"user__id__exact": alice.pk})
+
+    assert len(response.context["cl"].result_list) == 100  # one page …
+    totals = response.context["usage_totals"]  # … the totals of all 150
+    assert (totals.requests, totals.generations, totals.prompt_tokens) == (150, 150, 15000)
+    assert totals.completion_tokens == 7500 and totals.cost == Decimal("0.015")
+    html = response.content.decode()
+    assert '<td class="requests">150</td>' in html
+    assert '<td class="cost">0.0150000000</td>' in html
+    assert "cost (EUR)" in html
+
+
+def test_usage_totals_of_a_selection_with_an_unpriced_model_say_the_cost_is_unknown(
+    staff_client, alice
+):
+    save(record(alice, created_at=at(DAY)), record(alice, created_at=at(DAY), cost=None))
+
+    response = usage_page(staff_client)
+
+    assert response.context["usage_totals"].cost is None
+    assert "unknown: a model in the selection has no price" in response.content.decode()
+
+
+def test_usage_list_filters_by_user_provider_model_content_type_outcome_and_date(
+    staff_client, alice, bob
+):
+    records = {
+        "alice": record(alice, created_at=at(DAY - dt.timedelta(days=1))),
+        "bob": record(bob, created_at=at(DAY - dt.timedelta(days=1))),
+        "provider": record(alice, created_at=at(DAY - dt.timedelta(days=1)), provider="local"),
+        "model": record(alice, created_at=at(DAY - dt.timedelta(days=1)), model="other"),
+        "quiz": record(alice, created_at=at(DAY - dt.timedelta(days=1)), content_type="quiz"),
+        "failed": record(alice, created_at=at(DAY - dt.timedelta(days=1)), outcome="failed"),
+        "day": record(alice, created_at=at(DAY)),
+    }
+    save(*records.values())
+
+    def listed(**query) -> set[str]:
+        response = usage_page(staff_client, query)
+        names = {r.pk: name for name, r in records.items()}
+        found = {names[r.pk] for r in response.context["cl"].result_list}
+        assert response.context["usage_totals"].requests == len(found)
+        return found
+
+    assert listed(user__id__exact=bob.pk) == {"bob"}
+    assert listed(provider="local") == {"provider"}
+    assert listed(model="other") == {"model"}
+    assert listed(content_type__exact="quiz") == {"quiz"}
+    assert listed(outcome__exact="failed") == {"failed"}
+    # The date filter's own links carry aware datetimes, as here.
+    assert listed(created_at__gte=str(at(DAY, 0)), created_at__lt=str(at(DAY, 23, 59))) == {"day"}
+    assert len(listed()) == len(records)
+
+
+def test_usage_records_cannot_be_added_edited_or_deleted(staff_client, alice):
+    [saved] = save(record(alice, created_at=at(DAY)))
+    page = f"{USAGE}{saved.pk}/change/"
+
+    shown = staff_client.get(page)
+    edited = staff_client.post(page, {"prompt_tokens": "0"})
+    deleted = staff_client.post(f"{USAGE}{saved.pk}/delete/", {"post": "yes"})
+    added = staff_client.get(f"{USAGE}add/")
+
+    assert shown.status_code == 200
+    assert 'name="_save"' not in shown.content.decode()
+    assert (edited.status_code, deleted.status_code, added.status_code) == (403, 403, 403)
+    assert UsageRecord.objects.get().prompt_tokens == 100

@@ -9,10 +9,19 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from generation.tutorial_files import read_tutorial
+from notifications import live
 from roadmaps.models import ConceptContent
 from tests.conftest import auth
-from tests.support.fake_openai import CHUNK_CHARS, LONG_TUTORIAL, VALID_TUTORIAL, ok
+from tests.support.fake_openai import (
+    CHUNK_CHARS,
+    LONG_TUTORIAL,
+    VALID_QUIZ,
+    VALID_RESOURCES,
+    VALID_TUTORIAL,
+    ok,
+)
 from tests.support.live import LiveClient
+from tests.support.redis_server import private_redis
 from tests.support.retries import retry_url
 from tests.support.sockets import connect
 
@@ -153,12 +162,13 @@ async def test_the_draft_serves_the_text_so_far_while_generating_and_404_otherwi
 
     task_id = await start(api, alice, roadmap)
     assert (await api.get(draft_url(roadmap), headers=auth(bob))).status_code == 404
-    drafts = []
+    drafts = []  # three polls, once the first token has arrived
     while len(drafts) < 3:
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.4)
         response = await api.get(draft_url(roadmap), headers=auth(alice))
         assert response.status_code == 200, response.text
-        drafts.append(response.json())
+        if response.json()["offset"] or drafts:
+            drafts.append(response.json())
     socket, _ = await connect(f"/api/v1/ws/{task_id}", user=alice)
     await read_until(socket, LiveClient(), stop="concept_complete")
 
@@ -214,3 +224,76 @@ async def test_cancel_mid_stream_closes_the_provider_connection_and_ends_the_liv
     await read_for(socket, after_cancel, 0.5)
     assert after_cancel.snapshots == after_cancel.deltas == 0
     assert (await api.get(draft_url(roadmap), headers=auth(alice))).status_code == 404
+
+
+@pytest.fixture
+def live_store_in(settings):
+    """Point the live store at a given Redis for one test."""
+
+    def point(url: str) -> None:
+        settings.NOTIFICATIONS_LIVE_REDIS_URL = url
+        live.store.cache_clear()
+        live.store()
+
+    yield point
+    live.store.cache_clear()
+
+
+async def test_redis_stopping_mid_stream_stops_the_live_text_not_the_generation(
+    api, alice, make_roadmap, fake_openai, live_store_in, tmp_path, caplog
+):
+    """I6 for live content: the live store (Redis) stops while the tutorial
+    streams; live text stops, and the generation completes and is stored."""
+    fake_openai.script(ok(LONG_TUTORIAL, chunk_delay=0.03))  # about 6 s
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    with private_redis(tmp_path) as redis_server:
+        live_store_in(redis_server.url)
+        task_id = await start(api, alice, roadmap)
+        client = LiveClient()
+        socket, _ = await connect(f"/api/v1/ws/{task_id}", user=alice)
+        await read_for(socket, client, 1.5)
+        assert client.deltas > 0, "live text flows while the store is up"
+        await asyncio.to_thread(redis_server.stop)
+        await read_until(socket, client, stop="concept_complete")
+
+    markdown = await sync_to_async(stored_markdown)(roadmap)
+    assert markdown == LONG_TUTORIAL.strip() + "\n"
+    held = client.held[TUTORIAL]
+    assert markdown.startswith(held) and len(held) < len(markdown)
+    assert any("Live content of" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "key", "answer"),
+    [("resources", "items", VALID_RESOURCES), ("quiz", "questions", VALID_QUIZ)],
+)
+async def test_items_arrive_one_by_one_and_end_equal_to_the_stored_ones(
+    api, alice, make_roadmap, fake_openai, content_type, key, answer
+):
+    many = {key: [dict(item) for item in answer[key] * 4]}  # 8 items, 40-odd chunks, over about 3 s
+    if content_type == "quiz":
+        for number, question in enumerate(many[key], start=1):
+            question["question_id"] = f"q{number}"
+    fake_openai.script(ok(many, chunk_delay=0.08))
+    roadmap = await sync_to_async(make_roadmap)(alice)
+    task_id = await start(api, alice, roadmap, content_type=content_type)
+    client = LiveClient()
+    socket, _ = await connect(f"/api/v1/ws/{task_id}", user=alice)
+    await read_for(socket, client, 1.5)
+    draft = (await api.get(draft_url(roadmap, content_type), headers=auth(alice))).json()
+    assert "text" not in draft and draft["offset"] == len(draft["items"])
+    # Subscribed mid-stream: the items so far, then the rest.
+    later = LiveClient()
+    second, _ = await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice)
+    await asyncio.gather(
+        read_until(socket, client, stop="concept_complete"),
+        read_until(second, later, stop="concept_complete"),
+    )
+
+    content = await ConceptContent.objects.aget(roadmap=roadmap, content_type=content_type)
+    stored = content.payload[key]
+    assert len(stored) == 8
+    for follower in (client, later):
+        assert follower.held[("c001", content_type)] == stored
+    assert client.deltas >= 3  # items came as they were completed, not all at the end
+    await second.disconnect()

@@ -5,6 +5,8 @@ limit is never stored as completed. Through the whole pipeline, over real HTTP
 against the fake OpenAI server."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from generation import engine, liveness
 from generation.errors import OutputTruncated, ProviderTimeout, TookTooLong, WorkerLost
@@ -58,13 +60,14 @@ def test_hung_stream_fails_within_the_stall_window(
 
 @pytest.fixture
 def beats(monkeypatch) -> list[tuple[bool, bool]]:
-    """(progressed, still held) of every heartbeat of the engine, in order."""
+    """(renewed, still held) of every running attempt at every heartbeat of the
+    process's fence, in order."""
     real_heartbeat = liveness.heartbeat
     seen: list[tuple[bool, bool]] = []
 
-    def heartbeat(run, *, progressed: bool) -> bool:
-        held = real_heartbeat(run, progressed=progressed)
-        seen.append((progressed, held))
+    def heartbeat(runs, *, renewing=()):
+        held = real_heartbeat(runs, renewing=renewing)
+        seen.extend((run in renewing, run in held) for run in runs)
         return held
 
     monkeypatch.setattr(liveness, "heartbeat", heartbeat)
@@ -111,6 +114,45 @@ def test_progress_renews_the_lease_past_its_length(fake_openai, alice, make_road
     assert engine.wait_until_idle(timeout=15)
 
     assert content_of(roadmap).status == "completed"
+
+
+def test_the_running_attempts_of_a_process_cost_one_query_a_round(
+    fake_openai, alice, make_roadmap, settings, monkeypatch
+):
+    """The process's fence beats for all its running attempts together: a round is
+    one query (two when it renews leases), however many attempts run, not one
+    query per attempt every FENCE_CHECK_SECONDS."""
+    real_heartbeat = liveness.heartbeat
+    rounds: list[tuple[int, int, int]] = []  # (attempts, renewed, queries)
+
+    def heartbeat(runs, *, renewing=()):
+        with CaptureQueriesContext(connection) as queries:  # the fence thread's
+            held = real_heartbeat(runs, renewing=renewing)
+        rounds.append((len(runs), len(renewing), len(queries)))
+        return held
+
+    monkeypatch.setattr(liveness, "heartbeat", heartbeat)
+    settings.GENERATION_LEASE_SECONDS = 4.0  # a round every 0.5 s, a beat every 1 s
+    fake_openai.default = ok(LONG_TUTORIAL, chunk_delay=0.01)  # ~2.5 s each
+    roadmap = make_roadmap(alice, concepts=4)
+    contents = [content_of_concept(roadmap, f"c00{i}") for i in range(1, 5)]
+
+    start_generation(roadmap=roadmap, user=alice, kind="batch", contents=contents)
+    assert engine.wait_until_idle(timeout=20)
+
+    assert [content_of_concept(roadmap, c.concept.concept_id).status for c in contents] == [
+        "completed"
+    ] * 4
+    together = [r for r in rounds if r[0] == 4]
+    assert len(together) >= 3, rounds  # all four were checked in one call, round after round
+    assert any(renewed for _, renewed, _ in together), rounds  # and renewed after progress
+    assert all(queries == 1 + (renewed > 0) for _, renewed, queries in rounds), rounds
+
+
+def content_of_concept(roadmap, concept_id: str) -> ConceptContent:
+    return ConceptContent.objects.select_related("concept", "roadmap").get(
+        roadmap=roadmap, concept__concept_id=concept_id, content_type="tutorial"
+    )
 
 
 def test_an_attempt_past_its_deadline_fails_as_too_long(fake_openai, alice, make_roadmap, settings):

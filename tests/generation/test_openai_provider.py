@@ -20,12 +20,13 @@ from generation.errors import (
     UnusableOutput,
 )
 from generation.providers import GenerationRequest, get_provider
-from generation.schemas import Quiz, ResourceList
+from generation.schemas import Question, Quiz, Resource, ResourceList
 from generation.services import start_generation
 from notifications.models import Event
 from notifications.services import feed_group
 from roadmaps.models import ConceptContent
 from tests.support.fake_openai import (
+    CHUNK_CHARS,
     FAKE_API_KEY,
     FAKE_MODEL,
     LONG_TUTORIAL,
@@ -39,6 +40,8 @@ from tests.support.fake_openai import (
     ok,
     refusal,
 )
+from tests.support.live import LiveClient
+from tests.support.output import RecordingSink
 
 SECRET_PATH = "/srv/app/secrets.py"
 LEAKY_BODY = {
@@ -268,6 +271,84 @@ async def test_invalid_output_then_valid_succeeds(fake_openai):
     assert len(fake_openai.requests) == 2
 
 
+# --- What is reported while the answer is written (live content) ---------------
+
+
+async def nothing(percentage: int) -> None:
+    pass
+
+
+def calls(answer: list[tuple]) -> list:
+    return [value for _, value, _ in answer]
+
+
+async def test_tutorial_text_is_reported_as_it_streams_chinese_and_emoji_included(fake_openai):
+    text = (
+        LONG_TUTORIAL + "\n\n## 小结\n\n钩子让函数组件拥有状态 🎣✨，副作用在渲染之后运行。👍🏽\n"
+    )
+    fake_openai.script(ok(text))
+    sink = RecordingSink()
+
+    draft, _ = await get_provider().tutorial(hooks_request(), nothing, sink)
+
+    [written] = sink.answers()
+    assert "".join(sink.texts()) == text
+    assert len(written) == -(-len(text) // CHUNK_CHARS)  # one delta per chunk sent
+    assert draft.markdown.strip() == text.strip()
+
+
+async def test_tutorial_reasked_after_the_length_limit_restarts_with_the_new_answer(fake_openai):
+    fake_openai.script(ok(LONG_TUTORIAL, finish_reason="length"), ok(VALID_TUTORIAL))
+    sink = RecordingSink()
+
+    await get_provider().tutorial(hooks_request(), nothing, sink)
+
+    cut_short, kept = sink.answers()
+    assert "".join(calls(cut_short)) == LONG_TUTORIAL
+    assert "".join(calls(kept)) == VALID_TUTORIAL
+
+
+async def test_an_item_is_reported_once_complete_and_a_retry_round_starts_over(
+    fake_openai, settings
+):
+    """The stream stalls after the second resource has begun: the first is reported
+    meanwhile; the round that follows the stall reports the whole answer again."""
+    settings.GENERATION_STALL_SECONDS = 0.3
+    first, second = VALID_RESOURCES["items"]
+    second_starts = json.dumps(VALID_RESOURCES).index(json.dumps(second))
+    # The first event carries only the role; then CHUNK_CHARS of the answer each.
+    fake_openai.script(ok(VALID_RESOURCES, hang_after_chunks=2 + second_starts // CHUNK_CHARS))
+    sink = RecordingSink()
+
+    work = asyncio.create_task(get_provider().resources(hooks_request(), sink))
+    async with asyncio.timeout(5):
+        while not sink.reported_items():
+            await asyncio.sleep(0.01)
+    assert sink.reported_items() == [Resource.model_validate(first).model_dump(mode="json")]
+    assert not work.done()
+    resources, _ = await work
+
+    stalled, retried = sink.answers()
+    assert calls(stalled) == [[Resource.model_validate(first).model_dump(mode="json")]]
+    assert calls(retried) == [[item.model_dump(mode="json")] for item in resources.items]
+    assert len(fake_openai.requests) == 2
+
+
+async def test_quiz_reporting_stops_at_an_invalid_question_and_the_reask_starts_over(
+    fake_openai,
+):
+    first, second = VALID_QUIZ["questions"]
+    fake_openai.script(ok({"questions": [first, {**second, "correct_answers": [5]}, first]}))
+    sink = RecordingSink()
+
+    quiz, _ = await get_provider().quiz(hooks_request(), sink)
+
+    invalid, reasked = sink.answers()
+    assert calls(invalid) == [[Question.model_validate(first).model_dump(mode="json")]]
+    assert calls(reasked) == [[question.model_dump(mode="json")] for question in quiz.questions]
+    assert quiz == Quiz.model_validate(VALID_QUIZ)
+
+
 # --- Permanent errors and secrets ----------------------------------------------
 
 
@@ -405,3 +486,9 @@ async def test_streamed_tutorial_completes_with_live_progress(
         "concept_start",
         "concept_complete",
     ]
+    # The text reached the stream while it was written, and adds up to what is stored.
+    live = LiveClient()
+    for event in received:
+        live.apply(event)
+    [written] = live.held.values()
+    assert live.deltas >= 5 and written.strip() == LONG_TUTORIAL.strip()

@@ -1,7 +1,8 @@
 """The shared provider policy without HTTP: a scripted transport stands where a
-model's stream would, so re-asks, backoff rounds, truncation, signs of life and
-closing the stream are checked on their own (DESIGN §6, I3). The OpenAI transport
-itself is tested over real HTTP in test_openai_provider.py."""
+model's stream would, so re-asks, backoff rounds, truncation, signs of life,
+closing the stream and what is reported while the answer is written (live
+content) are checked on their own (DESIGN §5, §6, I3). The OpenAI transport itself
+is tested over real HTTP in test_openai_provider.py."""
 
 import asyncio
 import json
@@ -25,8 +26,9 @@ from generation.providers.base import (
 )
 from generation.providers.output import parse_tutorial
 from generation.providers.policy import Policy, backoff_delay
-from generation.schemas import ResourceList
-from tests.support.fake_openai import VALID_RESOURCES, VALID_TUTORIAL
+from generation.schemas import Quiz, Resource, ResourceList
+from tests.support.fake_openai import VALID_QUIZ, VALID_RESOURCES, VALID_TUTORIAL
+from tests.support.output import RecordingSink
 
 REQUEST = GenerationRequest(
     roadmap_title="Learn React",
@@ -57,6 +59,7 @@ class ScriptedTransport:
         self.script = list(script)
         self.requests: list[tuple[Messages, type[pydantic.BaseModel] | None]] = []
         self.closed = 0
+        self.sent = 0  # chunks yielded so far, over every request
 
     async def stream(
         self, messages: Messages, *, schema: type[pydantic.BaseModel] | None = None
@@ -68,6 +71,7 @@ class ScriptedTransport:
                 raise step
             for chunk in step:
                 await asyncio.sleep(0)
+                self.sent += 1
                 yield chunk
         finally:
             self.closed += 1
@@ -232,6 +236,157 @@ def test_backoff_doubles_with_jitter(settings):
     for failed_rounds in (1, 2, 3):
         full = 2 ** (failed_rounds - 1)
         assert full / 2 <= backoff_delay(failed_rounds) <= full
+
+
+# --- What is reported while the answer is written (live content) ---------------
+
+LIVE_TUTORIAL = (
+    VALID_TUTORIAL + "\n## 小结\n\n钩子让函数组件拥有状态 🎣✨，副作用在渲染之后运行。👍🏽\n"
+)
+THREE_RESOURCES = {
+    "items": [
+        *VALID_RESOURCES["items"],
+        {
+            "title": "自定义 Hook 练习 🎣",
+            "url": "https://react.dev/learn/reusing-logic-with-custom-hooks",
+            "type": "exercise",
+            "description": "把重复的逻辑提取成 Hook。",
+            "estimated_minutes": 45,
+        },
+    ]
+}
+THREE_QUESTIONS = {
+    "questions": [
+        *VALID_QUIZ["questions"],
+        {
+            "question_id": "q3",
+            "type": "multiple_choice",
+            "question": "Which are built-in hooks? {pick two}",
+            "options": ["useState", "useFetch", "useEffect"],
+            "correct_answers": [0, 2],
+            "explanation": "useFetch is a custom hook someone wrote.",
+            "difficulty": "medium",
+        },
+    ]
+}
+CHUNK_CHARS = 7
+
+
+def in_chunks(text: str) -> list[Chunk]:
+    """The text in CHUNK_CHARS pieces, as a model streams it."""
+    chunks = [
+        Chunk(text=text[start : start + CHUNK_CHARS], model="scripted-model")
+        for start in range(0, len(text), CHUNK_CHARS)
+    ]
+    chunks[-1] = Chunk(text=chunks[-1].text, model="scripted-model", finish_reason="stop")
+    return chunks
+
+
+def chunk_number(offset: int) -> int:
+    """Which chunk of in_chunks (counting from 1) carries the character at offset."""
+    return offset // CHUNK_CHARS + 1
+
+
+def dumped(items: list[dict], item_schema: type[pydantic.BaseModel]) -> list[dict]:
+    return [item_schema.model_validate(item).model_dump(mode="json") for item in items]
+
+
+def calls(answer: list[tuple]) -> list:
+    return [value for _, value, _ in answer]
+
+
+async def test_tutorial_text_is_reported_chunk_by_chunk_as_it_arrives():
+    chunks = answer(LIVE_TUTORIAL, pieces=25)
+    transport = ScriptedTransport(chunks)
+    sink = RecordingSink(clock=lambda: transport.sent)
+
+    draft, _ = await Policy(transport).tutorial(REQUEST, nothing, sink)
+
+    assert sink.calls[0][0] == "restart"
+    [reported] = sink.answers()
+    assert calls(reported) == [chunk.text for chunk in chunks]
+    assert "".join(sink.texts()) == LIVE_TUTORIAL
+    # Each delta as its chunk arrives, not once the answer is whole.
+    assert [sent for _, _, sent in reported] == list(range(1, len(chunks) + 1))
+    assert draft.markdown.strip() == LIVE_TUTORIAL.strip()
+
+
+async def test_reask_after_unusable_output_restarts_then_reports_only_the_new_answer():
+    first = answer("# Cut short\n\nThe model ran out of tok", finish_reason="length")
+    second = answer(LIVE_TUTORIAL, pieces=10)
+    sink = RecordingSink()
+
+    await Policy(ScriptedTransport(first, second)).tutorial(REQUEST, nothing, sink)
+
+    kinds = [kind for kind, _, _ in sink.calls]
+    assert kinds == ["restart", *["text"] * len(first), "restart", *["text"] * len(second)]
+    assert "".join(sink.texts()) == LIVE_TUTORIAL
+
+
+async def test_every_transient_retry_round_restarts(settings):
+    settings.GENERATION_TRANSIENT_ATTEMPTS = 3
+    cut = answer(LIVE_TUTORIAL, finish_reason=None, pieces=6)[:4]
+    whole = answer(LIVE_TUTORIAL, pieces=6)
+    transport = ScriptedTransport(cut, ProviderUnavailable("503"), whole)
+    sink = RecordingSink()
+
+    await Policy(transport).tutorial(REQUEST, nothing, sink)
+
+    kinds = [kind for kind, _, _ in sink.calls]
+    assert kinds == ["restart", *["text"] * 4, "restart", "restart", *["text"] * 6]
+    assert "".join(sink.texts()) == LIVE_TUTORIAL
+
+
+@pytest.mark.parametrize(
+    ("content", "payload"), [("resources", THREE_RESOURCES), ("quiz", THREE_QUESTIONS)]
+)
+async def test_items_are_reported_one_at_a_time_as_they_complete(content, payload):
+    [(key, items)] = payload.items()
+    text = json.dumps(payload, ensure_ascii=False)
+    chunks = in_chunks(text)
+    transport = ScriptedTransport(chunks)
+    sink = RecordingSink(clock=lambda: transport.sent)
+
+    parsed, _ = await getattr(Policy(transport), content)(REQUEST, sink)
+
+    final = [item.model_dump(mode="json") for item in getattr(parsed, key)]
+    [reported] = sink.answers()
+    assert calls(reported) == [[item] for item in final]  # whole items, once each, in order
+    spans = [json.dumps(item, ensure_ascii=False) for item in items]
+    starts = [text.index(span) for span in spans]
+    ends = [start + len(span) for start, span in zip(starts, spans, strict=True)]
+    for (_, _, sent), next_start, next_end in zip(reported[:-1], starts[1:], ends[1:], strict=True):
+        # Known complete as the next item begins: before the chunk that completes it.
+        assert sent == chunk_number(next_start) < chunk_number(next_end - 1)
+    # The last one only when the answer is whole.
+    assert reported[-1][2] == len(chunks)
+
+
+async def test_reporting_stops_at_the_first_invalid_item_and_the_reask_starts_over():
+    first, second, third = THREE_RESOURCES["items"]
+    # Had it skipped the invalid item, the third would show as the fourth begins.
+    bad = {"items": [first, {**second, "type": "podcast"}, third, first]}
+    transport = ScriptedTransport(
+        in_chunks(json.dumps(bad)), in_chunks(json.dumps(THREE_RESOURCES))
+    )
+    sink = RecordingSink()
+
+    resources, _ = await Policy(transport).resources(REQUEST, sink)
+
+    bad_answer, good_answer = sink.answers()
+    assert calls(bad_answer) == [dumped([first], Resource)]
+    assert calls(good_answer) == [[item] for item in dumped(THREE_RESOURCES["items"], Resource)]
+    assert sink.reported_items() == [item.model_dump(mode="json") for item in resources.items]
+
+
+async def test_items_of_an_answer_sent_at_once_are_all_reported():
+    text = json.dumps(VALID_QUIZ)
+    sink = RecordingSink()
+
+    quiz, _ = await Policy(ScriptedTransport(answer(text, pieces=1))).quiz(REQUEST, sink)
+
+    assert sink.reported_items() == [q.model_dump(mode="json") for q in quiz.questions]
+    assert quiz == Quiz.model_validate(VALID_QUIZ)
 
 
 # --- Reading a tutorial's Markdown ------------------------------------------------

@@ -134,7 +134,7 @@ async def test_previous_version_stays_readable_while_regenerating_and_after_fail
     first = (await api.get(url, headers=auth(alice))).json()
     assert first["content_version"] == 1
 
-    # Resources and quiz pause a fifth of the delay once: 5 s, whatever the load.
+    # Every answer takes the whole delay: in flight long enough, whatever the load.
     settings.OFFLINE_PROVIDER_DELAY_SECONDS = 25.0
     task_id = (await api.post(retry, headers=auth(alice))).json()["data"]["task_id"]
     during = await api.get(url, headers=auth(alice))

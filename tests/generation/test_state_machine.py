@@ -35,7 +35,7 @@ def test_late_result_of_superseded_attempt_is_ignored(roadmap, no_runner):
     run_b = runner.begin_item(item_id=GenerationItem.objects.get(task=second).pk)
     draft = TutorialDraft(title="Late", summary="from A", markdown="# Late A")
     assert runner.complete_item(run_a, draft=draft, model_name="a") is False
-    assert liveness.heartbeat(run_a, progressed=True) is False
+    assert liveness.heartbeat([run_a], renewing=[run_a]) == set()
 
     content = tutorial_of(roadmap)
     assert content.status == "generating" and content.attempt_id == run_b.attempt_id
@@ -55,7 +55,7 @@ def test_admin_reset_fences_the_running_attempt_and_closes_its_task(roadmap, no_
 
     assert services.reset_status(content=tutorial_of(roadmap), status="pending")
 
-    assert liveness.heartbeat(run, progressed=True) is False
+    assert liveness.heartbeat([run], renewing=[run]) == set()
     assert (
         runner.complete_item(
             run, draft=TutorialDraft(title="t", summary="s", markdown="m"), model_name="x"

@@ -1,6 +1,6 @@
 """The API's error table: every domain error answers the status DESIGN §4 gives
-it, and a 429 says with `code` whether a rate limit or the cap on active work
-refused the start."""
+it, and a 429 says with `code` whether a rate limit, the cap on active work or
+the daily token budget refused the start."""
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -20,10 +20,12 @@ DOCUMENTED_STATUS = {
     "selection_too_large": 400,  # "A selection above the cap … answers 400"
     "not_generated": 404,  # "404 with {"detail", "status"} when no version was ever completed"
     "file_missing": 404,
+    "not_generating": 404,  # "When the pair is not generating: 404 {"detail", "status"}"
     "already_generating": 409,  # "409 — already generating"
     "task_not_running": 409,  # "Cancelling a finished task answers 409"
     "generation_in_flight": 409,  # "DELETE … 409 while any of its content is generating"
     "active_limit": 429,  # "The cap on active work answers 429 with "code": "active_limit""
+    "budget_exceeded": 429,  # "would take the user past the daily token budget answers 429"
 }
 
 

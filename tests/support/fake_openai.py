@@ -2,7 +2,8 @@
 
 The provider is tested over real HTTP through the real SDK (never by patching it).
 The server answers POST /v1/chat/completions, as JSON or as a server-sent event
-stream, from a per-test script of behaviours; when the script is empty it answers
+stream, from a per-test script of behaviours, cut at the request's
+`max_completion_tokens` as a real server cuts it; when the script is empty it answers
 with valid content for the requested content type. It records every request and
 the most requests it ever had in flight at once, and when clients closed their
 connections before the answer ended.
@@ -16,6 +17,7 @@ Register as a plugin (`pytest_plugins = ["tests.support.fake_openai"]`), then:
 """
 
 import json
+import re
 import select
 import socket
 import struct
@@ -31,6 +33,7 @@ from typing import Any
 import pytest
 
 FAKE_API_KEY = "sk-test-secret-4f9c2b7e1d8a6035"
+TOKENS_PER_MESSAGE = 3
 FAKE_MODEL = "fake-gpt-test"
 CHUNK_CHARS = 40
 # In an answer's text, replaced as each chunk is sent by its send time
@@ -98,6 +101,25 @@ VALID_QUIZ = {
 }
 
 
+FAKE_TOKEN = re.compile(r"[\u4e00-\u9fff]|[^\W\u4e00-\u9fff]+|[^\w\s]")
+
+
+def fake_token_count(text: str) -> int:
+    """The fake's tokenizer: words, each punctuation mark, each CJK character (not
+    the product's estimate, which it checks)."""
+    return len(FAKE_TOKEN.findall(text))
+
+
+def within_token_limit(text: str, finish_reason: str, body: dict[str, Any]) -> tuple[str, str]:
+    """The answer as a server gives it under the request's `max_completion_tokens`:
+    cut after that many tokens, with finish_reason "length"."""
+    limit = body.get("max_completion_tokens")
+    tokens = list(FAKE_TOKEN.finditer(text))
+    if limit is None or len(tokens) <= limit:
+        return text, finish_reason
+    return (text[: tokens[limit - 1].end()] if limit else ""), "length"
+
+
 @dataclass
 class Behaviour:
     """One scripted answer. `kind` is ok | error | malformed | hang | reset.
@@ -132,6 +154,7 @@ class Behaviour:
     reset: bool = False
     finish_reason: str = "stop"
     before_finish: Callable[[], None] | None = None
+    usage: bool = True  # a stream that asks for usage gets it (False: a server that never does)
 
 
 def ok(content: Any = None, **options: Any) -> Behaviour:
@@ -211,6 +234,7 @@ class FakeOpenAI:
 
     def __init__(self, default: Behaviour | None = None) -> None:
         self.requests: list[RecordedRequest] = []
+        self.usage_reported: list[dict[str, int]] = []  # the usage chunks sent, in order
         self.default = default or Behaviour()  # the answer when the script is empty
         self.delay = 0.0  # added before every answer (concurrency tests)
         self.in_flight = 0
@@ -341,7 +365,11 @@ class _Handler(BaseHTTPRequestHandler):
         return json.dumps(behaviour.content)
 
     def _completion(self, behaviour: Behaviour, body: dict[str, Any]) -> dict[str, Any]:
-        content = None if behaviour.refusal else self._text(behaviour, body)
+        content, finish_reason = None, behaviour.finish_reason
+        if not behaviour.refusal:
+            content, finish_reason = within_token_limit(
+                self._text(behaviour, body), finish_reason, body
+            )
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
@@ -355,7 +383,7 @@ class _Handler(BaseHTTPRequestHandler):
                         "content": content,
                         "refusal": behaviour.refusal,
                     },
-                    "finish_reason": behaviour.finish_reason,
+                    "finish_reason": finish_reason,
                     "logprobs": None,
                 }
             ],
@@ -368,10 +396,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("cache-control", "no-cache")
         self.end_headers()
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        finish_reason = behaviour.finish_reason
         if behaviour.refusal:
             deltas = [{"role": "assistant", "refusal": behaviour.refusal}]
         else:
-            text = self._text(behaviour, body)
+            text, finish_reason = within_token_limit(
+                self._text(behaviour, body), finish_reason, body
+            )
             pieces = [text[i : i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)]
             deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in pieces]
         for index, delta in enumerate(deltas):
@@ -388,9 +419,34 @@ class _Handler(BaseHTTPRequestHandler):
             self._pause(behaviour.chunk_delay)
         if behaviour.before_finish is not None:
             behaviour.before_finish()
-        self._event(self._chunk(completion_id, {}, behaviour.finish_reason))
+        self._event(self._chunk(completion_id, {}, finish_reason))
+        if behaviour.usage and (body.get("stream_options") or {}).get("include_usage"):
+            self._event(
+                self._usage_chunk(
+                    completion_id,
+                    body,
+                    "".join(delta.get("content") or delta.get("refusal") or "" for delta in deltas),
+                )
+            )
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
+
+    def _usage_chunk(self, completion_id: str, body: dict[str, Any], answer: str) -> dict:
+        """OpenAI's last chunk when a stream asks for usage: no choices, the counts."""
+        prompt = sum(
+            TOKENS_PER_MESSAGE + fake_token_count(str(m.get("content", "")))
+            for m in body.get("messages", [])
+        )
+        completion = fake_token_count(answer)
+        chunk = self._chunk(completion_id, {}, None)
+        chunk["choices"] = []
+        chunk["usage"] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        self.server_fake.usage_reported.append(chunk["usage"])
+        return chunk
 
     def _chunk(self, completion_id: str, delta: dict, finish_reason: str | None) -> dict:
         return {

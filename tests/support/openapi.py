@@ -17,6 +17,11 @@ DOCUMENTED_ANSWERS = {
         "401",
         "404",
     },
+    ("get", "/api/v1/roadmaps/{roadmap_id}/concepts/{concept_id}/{content_type}/draft/"): {
+        "200",
+        "401",
+        "404",
+    },
     ("post", "/api/v1/roadmaps/{roadmap_id}/concepts/{concept_id}/{content_type}/retry/"): {
         "202",
         "400",
@@ -36,4 +41,5 @@ DOCUMENTED_ANSWERS = {
     ("post", "/api/v1/roadmaps/{roadmap_id}/generate/"): {"200", "202", "401", "404", "429"},
     ("get", "/api/v1/tasks/{task_id}/"): {"200", "400", "401", "404"},
     ("post", "/api/v1/tasks/{task_id}/cancel/"): {"202", "401", "404", "409", "429"},
+    ("get", "/api/v1/usage/"): {"200", "400", "401", "404"},
 }

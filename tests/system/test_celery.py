@@ -18,6 +18,7 @@ import pytest
 import websockets
 from asgiref.sync import sync_to_async
 from django.db import connections
+from prometheus_client.parser import text_string_to_metric_families
 
 from generation import services
 from generation.errors import WorkerLost
@@ -144,9 +145,14 @@ def test_batch_of_50_is_spread_over_two_workers(start_stack, alice, make_roadmap
     assert set(statuses.values_list("status", flat=True)) == {"completed"}
     events = assert_coherent_stream(task)
     assert len(events) == 50 * 2 + 1
-    # Each worker's own log names the generations it finished.
+    # Each worker's own log names the generations it finished; a worker logs a
+    # task's success just after the commit the database already shows.
+    wait_until(
+        lambda: sum(worker.succeeded_tasks() for worker in stack.workers) == 50,
+        timeout=10,
+        message="the workers did not log 50 successes",
+    )
     done_by = [worker.succeeded_tasks() for worker in stack.workers]
-    assert sum(done_by) == 50
     assert all(count > 0 for count in done_by), done_by
 
 
@@ -158,6 +164,7 @@ def test_killed_worker_mid_batch_ends_every_pair_within_the_lease(start_stack, a
         OFFLINE_PROVIDER_DELAY_SECONDS=delay,
         GENERATION_CONCURRENCY=concurrency,
         GENERATION_LEASE_SECONDS=lease,
+        METRICS_TOKEN="metrics-token",
     )
     doomed, survivor = stack.workers
     roadmap = make_roadmap(alice, concepts=16)
@@ -211,6 +218,23 @@ def test_killed_worker_mid_batch_ends_every_pair_within_the_lease(start_stack, a
     events = assert_coherent_stream(task)
     failures = [event for event in events if event.type == "concept_failed"]
     assert len(failures) == task.failed and all(event.body["retryable"] for event in failures)
+
+    # /metrics counts what both workers did, the dead one's completions included, and
+    # each pair its lease failed, whichever process swept it.
+    scraped = httpx.get(
+        f"{stack.servers[0].url}/metrics",
+        headers={"Authorization": "Bearer metrics-token"},
+        timeout=10,
+    )
+    assert scraped.status_code == 200, scraped.text
+    samples = [s for f in text_string_to_metric_families(scraped.text) for s in f.samples]
+    completed = sum(
+        s.value
+        for s in samples
+        if s.name == "roadmap_generations_total" and s.labels["outcome"] == "completed"
+    )
+    [expiries] = [s.value for s in samples if s.name == "roadmap_lease_expiries_total"]
+    assert (completed, expiries) == (task.completed, task.failed)
 
 
 def test_work_queued_behind_another_task_outlives_the_lease_but_a_lost_message_does_not(
@@ -334,7 +358,7 @@ async def test_live_text_from_a_worker_reaches_clients_of_both_servers_exactly_o
     so far in Redis and publishes its changes there; a client of either daphne,
     subscribed from the start or reconnecting mid-stream, ends with the stored
     Markdown, every delta following on from what it held."""
-    fake_openai.default = ok(LONG_TUTORIAL, chunk_delay=0.02)  # about 4 s
+    fake_openai.default = ok(LONG_TUTORIAL, chunk_delay=0.05)  # about 10 s
     stack = await sync_to_async(start_stack)(
         workers=1,
         GENERATION_PROVIDER="openai",

@@ -7,13 +7,7 @@ Real processes (daphne, Celery workers) against PostgreSQL and a Redis: marked
 them (tests/conftest.py), and the embedded pass deselects them."""
 
 import json
-import shutil
-import socket
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 
 import httpx
 import psycopg
@@ -23,11 +17,12 @@ import websockets.sync.client
 
 from generation.models import GenerationItem
 from roadmaps.models import ConceptContent
-from tests.conftest import auth, require_service
+from tests.conftest import auth
 from tests.support import processes
 from tests.support.celery_workers import running_stack
 from tests.support.fake_openai import streaming_seconds
 from tests.support.lifecycle import assert_coherent_stream, wait_until, wait_until_finished
+from tests.support.redis_server import private_redis
 
 pytestmark = [
     pytest.mark.distributed,
@@ -126,60 +121,6 @@ def test_connections_killed_as_a_generation_completes_leave_nothing_generating(
 
 
 # --- Redis stopped in the middle of a batch ----------------------------------
-
-
-@dataclass
-class PrivateRedis:
-    """A redis-server of this test's own, with an append-only file, so stopping it
-    disturbs no one else and a restart keeps the queued messages (the deployment
-    guide's advice for queued work that must survive Redis)."""
-
-    port: int
-    directory: Path
-    process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        command = [
-            shutil.which("redis-server") or "redis-server",
-            "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory),
-        ]  # fmt: skip
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        wait_until(self.answers, 10, "the private Redis did not start")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-    def answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-
-@contextmanager
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    require_service("redis-server", shutil.which("redis-server") is not None, "not on PATH")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    redis = PrivateRedis(port=port, directory=tmp_path / "redis")
-    redis.directory.mkdir()
-    redis.start()
-    try:
-        yield redis
-    finally:
-        redis.stop()
 
 
 def stream_frames(url: str, timeout: float) -> tuple[list[dict], int | None]:

@@ -1,15 +1,17 @@
 """The reference web client in a real browser: headless Chromium
 (Debian's `chromium` and `chromium-driver`, through selenium) against a real
 daphne on this test's database, the way a person uses it: log in through the
-form, click, watch the badges change without reloading, survive a server
-restart, and never run a script that came from a model.
+form, click, watch the badges change without reloading, watch a tutorial being
+written (across a reload), survive a server restart, and never run a script that
+came from a model.
 
 The browser may reach 127.0.0.1 only (every other host name is unresolvable),
 so the page also proves it loads nothing from a CDN.
 
 Marked `browser`: deselected by default, run once in CI (.ci/run) beside the
 fuzz. WEB_CLIENT_SCREENSHOT=path saves the roadmap page mid-batch (mixed
-statuses) to that path: how docs/web-client.png is made."""
+statuses) to that path: how docs/web-client.png is made; LIVE_TUTORIAL_SCREENSHOT=path
+saves a tutorial's viewer mid-stream: how docs/images/live-tutorial.png is made."""
 
 import io
 import os
@@ -578,3 +580,181 @@ def test_no_browser_binary_fails_in_ci_instead_of_skipping(monkeypatch):
     monkeypatch.setattr(os.path, "exists", lambda path: False)
     with pytest.raises(pytest.fail.Exception):
         browser_binaries()
+
+
+# What a page loaded meanwhile reads and draws while a draft is written:
+# window.__draftReads counts its GET …/draft, window.__live keeps the stream's
+# live events, window.__liveOffsets every length the viewer showed, and
+# window.__lastLive the viewer's last live drawing (before the stored content
+# replaced it).
+LIVE_RECORDER = """
+window.__draftReads = 0;
+window.__live = [];
+window.__liveOffsets = [];
+window.__lastLive = null;
+const nativeFetch = window.fetch;
+window.fetch = function (resource, init) {
+  if (String(resource).endsWith("/draft")) window.__draftReads += 1;
+  return nativeFetch.call(this, resource, init);
+};
+const NativeSocket = window.WebSocket;
+window.WebSocket = function (url, protocols) {
+  const ws = new NativeSocket(url, protocols);
+  ws.addEventListener("message", (message) => {
+    const event = JSON.parse(message.data);
+    if (event.type === "content_snapshot" || event.type === "content_delta") {
+      window.__live.push(event);
+    }
+  });
+  return ws;
+};
+window.WebSocket.prototype = NativeSocket.prototype;
+new MutationObserver(() => {
+  const live = document.querySelector("#viewer-body > [data-live]");
+  if (!live) return;
+  const offset = Number(live.dataset.offset);
+  if (window.__liveOffsets.at(-1) !== offset) window.__liveOffsets.push(offset);
+  window.__lastLive = {offset: offset, html: live.innerHTML};
+}).observe(document, {subtree: true, childList: true, characterData: true, attributes: true});
+"""
+
+
+@contextmanager
+def live_recorded(driver: WebDriver) -> Iterator[None]:
+    """Pages loaded meanwhile record their draft reads and drawings (LIVE_RECORDER)."""
+    script = driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": LIVE_RECORDER}
+    )
+    try:
+        yield
+    finally:
+        driver.execute_cdp_cmd(
+            "Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]}
+        )
+
+
+def recorded(driver: WebDriver, name: str):
+    return driver.execute_script(f"return window.{name}")
+
+
+def live_offset(driver: WebDriver) -> int | None:
+    """The length (code points) the viewer shows of a draft; None when not live."""
+    offsets = recorded(driver, "__liveOffsets")
+    return offsets[-1] if offsets else None
+
+
+def start_and_view(driver: WebDriver, concept_id: str, content_type: str):
+    pair = badge(driver, concept_id, content_type)
+    pair.find_element(By.CSS_SELECTOR, "button.retry").click()
+    wait(driver, lambda _: pair.get_attribute("data-status") == "generating", 5)
+    pair.find_element(By.CSS_SELECTOR, "button.view").click()
+    return pair
+
+
+def stored_tutorial(server: DaphneServer, user, roadmap, concept_id: str) -> dict:
+    answer = httpx.get(
+        f"{server.http_url}/api/v1/roadmaps/{roadmap.pk}/concepts/{concept_id}/tutorial",
+        headers={"Authorization": f"Token {user.token}"},
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def wait_stored_tutorial_shown(driver: WebDriver, pair) -> str:
+    """Waits for the completed tutorial in the viewer; its rendered HTML."""
+    viewer = driver.find_element(By.ID, "viewer")
+    wait(driver, lambda _: pair.get_attribute("data-status") == "completed", 30)
+    wait(driver, lambda _: viewer.get_attribute("data-state") == "ready", 10)
+    article = driver.find_element(By.CSS_SELECTOR, "#viewer-body > article.tutorial")
+    assert article.get_attribute("data-live") is None  # the stored one
+    assert not driver.find_elements(By.CSS_SELECTOR, "#viewer-body .writing")
+    return article.get_attribute("innerHTML")
+
+
+def test_a_tutorial_is_shown_as_it_is_written_and_continues_after_a_reload(
+    browser, alice, make_roadmap, settings, tmp_path
+):
+    """The viewer of a generating tutorial shows its Markdown growing, with a
+    writing note. A reload mid-stream starts from the text so far (the draft),
+    not from nothing, and goes on from there: the last live drawing is the stored
+    tutorial, rendered the same way, neither short of it nor repeating any of it."""
+    roadmap = make_roadmap(alice)
+    env = server_env(settings, OFFLINE_PROVIDER_DELAY_SECONDS=8)
+
+    with live_recorded(browser), daphne_server(tmp_path, **env) as server:
+        log_in(browser, server, alice)
+        open_roadmap(browser, roadmap)
+        pair = start_and_view(browser, "c001", "tutorial")
+        viewer = browser.find_element(By.ID, "viewer")
+
+        wait(browser, lambda d: (live_offset(d) or 0) > 0, 10, "no live text appeared")
+        first = live_offset(browser)
+        wait(browser, lambda d: live_offset(d) > first, 10, "the live text did not grow")
+        assert viewer.get_attribute("data-state") == "live"
+        assert browser.find_element(By.CSS_SELECTOR, "#viewer-body .writing").text == "Writing…"
+        heading = "#viewer-body > [data-live] h1"  # Markdown, rendered as it grows
+        wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, heading), 10, "no heading")
+        assert browser.find_element(By.CSS_SELECTOR, heading).text.startswith("Concept 1")
+        assert pair.get_attribute("data-status") == "generating"
+        if os.environ.get("LIVE_TUTORIAL_SCREENSHOT"):  # once there is more to see
+            wait(browser, lambda d: "a step towards" in d.find_element(By.ID, "viewer-body").text)
+            browser.save_screenshot(os.environ["LIVE_TUTORIAL_SCREENSHOT"])
+        before = live_offset(browser)
+        offsets = recorded(browser, "__liveOffsets")
+        assert offsets == sorted(offsets) and len(offsets) >= 2, offsets
+
+        browser.refresh()
+        wait_connected(browser)
+        pair = badge(browser, "c001", "tutorial")
+        assert pair.get_attribute("data-status") == "generating"  # still being written
+        pair.find_element(By.CSS_SELECTOR, "button.view").click()
+        stored_html = wait_stored_tutorial_shown(browser, pair)
+        tutorial = stored_tutorial(server, alice, roadmap, "c001")
+
+    after = recorded(browser, "__liveOffsets")
+    assert after[0] >= before, (before, after)  # went on from the text so far
+    assert after == sorted(after) and len(after) >= 2, after  # and grew from there
+    last = recorded(browser, "__lastLive")
+    assert last["offset"] == len(tutorial["markdown"])
+    assert last["html"] == stored_html
+    assert "Concept 1: a first tutorial" in stored_html
+
+
+def test_a_chinese_tutorial_with_an_emoji_is_followed_by_code_point_offsets(
+    browser, alice, make_roadmap, settings, tmp_path
+):
+    """Offsets count code points, as Python does: after the emoji (two UTF-16
+    units, one code point) every delta still follows on, with no re-read."""
+    name = "React Hooks 基础 🚀"
+    framework = {
+        "stages": [
+            {
+                "name": "基础",
+                "modules": [{"name": "Hooks", "concepts": [{"concept_id": "hooks", "name": name}]}],
+            }
+        ]
+    }
+    roadmap = make_roadmap(alice, framework=framework, preferences={"language": "zh-CN"})
+    env = server_env(settings, OFFLINE_PROVIDER_DELAY_SECONDS=4)
+
+    with live_recorded(browser), daphne_server(tmp_path, **env) as server:
+        log_in(browser, server, alice)
+        open_roadmap(browser, roadmap)
+        pair = start_and_view(browser, "hooks", "tutorial")
+        stored_html = wait_stored_tutorial_shown(browser, pair)
+        tutorial = stored_tutorial(server, alice, roadmap, "hooks")
+
+    markdown = tutorial["markdown"]
+    assert f"# {name}：入门教程" in markdown
+    after_emoji = markdown.index("🚀") + 1
+    deltas = [
+        event
+        for event in recorded(browser, "__live")
+        if event["type"] == "content_delta" and event["offset"] >= after_emoji
+    ]
+    assert len(deltas) >= 2, recorded(browser, "__live")
+    assert recorded(browser, "__draftReads") == 1  # the viewer's opening read only
+    last = recorded(browser, "__lastLive")
+    assert last["offset"] == len(markdown)
+    assert last["html"] == stored_html
+    assert "入门教程" in stored_html

@@ -10,7 +10,9 @@
 // event never wins.
 //
 // Model output reaches the page only as text (textContent), except the tutorial's
-// Markdown, which is rendered with raw HTML escaped and then sanitised (DOMPurify).
+// Markdown, which is rendered with raw HTML escaped and then sanitised (DOMPurify),
+// the same way while it is being written (live_draft.js keeps the text in step)
+// as once it is stored.
 "use strict";
 
 (function () {
@@ -67,6 +69,7 @@
     if (changed && announce) {
       announcer.textContent = format(words.announce, { ...values, concept: conceptName(badge) });
     }
+    if (changed) viewedStatusChanged(conceptId, contentType, status);
   }
 
   function setProgress(conceptId, contentType, percentage) {
@@ -138,6 +141,8 @@
       return;
     }
     if (!event || typeof event.type !== "string" || event.type === "pong") return;
+    // Live text is not a status: never re-applied after a REST read.
+    if (event.type === "content_snapshot" || event.type === "content_delta") return receiveLive(event);
     apply(event);
     if (buffered) buffered.push(event);
     if (typeof event.id === "number" && event.id > cursor) cursor = event.id;
@@ -357,72 +362,170 @@
     }
   }
 
+  function resourceEntry(item) {
+    const entry = element("li");
+    const href = safeHref(item.url);
+    const title = href ? element("a", item.title) : element("span", item.title);
+    if (href) {
+      title.href = href;
+      title.rel = "noopener noreferrer";
+      title.target = "_blank";
+    }
+    entry.append(title);
+    const meta = [item.type, item.estimated_minutes ? format(words.minutes, { minutes: item.estimated_minutes }) : ""];
+    entry.append(element("span", ` (${meta.filter(Boolean).join(", ")})`, "meta"));
+    if (item.description) entry.append(element("p", item.description));
+    return entry;
+  }
+
+  function questionEntry(question) {
+    const entry = element("li");
+    entry.append(element("p", question.question, "question"));
+    const options = element("ol", null, "options");
+    options.type = "A";
+    (question.options || []).forEach((option) => options.append(element("li", option)));
+    entry.append(options);
+    const letters = (question.correct_answers || []).map((i) => String.fromCharCode(65 + i));
+    const answer = element("details");
+    answer.append(element("summary", format(words.answer, { answers: letters.join(", ") })));
+    if (question.explanation) answer.append(element("p", question.explanation));
+    entry.append(answer);
+    return entry;
+  }
+
+  // The element each viewer fills, and how one item (a resource, a question) is drawn.
+  const LAYOUT = {
+    tutorial: { container: () => element("article", null, "tutorial") },
+    resources: { container: () => element("ul", null, "resources"), entry: resourceEntry },
+    quiz: { container: () => element("ol", null, "quiz"), entry: questionEntry },
+  };
+
   const VIEWERS = {
     tutorial(data) {
-      const article = element("article", null, "tutorial");
+      const article = LAYOUT.tutorial.container();
       article.innerHTML = renderMarkdown(data.markdown);
       return article;
     },
     resources(data) {
       if (!data.items.length) return element("p", words.noResources);
-      const list = element("ul", null, "resources");
-      for (const item of data.items) {
-        const entry = element("li");
-        const href = safeHref(item.url);
-        const title = href ? element("a", item.title) : element("span", item.title);
-        if (href) {
-          title.href = href;
-          title.rel = "noopener noreferrer";
-          title.target = "_blank";
-        }
-        entry.append(title);
-        const meta = [item.type, item.estimated_minutes ? format(words.minutes, { minutes: item.estimated_minutes }) : ""];
-        entry.append(element("span", ` (${meta.filter(Boolean).join(", ")})`, "meta"));
-        if (item.description) entry.append(element("p", item.description));
-        list.append(entry);
-      }
+      const list = LAYOUT.resources.container();
+      data.items.forEach((item) => list.append(resourceEntry(item)));
       return list;
     },
     quiz(data) {
-      const list = element("ol", null, "quiz");
-      for (const question of data.questions) {
-        const entry = element("li");
-        entry.append(element("p", question.question, "question"));
-        const options = element("ol", null, "options");
-        options.type = "A";
-        question.options.forEach((option) => options.append(element("li", option)));
-        entry.append(options);
-        const letters = (question.correct_answers || []).map((i) => String.fromCharCode(65 + i));
-        const answer = element("details");
-        answer.append(element("summary", format(words.answer, { answers: letters.join(", ") })));
-        if (question.explanation) answer.append(element("p", question.explanation));
-        entry.append(answer);
-        list.append(entry);
-      }
+      const list = LAYOUT.quiz.container();
+      data.questions.forEach((question) => list.append(questionEntry(question)));
       return list;
     },
   };
 
-  async function view(badge) {
+  // The pair the viewer shows: {conceptId, contentType, live: LiveDraft or null}.
+  let viewed = null;
+
+  function pairUrl(pair) {
+    return `${roadmapUrl}concepts/${encodeURIComponent(pair.conceptId)}/${pair.contentType}`;
+  }
+
+  function view(badge) {
     const conceptId = badge.closest(".concept").dataset.concept;
     const contentType = badge.dataset.type;
     viewerTitle.textContent = `${conceptName(badge)} — ${words.types[contentType]}`;
-    viewerBody.replaceChildren(element("p", words.loading));
     viewer.dataset.type = contentType;
-    viewer.dataset.state = "loading";
     if (!viewer.open) viewer.showModal();
+    show({ conceptId, contentType }, badge.dataset.status);
+  }
+
+  // Live while the pair is generating, its stored content otherwise.
+  function show(pair, status, { keep = false } = {}) {
+    if (viewed && viewed.live) viewed.live.stop();
+    viewed = { conceptId: pair.conceptId, contentType: pair.contentType, live: null };
+    viewerBody.removeAttribute("aria-busy");
+    if (!keep) {
+      viewerBody.replaceChildren(element("p", words.loading));
+      viewer.dataset.state = "loading";
+    }
+    if (status === "generating") showLive(viewed);
+    else showStored(viewed);
+  }
+
+  async function showStored(pair) {
+    let content;
     try {
-      const url = `${roadmapUrl}concepts/${encodeURIComponent(conceptId)}/${contentType}`;
-      viewerBody.replaceChildren(VIEWERS[contentType](await request("GET", url)));
+      content = VIEWERS[pair.contentType](await request("GET", pairUrl(pair)));
     } catch (error) {
       const status = error.body && error.body.status;
       const text = error.status === 404 && status
         ? format(words.notYet, { status: words.statuses[status] || status })
         : format(words.requestFailed, { detail: error.message });
-      viewerBody.replaceChildren(element("p", text));
+      content = element("p", text);
     }
+    if (viewed !== pair) return; // closed, or showing something newer
+    viewerBody.replaceChildren(content);
     viewer.dataset.state = "ready";
   }
+
+  // --- Live drafts (live_draft.js keeps the text; this draws it) --------------
+
+  function showLive(pair) {
+    viewerBody.setAttribute("aria-busy", "true");
+    pair.live = new LiveDraft({
+      kind: pair.contentType === "tutorial" ? "text" : "items",
+      read: () => request("GET", `${pairUrl(pair)}/draft`),
+      show: (draft) => drawLive(pair, draft),
+      failed: (error) => {
+        if (viewed !== pair) return;
+        viewerBody.removeAttribute("aria-busy");
+        // 404: no longer generating; its status event is on its way.
+        if (error.status === 404) return showStored(pair);
+        viewerBody.replaceChildren(element("p", format(words.requestFailed, { detail: error.message })));
+        viewer.dataset.state = "ready";
+      },
+    });
+    pair.live.start();
+  }
+
+  function drawLive(pair, draft) {
+    if (viewed !== pair) return;
+    // Follow the writing unless the reader scrolled up.
+    const following = viewer.scrollHeight - viewer.scrollTop - viewer.clientHeight < 48;
+    const layout = LAYOUT[pair.contentType];
+    let container = viewerBody.querySelector(":scope > [data-live]");
+    if (!container || draft.replaced) {
+      container = layout.container();
+      container.dataset.live = "";
+      viewerBody.replaceChildren(container, element("p", words.writing, "writing"));
+    }
+    container.dataset.offset = String(draft.length);
+    if (draft.text !== undefined) {
+      container.innerHTML = renderMarkdown(draft.text);
+    } else {
+      draft.items.slice(container.childElementCount).forEach((item) => container.append(layout.entry(item)));
+    }
+    viewer.dataset.state = "live";
+    if (following) viewer.scrollTop = viewer.scrollHeight;
+  }
+
+  function isViewed(conceptId, contentType) {
+    return viewed !== null && viewed.conceptId === conceptId && viewed.contentType === contentType;
+  }
+
+  function receiveLive(event) {
+    if (isViewed(event.concept_id, event.content_type) && viewed.live) viewed.live.receive(event);
+  }
+
+  // concept_complete (or failed, or any change) of the viewed pair: the stored
+  // content replaces the live text, which is first shown to its last delta.
+  function viewedStatusChanged(conceptId, contentType, status) {
+    if (!viewer.open || !isViewed(conceptId, contentType)) return;
+    if (status === "generating" && viewed.live && !viewed.live.stopped) return;
+    if (viewed.live) viewed.live.flush();
+    show(viewed, status, { keep: viewed.live !== null });
+  }
+
+  viewer.addEventListener("close", () => {
+    if (viewed && viewed.live) viewed.live.stop();
+    viewed = null;
+  });
 
   // --- Wiring -----------------------------------------------------------------
 
