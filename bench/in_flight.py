@@ -74,13 +74,16 @@ def task_row(database_url: str, task_id: str) -> tuple[str, int, int]:
         return connection.execute(query + "%s", [task_id]).fetchone()
 
 
-def fake_provider(stream_seconds: float = STREAM_SECONDS) -> tuple[subprocess.Popen, str]:
+def fake_provider(
+    stream_seconds: float = STREAM_SECONDS, stamped_chars: int | None = None
+) -> tuple[subprocess.Popen, str]:
     """The fake OpenAI server in its own process, streaming each answer over
-    `stream_seconds`, and its base URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.fake_openai", str(stream_seconds)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    `stream_seconds`, and its base URL. With `stamped_chars`, tutorials are that
+    long and each chunk carries its send time (fake_openai.stamped_tutorial)."""
+    command = [sys.executable, "-m", "tests.support.fake_openai", str(stream_seconds)]
+    if stamped_chars:
+        command.append(str(stamped_chars))
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     return process, process.stdout.readline().strip()
 
 

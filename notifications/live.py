@@ -37,6 +37,10 @@ LIVE_INTERVAL_SECONDS = 0.1
 STORE_TIMEOUT_SECONDS = 2.0
 # After a failed store write, the writer waits this long before it tries again.
 STORE_RETRY_SECONDS = 2.0
+# Connections to the Redis store per event loop. Every running attempt writes
+# every 100 ms; past this many writes at once, a write waits for a connection
+# (within STORE_TIMEOUT_SECONDS) instead of failing.
+STORE_CONNECTIONS = 50
 
 
 @dataclass(frozen=True)
@@ -154,11 +158,16 @@ class RedisStore:
         with self._lock:
             client = self._clients.get(loop)
             if client is None:
-                client = self._clients[loop] = self._redis.asyncio.Redis.from_url(
+                # A blocking pool: redis-py's default one raises at once when its
+                # 100 connections are in use, failing every write past the hundredth.
+                pool = self._redis.asyncio.BlockingConnectionPool.from_url(
                     self.url,
+                    max_connections=STORE_CONNECTIONS,
+                    timeout=STORE_TIMEOUT_SECONDS,
                     socket_timeout=STORE_TIMEOUT_SECONDS,
                     socket_connect_timeout=STORE_TIMEOUT_SECONDS,
                 )
+                client = self._clients[loop] = self._redis.asyncio.Redis(connection_pool=pool)
         return client
 
     def _sync_client(self):

@@ -167,7 +167,7 @@ if REDIS_URL:
         "default": {
             # Pub/sub: one SUBSCRIBE per stream or topic per process (the hub's),
             # one PUBLISH per event (docs/decisions/0007-event-hub.md).
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "BACKEND": "roadmap_project.patches.channels_redis.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": [REDIS_URL]},
         }
     }

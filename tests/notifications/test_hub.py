@@ -238,7 +238,7 @@ async def test_redis_down_and_back_loses_nothing_and_repeats_nothing(
         redis.up = True
         settings.CHANNEL_LAYERS = {
             "default": {
-                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "BACKEND": "roadmap_project.patches.channels_redis.RedisPubSubChannelLayer",
                 "CONFIG": {"hosts": [redis.url]},
             }
         }

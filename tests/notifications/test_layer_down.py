@@ -28,7 +28,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 UNREACHABLE_REDIS = {
     "default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "BACKEND": "roadmap_project.patches.channels_redis.RedisPubSubChannelLayer",
         "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]},
     }
 }
@@ -115,7 +115,7 @@ async def test_live_delivery_resumes_when_the_layer_comes_back(
     async with RedisSwitch(redis_url) as redis:
         settings.CHANNEL_LAYERS = {
             "default": {
-                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "BACKEND": "roadmap_project.patches.channels_redis.RedisPubSubChannelLayer",
                 "CONFIG": {"hosts": [redis.url]},
             }
         }

@@ -59,7 +59,7 @@ def settings_with_credentials(settings):
     settings.CELERY_BROKER_URL = REDIS_WITH_PASSWORD
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "BACKEND": "roadmap_project.patches.channels_redis.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": [REDIS_WITH_PASSWORD]},
         }
     }

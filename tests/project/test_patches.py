@@ -7,10 +7,14 @@ import asyncio
 import inspect
 import textwrap
 import threading
+import uuid
 
+import pytest
+import redis.asyncio
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext, iscoroutinefunction, sync_to_async
 from channels import layers
 from channels.layers import get_channel_layer
+from channels_redis import pubsub
 from daphne.ws_protocol import WebSocketProtocol
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
@@ -23,8 +27,10 @@ from django.tasks.backends.dummy import DummyBackend
 from django.test import override_settings
 
 import roadmap_project.asgi  # applies the patches
+import roadmap_project.settings
 from roadmap_project.patches import asgiref as asgiref_patch
 from roadmap_project.patches import channels as channels_patch
+from roadmap_project.patches import channels_redis as channels_redis_patch
 from roadmap_project.patches import daphne as daphne_patch
 from roadmap_project.patches import django as django_patch
 
@@ -72,9 +78,92 @@ def test_the_in_memory_layer_walks_at_most_once_a_second(monkeypatch):
     assert len(walks) == 2
 
 
+def test_channels_sends_to_each_group_member_through_a_task_of_its_own():
+    group_send = inspect.getsource(layers.InMemoryChannelLayer.group_send)
+    send = inspect.getsource(layers.InMemoryChannelLayer.send)
+
+    assert "ops.append(asyncio.create_task(self.send(channel, message)))" in group_send
+    assert "for send_result in asyncio.as_completed(ops):" in group_send
+    assert "await" not in send.split('"""')[-1]  # a send never waits
+
+
+async def test_the_in_memory_group_send_reaches_every_member_without_suspending():
+    layer = channels_patch.InMemoryChannelLayer()
+    members = [await layer.new_channel() for _ in range(3)]
+    for member in members:
+        await layer.group_add("group", member)
+
+    sending = layer.group_send("group", {"type": "t"})
+    with pytest.raises(StopIteration):
+        sending.send(None)  # done at its first step: no loop iteration needed
+
+    assert [(await layer.receive(member))["type"] for member in members] == ["t", "t", "t"]
+
+
 def test_the_in_memory_layer_is_the_embedded_modes():
     if not settings.REDIS_URL:
         assert isinstance(get_channel_layer(), channels_patch.InMemoryChannelLayer)
+
+
+def test_channels_redis_publishes_one_message_per_round_trip_under_the_shard_lock():
+    upstream = pubsub.RedisSingleShardConnection
+
+    assert statements(upstream.publish) == [
+        "async with self._lock:\n"
+        "    self._ensure_redis()\n"
+        "    await self._redis.publish(channel, message)"
+    ]
+    assert list(inspect.signature(upstream.__init__).parameters) == [
+        "self",
+        "host",
+        "channel_layer",
+    ]
+    assert "RedisSingleShardConnection(host, self) for host in decode_hosts(hosts)" in (
+        inspect.getsource(pubsub.RedisPubSubLoopLayer.__init__)
+    )
+    # Every operation of the layer goes through _get_layer, which keeps one per loop.
+    assert "layer = obj._get_layer()" in inspect.getsource(pubsub._async_proxy)
+    assert "self._layers[loop] = layer" in inspect.getsource(
+        pubsub.RedisPubSubChannelLayer._get_layer
+    )
+
+
+async def test_the_redis_layer_sends_concurrent_publishes_in_batches_in_order(
+    redis_url, monkeypatch
+):
+    rounds = []
+    execute = redis.asyncio.client.Pipeline.execute
+
+    async def counted(self, *args, **kwargs):
+        rounds.append(len(self.command_stack))
+        return await execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.asyncio.client.Pipeline, "execute", counted)
+    layer = channels_redis_patch.RedisPubSubChannelLayer(hosts=[redis_url])
+    group = f"test-batches-{uuid.uuid4().hex}"
+    channel = await layer.new_channel()
+    await layer.group_add(group, channel)
+    try:
+        await asyncio.gather(*(layer.group_send(group, {"type": "t", "n": n}) for n in range(300)))
+        received = [(await layer.receive(channel))["n"] for _ in range(300)]
+    finally:
+        await layer.flush()
+
+    assert received == list(range(300))
+    assert sum(rounds) == 300 and len(rounds) < 300
+
+
+async def test_a_publish_the_redis_layer_cannot_send_fails():
+    layer = channels_redis_patch.RedisPubSubChannelLayer(hosts=["redis://127.0.0.1:1/0"])
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await asyncio.wait_for(layer.group_send("test-unreachable", {"type": "t"}), 10)
+
+
+def test_the_redis_layer_is_the_distributed_modes():
+    if settings.REDIS_URL:
+        assert isinstance(get_channel_layer(), channels_redis_patch.RedisPubSubChannelLayer)
+    named = "roadmap_project.patches.channels_redis.RedisPubSubChannelLayer"
+    assert named in inspect.getsource(roadmap_project.settings)
 
 
 def test_django_begins_commits_rolls_back_and_closes_through_the_private_hooks():

@@ -36,6 +36,10 @@ FAKE_API_KEY = "sk-test-secret-4f9c2b7e1d8a6035"
 TOKENS_PER_MESSAGE = 3
 FAKE_MODEL = "fake-gpt-test"
 CHUNK_CHARS = 40
+# In an answer's text, replaced as each chunk is sent by its send time
+# (time.time(), 17 characters: seconds with six decimals), so that a client can time
+# each chunk's way to it (bench/live_content.py). Never split across two chunks.
+SEND_TIME = "@@@send-time@@@@@"
 
 VALID_TUTORIAL = (
     "# React Hooks: a first tutorial\n\n"
@@ -409,6 +413,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if behaviour.reset:
                     self._reset()
                 return  # HTTP/1.0 without content-length: the close ends the body
+            if SEND_TIME in delta.get("content", ""):
+                delta = {"content": delta["content"].replace(SEND_TIME, f"{time.time():17.6f}")}
             self._event(self._chunk(completion_id, delta, None))
             self._pause(behaviour.chunk_delay)
         if behaviour.before_finish is not None:
@@ -518,18 +524,31 @@ def fake_openai(settings):
     reset_provider()
 
 
-def streaming_seconds(seconds: float) -> Behaviour:
-    """The default valid answers, a tutorial streamed over about `seconds` (a real
-    model's pace; the shorter JSON answers take less)."""
-    chunks = 1 + -(-len(VALID_TUTORIAL) // CHUNK_CHARS)
-    return Behaviour(kind="ok", chunk_delay=seconds / chunks)
+def streaming_seconds(seconds: float, tutorial: str | None = None) -> Behaviour:
+    """The default valid answers, a tutorial (`tutorial`, else VALID_TUTORIAL)
+    streamed over about `seconds` (a real model's pace; the shorter JSON answers
+    take less)."""
+    chunks = 1 + -(-len(tutorial or VALID_TUTORIAL) // CHUNK_CHARS)
+    return Behaviour(kind="ok", content=tutorial, chunk_delay=seconds / chunks)
+
+
+def stamped_tutorial(chars: int) -> str:
+    """A valid tutorial of about `chars` characters whose every chunk after the
+    first two carries its send time (SEND_TIME), each placeholder inside one chunk."""
+    header = "# Live content bench\n\nEvery line below says when the fake server sent it"
+    header += "." * (-(len(header) + 2) % CHUNK_CHARS) + "\n\n"
+    line = f"{SEND_TIME} sent, then some text.\n"
+    assert len(line) == CHUNK_CHARS and len(header) % CHUNK_CHARS == 0
+    return header + line * max(1, (chars - len(header)) // CHUNK_CHARS)
 
 
 if __name__ == "__main__":
-    # A standalone server for benchmarks: `python -m tests.support.fake_openai SECONDS`
-    # streams every answer over SECONDS and prints its base URL.
+    # A standalone server for benchmarks: `python -m tests.support.fake_openai SECONDS
+    # [CHARS]` streams every answer over SECONDS and prints its base URL; with CHARS,
+    # tutorials are stamped_tutorial(CHARS).
     import sys
 
-    fake = FakeOpenAI(default=streaming_seconds(float(sys.argv[1]))).start()
+    tutorial = stamped_tutorial(int(sys.argv[2])) if len(sys.argv) > 2 else None
+    fake = FakeOpenAI(default=streaming_seconds(float(sys.argv[1]), tutorial)).start()
     print(fake.base_url, flush=True)
     threading.Event().wait()

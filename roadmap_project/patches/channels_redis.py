@@ -1,0 +1,70 @@
+"""channels_redis 4.3.0's pub/sub layer (the distributed mode), with each
+process's publishes sent in batches.
+
+Upstream's `RedisSingleShardConnection.publish` takes the shard's lock for each
+PUBLISH and holds it until Redis answers, so a process publishes one message per
+round trip, one after another. On a busy event loop a round trip lasts at least
+a loop iteration: with hundreds of generations in flight (a progress event a
+second and a live change every 100 ms each), publishes queued behind the lock
+for longer than the publish timeout, live text stopped and stored events were
+left to the store catch-up. Here a shard keeps an outbox: a publish queues its
+message and waits for it to be sent; one sender task at a time sends everything
+queued as one pipeline (one round trip) under the same lock, so a longer queue
+means bigger batches, not a longer wait. Messages go out in the order they were
+queued, as with the lock.
+
+Relied on: `RedisPubSubChannelLayer._get_layer` (the per-loop layer it creates
+on first use), `RedisPubSubLoopLayer._shards`, and `RedisSingleShardConnection`'s
+`host`, `_lock`, `_ensure_redis` and `_redis`. No setting or hook batches
+publishes."""
+
+import asyncio
+from typing import Any
+
+from channels_redis import pubsub
+
+
+class BatchingShardConnection(pubsub.RedisSingleShardConnection):
+    def __init__(self, host: Any, channel_layer: Any) -> None:
+        super().__init__(host, channel_layer)
+        self._outbox: list[tuple[str, bytes, asyncio.Future]] = []
+        self._sender: asyncio.Task | None = None
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        sent = asyncio.get_running_loop().create_future()
+        self._outbox.append((channel, message, sent))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_outbox())
+        await sent
+
+    async def _send_outbox(self) -> None:
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            try:
+                async with self._lock:
+                    self._ensure_redis()
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for channel, message, _ in batch:
+                            pipe.publish(channel, message)
+                        await pipe.execute()
+            except BaseException as error:
+                for *_, sent in batch:
+                    if not sent.done():
+                        sent.set_exception(error)
+                if isinstance(error, asyncio.CancelledError):
+                    raise
+            else:
+                for *_, sent in batch:
+                    if not sent.done():
+                        sent.set_result(None)
+
+
+class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
+    """The layer to name in CHANNEL_LAYERS: upstream's, with batching shards."""
+
+    def _get_layer(self) -> pubsub.RedisPubSubLoopLayer:
+        layer = super()._get_layer()
+        if not all(isinstance(shard, BatchingShardConnection) for shard in layer._shards):
+            # The loop's layer is new: none of its shards has been used yet.
+            layer._shards = [BatchingShardConnection(shard.host, layer) for shard in layer._shards]
+        return layer
