@@ -13,7 +13,9 @@ class GenerationConfig(AppConfig):
     def ready(self) -> None:
         # Imported here, as Django asks: these modules import models, which
         # cannot load before the app registry is ready.
-        from generation import engine, liveness, selectors, services
+        from generation import checks, engine, liveness, selectors, services
+
+        del checks  # imported for its @checks.register()
         from generation.tutorial_files import delete_tutorials_with_roadmap
         from notifications.hooks import authorize_stream
         from roadmaps.hooks import start_generation

@@ -98,3 +98,12 @@ def _entry_problems(position: int, entry: Any, names: set[str]) -> list[str]:
     if not isinstance(models, dict) or set(models) - set(KINDS):
         found.append(f"{where} ({name}): models maps only {', '.join(KINDS)} to model names.")
     return found
+
+
+def refuse_to_start_if_misconfigured() -> None:
+    """For servers that run no system checks (daphne): the same problems, fatal."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    found = problems()
+    if found:
+        raise ImproperlyConfigured(" ".join(found))

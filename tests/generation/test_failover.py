@@ -245,3 +245,75 @@ async def _sleep(seconds: float) -> None:
     import asyncio
 
     await asyncio.sleep(seconds)
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        (
+            [
+                {
+                    "name": "a",
+                    "base_url": "https://a.test/v1",
+                    "api_key_env": "UNSET_KEY_VAR",
+                    "model": "m",
+                }
+            ],
+            "'UNSET_KEY_VAR' is not set",
+        ),
+        (
+            [
+                {
+                    "name": "a",
+                    "base_url": "not a url",
+                    "api_key_env": "PRIMARY_API_KEY",
+                    "model": "m",
+                }
+            ],
+            "is not an http(s) URL",
+        ),
+        (
+            [
+                {
+                    "name": "a",
+                    "base_url": "https://a.test",
+                    "api_key_env": "PRIMARY_API_KEY",
+                    "model": "m",
+                },
+                {
+                    "name": "a",
+                    "base_url": "https://b.test",
+                    "api_key_env": "PRIMARY_API_KEY",
+                    "model": "m",
+                },
+            ],
+            "the name 'a' is used twice",
+        ),
+    ],
+)
+def test_a_wrong_provider_list_stops_the_checks_and_the_server(
+    settings, monkeypatch, entries, expected
+):
+    from django.core import checks
+    from django.core.exceptions import ImproperlyConfigured
+
+    from generation.providers.config import refuse_to_start_if_misconfigured
+
+    monkeypatch.setenv("PRIMARY_API_KEY", FAKE_API_KEY)
+    monkeypatch.delenv("UNSET_KEY_VAR", raising=False)
+    settings.GENERATION_PROVIDERS = entries
+
+    errors = [m for m in checks.run_checks() if m.id == "generation.E001"]
+
+    assert len(errors) == 1 and expected in errors[0].msg
+    assert FAKE_API_KEY not in errors[0].msg
+    with pytest.raises(
+        ImproperlyConfigured, match=expected.replace("(", r"\(").replace(")", r"\)")
+    ):
+        refuse_to_start_if_misconfigured()
+
+
+def test_a_valid_provider_list_passes_the_checks(providers):
+    from django.core import checks
+
+    assert not [m for m in checks.run_checks() if m.id == "generation.E001"]
