@@ -64,7 +64,13 @@ def succeeded(name: str) -> None:
 def states(names: list[str]) -> dict[str, dict]:
     """Each provider's circuit, for health and metrics: open, failures, until when."""
     now = timezone.now()
-    rows = {row.name: row for row in ProviderCircuit.objects.filter(name__in=names)}
+    # Only GENERATION_PROVIDERS run through the failover; without it no circuit is
+    # ever written, so none is read (a scrape stays within its queries).
+    rows = (
+        {row.name: row for row in ProviderCircuit.objects.filter(name__in=names)}
+        if settings.GENERATION_PROVIDERS
+        else {}
+    )
     result = {}
     for name in names:
         row = rows.get(name)

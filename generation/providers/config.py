@@ -56,6 +56,13 @@ def configured() -> list[ProviderConfig]:
     ]
 
 
+def names() -> list[str]:
+    """The providers generations may use, by the name their usage records carry."""
+    if settings.GENERATION_PROVIDER != "openai":
+        return [settings.GENERATION_PROVIDER]
+    return [config.name for config in configured()]
+
+
 def problems() -> list[str]:
     """What is wrong with GENERATION_PROVIDERS, one sentence each (the key's value
     is never named, only its variable)."""

@@ -317,3 +317,27 @@ def test_a_valid_provider_list_passes_the_checks(providers):
     from django.core import checks
 
     assert not [m for m in checks.run_checks() if m.id == "generation.E001"]
+
+
+async def test_health_and_metrics_show_each_circuit_to_operators_only(api, providers, settings):
+    primary, _ = providers
+    settings.METRICS_TOKEN = "metrics-token-for-tests"
+    bearer = {"Authorization": "Bearer metrics-token-for-tests"}
+    primary.default = error(503)
+    for _ in range(3):
+        await get_provider().quiz(_request())
+
+    public = (await api.get("/api/v1/health")).json()
+    operators = (await api.get("/api/v1/health", headers=bearer)).json()
+    metrics = (await api.get("/metrics", headers=bearer)).text
+
+    assert "providers" not in public and public["status"] == "ok"
+    assert operators["providers"]["primary"]["open"] is True
+    assert operators["providers"]["primary"]["consecutive_failures"] == 3
+    assert operators["providers"]["secondary"] == {
+        "open": False,
+        "consecutive_failures": 0,
+        "opened_until": None,
+    }
+    assert 'roadmap_provider_circuit_open{provider="primary"} 1.0' in metrics
+    assert 'roadmap_provider_circuit_open{provider="secondary"} 0.0' in metrics
