@@ -66,24 +66,30 @@ class Failover:
                 highest = percentage
                 await on_progress(percentage)
 
-        return await self._first_up(lambda policy: policy.tutorial(request, monotonic, output))
+        return await self._first_up(
+            lambda policy: policy.tutorial(request, monotonic, output), output
+        )
 
     async def resources(
         self, request: GenerationRequest, output: OutputSink = DISCARD
     ) -> tuple[ResourceList, str]:
-        return await self._first_up(lambda policy: policy.resources(request, output))
+        return await self._first_up(lambda policy: policy.resources(request, output), output)
 
     async def quiz(
         self, request: GenerationRequest, output: OutputSink = DISCARD
     ) -> tuple[Quiz, str]:
-        return await self._first_up(lambda policy: policy.quiz(request, output))
+        return await self._first_up(lambda policy: policy.quiz(request, output), output)
 
-    async def _first_up[Answer](self, call: Callable[[Policy], Awaitable[Answer]]) -> Answer:
+    async def _first_up[Answer](
+        self, call: Callable[[Policy], Awaitable[Answer]], output: OutputSink
+    ) -> Answer:
         down: list[str] = []
         for policy in self.policies:
             if not await in_worker_thread(circuit.allows)(policy.name):
                 down.append(f"{policy.name}: circuit open")
                 continue
+            # The live draft names who writes what follows (the policy restarts it).
+            output.written_by(policy)
             try:
                 answer = await call(policy)
             except PROVIDER_DOWN as error:

@@ -13,7 +13,14 @@ from generation.errors import AllProvidersDown
 from generation.models import GenerationItem, ProviderCircuit, UsageRecord
 from generation.providers import circuit, get_provider, reset_provider
 from tests.conftest import auth
-from tests.support.fake_openai import FAKE_API_KEY, FAKE_MODEL, Behaviour, FakeOpenAI, error
+from tests.support.fake_openai import (
+    FAKE_API_KEY,
+    FAKE_MODEL,
+    VALID_TUTORIAL,
+    Behaviour,
+    FakeOpenAI,
+    error,
+)
 from tests.support.retries import (
     batch_url,
     fail_contents,
@@ -341,3 +348,23 @@ async def test_health_and_metrics_show_each_circuit_to_operators_only(api, provi
     }
     assert 'roadmap_provider_circuit_open{provider="primary"} 1.0' in metrics
     assert 'roadmap_provider_circuit_open{provider="secondary"} 0.0' in metrics
+
+
+async def test_the_live_draft_starts_over_named_after_the_secondary(providers):
+    from tests.support.output import RecordingSink
+
+    primary, _ = providers
+    primary.script(Behaviour(kind="ok", hang_after_chunks=2))
+    sink = RecordingSink()
+
+    draft, _ = await get_provider().tutorial(_request(), _no_progress, sink)
+
+    assert sink.writers == ["primary", "secondary"]
+    first, second = sink.answers()
+    # The primary's partial answer is void; the secondary's is whole.
+    assert first and "".join(sink.texts()) == VALID_TUTORIAL
+    assert second == sink.answers()[-1] and draft.title
+
+
+async def _no_progress(percentage: int) -> None:
+    pass
