@@ -368,3 +368,12 @@ async def test_the_live_draft_starts_over_named_after_the_secondary(providers):
 
 async def _no_progress(percentage: int) -> None:
     pass
+
+
+def test_the_all_down_message_is_translated():
+    from django.utils import translation
+
+    with translation.override("zh-hans"):
+        chinese = str(AllProvidersDown.public_message)
+
+    assert chinese == "所有模型服务商暂时都不可用。请稍后重试。"
