@@ -84,6 +84,7 @@ class Failover:
         self, call: Callable[[Policy], Awaitable[Answer]], output: OutputSink
     ) -> Answer:
         down: list[str] = []
+        misconfigured: list[ProviderMisconfigured] = []
         for policy in self.policies:
             if not await in_worker_thread(circuit.allows)(policy.name):
                 down.append(f"{policy.name}: circuit open")
@@ -105,9 +106,14 @@ class Failover:
                     logger.warning("Provider %s is down, failing over: %s", policy.name, error)
                 await in_worker_thread(circuit.failed)(policy.name)
                 down.append(f"{policy.name}: {type(error).__name__}")
+                if isinstance(error, ProviderMisconfigured):
+                    misconfigured.append(error)
                 continue
             await in_worker_thread(circuit.succeeded)(policy.name)
             return answer
+        if len(misconfigured) == len(self.policies):
+            # No provider is down, each is set up wrong: waiting cannot fix that.
+            raise ProviderMisconfigured("; ".join(down))
         raise AllProvidersDown("; ".join(down))
 
 

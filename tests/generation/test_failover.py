@@ -377,3 +377,20 @@ def test_the_all_down_message_is_translated():
         chinese = str(AllProvidersDown.public_message)
 
     assert chinese == "所有模型服务商暂时都不可用。请稍后重试。"
+
+
+async def test_every_provider_misconfigured_fails_for_an_operator_not_a_retry(
+    api, alice, make_roadmap, providers
+):
+    from generation.errors import ProviderRejected
+
+    primary, secondary = providers
+    primary.default = error(401)
+    secondary.default = error(404)
+    roadmap = await sync_to_async(make_roadmap)(alice)
+
+    content = await generate(api, alice, roadmap, "resources")
+
+    assert content.status == "failed"
+    assert content.public_error == str(ProviderRejected.public_message)
+    assert len(primary.requests) == 1 and len(secondary.requests) == 1
