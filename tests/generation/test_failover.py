@@ -208,7 +208,9 @@ async def test_the_circuit_opens_and_a_trial_closes_it_when_the_primary_is_back(
     assert len(secondary.requests) == 4
 
 
-async def test_a_failed_trial_reopens_the_circuit(providers, settings):
+async def test_one_caller_gets_the_trial_and_its_failure_keeps_the_circuit_open(
+    providers, settings
+):
     primary, _ = providers
     settings.GENERATION_CIRCUIT_SECONDS = 0.3
     primary.default = error(503)
@@ -218,6 +220,9 @@ async def test_a_failed_trial_reopens_the_circuit(providers, settings):
     await _sleep(0.4)
     assert await sync_to_async(circuit.allows)("primary")  # this call has the trial
     assert not await sync_to_async(circuit.allows)("primary")  # nobody else does
+    await sync_to_async(circuit.failed)("primary")
+    await _sleep(0.1)
+    assert (await sync_to_async(circuit.states)(["primary"]))["primary"]["open"]
 
 
 async def test_both_providers_down_fail_retryable_with_one_message(
