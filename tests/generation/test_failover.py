@@ -399,3 +399,27 @@ async def test_every_provider_misconfigured_fails_for_an_operator_not_a_retry(
     assert content.status == "failed"
     assert content.public_error == str(ProviderRejected.public_message)
     assert len(primary.requests) == 1 and len(secondary.requests) == 1
+
+
+async def test_among_concurrent_connections_exactly_one_gets_the_trial(providers, settings):
+    import asyncio
+
+    from django.db import connection
+
+    settings.GENERATION_CIRCUIT_SECONDS = 0.2
+    for _ in range(3):
+        await sync_to_async(circuit.failed)("primary")
+    await _sleep(0.3)
+
+    def claim() -> bool:
+        try:
+            return circuit.allows("primary")
+        finally:
+            connection.close()
+
+    # Each in a thread of its own, so each on its own database connection.
+    claims = await asyncio.gather(
+        *(sync_to_async(claim, thread_sensitive=False)() for _ in range(8))
+    )
+
+    assert sorted(claims) == [False] * 7 + [True]
