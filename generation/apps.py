@@ -13,9 +13,12 @@ class GenerationConfig(AppConfig):
     def ready(self) -> None:
         # Imported here, as Django asks: these modules import models, which
         # cannot load before the app registry is ready.
-        from generation import engine, liveness, selectors, services
+        from generation import checks, engine, liveness, selectors, services
+
+        del checks  # imported for its @checks.register()
         from generation.tutorial_files import delete_tutorials_with_roadmap
         from notifications.hooks import authorize_stream
+        from roadmap_project.health import provider_states
         from roadmaps.hooks import start_generation
 
         post_delete.connect(
@@ -26,3 +29,4 @@ class GenerationConfig(AppConfig):
         engine.run_on_each_loop(liveness.sweep_forever)
         authorize_stream.register(selectors.authorize_stream)
         start_generation.register(services.generate_new_roadmap)
+        provider_states.register(selectors.provider_states)

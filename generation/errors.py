@@ -168,6 +168,21 @@ class ProviderRejected(GenerationError):
     retryable = False
 
 
+class ProviderMisconfigured(ProviderRejected):
+    """401/403 or an unknown model: that provider's own configuration is wrong
+    (its key, its model), not the request; another provider may serve it."""
+
+
+class FirstTokenLate(ProviderTimeout):
+    """No first token within GENERATION_FIRST_TOKEN_SECONDS (failover only)."""
+
+
+class AllProvidersDown(GenerationError):
+    """Every configured provider failed or had its circuit open for this call."""
+
+    public_message = _("Every model provider is unavailable right now. Try again later.")
+
+
 class UnusableOutput(GenerationError):
     public_message = _("The model returned unusable output.")
 

@@ -38,6 +38,8 @@ from prometheus_client.core import (
 )
 
 from generation.models import GenerationItem, ItemState, LeaseExpiry, UsageRecord
+from generation.providers import circuit
+from generation.providers import config as provider_config
 from notifications.socket_count import open_connections
 from roadmap_project import monitoring
 from roadmaps.models import ConceptContent, ContentStatus, ContentType
@@ -51,7 +53,7 @@ REQUEST_LABELS = ("outcome", "content_type", "provider", "model")
 
 def configured_providers() -> list[str]:
     """The providers generations may use, by the name their usage records carry."""
-    return [settings.GENERATION_PROVIDER]
+    return provider_config.names()
 
 
 class RoadmapCollector:
@@ -216,10 +218,10 @@ def circuits() -> Metric:
         "1 while a provider's circuit is open (generations skip it), else 0.",
         labels=["provider"],
     )
-    # One provider and no circuit breaker yet: its circuit is never open. The
-    # series exists so that the alert on it (docs/operations.md) is in place.
-    for provider in configured_providers():
-        family.add_metric([provider], 0)
+    # Every configured provider has a series (0 before its first failure), so the
+    # alert on it (docs/operations.md) is in place from the start.
+    for provider, state in circuit.states(configured_providers()).items():
+        family.add_metric([provider], 1 if state["open"] else 0)
     return family
 
 

@@ -235,3 +235,15 @@ class UserBudget(models.Model):
     def __str__(self) -> str:
         limit = "unlimited" if self.daily_tokens is None else f"{self.daily_tokens} tokens"
         return f"{self.user}: {limit} a day"
+
+
+class ProviderCircuit(models.Model):
+    """One provider's circuit, shared by every process (generation.providers.circuit):
+    open while `opened_until` is in the future; past it, one trial request decides."""
+
+    name = models.CharField(max_length=100, primary_key=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    opened_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.consecutive_failures} failures"

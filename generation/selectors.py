@@ -113,3 +113,10 @@ def draft_of(content: ConceptContent) -> dict[str, Any]:
             kind: document.content,
         }
     return draft
+
+
+def provider_states() -> dict[str, dict[str, Any]]:
+    """Each configured provider's circuit, for the operators' health view."""
+    from generation.providers import circuit, config
+
+    return circuit.states(config.names())

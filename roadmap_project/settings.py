@@ -223,6 +223,14 @@ GENERATION_PROVIDER = os.environ.get(
 )
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL") or None
 OPENAI_MODEL = os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
+# OpenAI-compatible providers tried in order (DESIGN §6); empty: the OPENAI_*
+# variables above are a list of one. Validated by generation.checks.
+GENERATION_PROVIDERS = json.loads(os.environ.get("GENERATION_PROVIDERS") or "[]")
+# Failover: no first token in this long moves to the next provider; this many
+# consecutive failures open a provider's circuit for GENERATION_CIRCUIT_SECONDS.
+GENERATION_FIRST_TOKEN_SECONDS = float(os.environ.get("GENERATION_FIRST_TOKEN_SECONDS", "20"))
+GENERATION_CIRCUIT_FAILURES = int(os.environ.get("GENERATION_CIRCUIT_FAILURES", "5"))
+GENERATION_CIRCUIT_SECONDS = float(os.environ.get("GENERATION_CIRCUIT_SECONDS", "60"))
 # Connecting and sending; waiting for bytes is bounded by GENERATION_STALL_SECONDS.
 OPENAI_TIMEOUT_SECONDS = float(os.environ.get("OPENAI_TIMEOUT_SECONDS", "60"))
 # Liveness is progress (DESIGN §6): a stream with no bytes for this long is a

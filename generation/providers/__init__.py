@@ -25,6 +25,10 @@ def get_provider() -> Provider:
 
         logger.warning("Using the offline provider: content is sample text, not generated.")
         return Policy(OfflineTransport(), expected_tutorial_chars=EXPECTED_TUTORIAL_CHARS)
+    if name == "openai" and settings.GENERATION_PROVIDERS:
+        from generation.providers.failover import failover_from_settings
+
+        return failover_from_settings()
     if name == "openai":
         from generation.providers.openai import OpenAITransport
         from generation.providers.policy import Policy

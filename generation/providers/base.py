@@ -51,6 +51,10 @@ class OutputSink(Protocol):
     def restart(self) -> None:
         """A new answer begins (a re-ask, a retry): what was reported is void."""
 
+    def written_by(self, provider: "Provider") -> None:
+        """The provider (and the model asked) writing from the next answer on:
+        named before the first, and again by a failover to another provider."""
+
     def text(self, delta: str) -> None:
         """More of a tutorial's Markdown, as the model sent it."""
 
@@ -63,6 +67,9 @@ class DiscardOutput:
     """An OutputSink for callers that do not watch the answer being written."""
 
     def restart(self) -> None:
+        pass
+
+    def written_by(self, provider: "Provider") -> None:
         pass
 
     def text(self, delta: str) -> None:

@@ -22,16 +22,19 @@ from openai.types.chat import ChatCompletionChunk
 
 from generation.errors import (
     GenerationError,
+    ProviderMisconfigured,
     ProviderRateLimited,
     ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
 )
 from generation.providers.base import Chunk, InvalidOutput, Messages, report_activity
+from generation.providers.config import ProviderConfig
 from generation.providers.output import strict_json_schema
 
 TRANSPORT_NAME = "openai"
 MAX_DETAIL_CHARS = 2000
+_KIND_OF_SCHEMA = {"ResourceList": "resources", "Quiz": "quiz"}
 
 
 def _detail(exc: BaseException) -> str:
@@ -56,6 +59,9 @@ def provider_error(exc: BaseException) -> GenerationError:
             return ProviderTimeout(detail)
         if exc.status_code >= 500 or exc.status_code == 409:
             return ProviderUnavailable(detail)
+        if exc.status_code in (401, 403, 404):
+            # Its key or its model: this provider's configuration, not the request.
+            return ProviderMisconfigured(detail)
         return ProviderRejected(detail)
     if isinstance(exc, openai.APIError):
         # An error event inside a stream, after a 200 answer.
@@ -76,9 +82,10 @@ def response_format(schema: type[pydantic.BaseModel]) -> dict[str, Any]:
 class OpenAITransport:
     """Implements generation.providers.base.Transport over Chat Completions."""
 
-    name = TRANSPORT_NAME
-
-    def __init__(self) -> None:
+    def __init__(self, config: ProviderConfig | None = None) -> None:
+        # Without a configuration, the OPENAI_* settings as they are when used.
+        self.config = config
+        self.name = config.name if config is not None else TRANSPORT_NAME
         # One client per event loop: a client's connection pool belongs to the loop
         # that opened it, and work runs on several (the server's, each Celery worker
         # thread's). Forgotten with its loop; a lock, as worker threads share this.
@@ -88,7 +95,14 @@ class OpenAITransport:
 
     @property
     def model(self) -> str:
-        return settings.OPENAI_MODEL
+        return self.config.model if self.config is not None else settings.OPENAI_MODEL
+
+    def model_for(self, schema: type[pydantic.BaseModel] | None) -> str:
+        """The model asked for this kind of answer (a schema's, or the tutorial's)."""
+        if self.config is None:
+            return self.model
+        kind = "tutorial" if schema is None else _KIND_OF_SCHEMA.get(schema.__name__, "")
+        return self.config.model_for(kind)
 
     async def stream(
         self, messages: Messages, *, schema: type[pydantic.BaseModel] | None = None
@@ -97,7 +111,7 @@ class OpenAITransport:
         try:
             client = await self._client()
             stream = await client.chat.completions.create(
-                model=self.model,
+                model=self.model_for(schema),
                 messages=messages,
                 stream=True,
                 # A last chunk with the request's usage (choices empty).
@@ -127,11 +141,20 @@ class OpenAITransport:
         return held.client
 
     def _new_client(self) -> openai.AsyncOpenAI:
-        if not settings.OPENAI_API_KEY:
-            raise ProviderRejected("OPENAI_API_KEY is not set")
+        if self.config is None:
+            api_key, base_url, variable = (
+                settings.OPENAI_API_KEY,
+                settings.OPENAI_BASE_URL,
+                "OPENAI_API_KEY",
+            )
+        else:
+            api_key, base_url = self.config.api_key, self.config.base_url
+            variable = self.config.api_key_env
+        if not api_key:
+            raise ProviderMisconfigured(f"{variable} is not set")
         return openai.AsyncOpenAI(
-            api_key=settings.OPENAI_API_KEY,
-            base_url=settings.OPENAI_BASE_URL,
+            api_key=api_key,
+            base_url=base_url,
             max_retries=settings.OPENAI_MAX_RETRIES,
             # No bytes for the stall window is a timeout (the SDK raises it mid-stream
             # too); connecting and sending are bounded by OPENAI_TIMEOUT_SECONDS.

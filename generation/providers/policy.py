@@ -33,6 +33,7 @@ import pydantic
 from django.conf import settings
 
 from generation.errors import (
+    FirstTokenLate,
     OutputTruncated,
     ProviderRateLimited,
     ProviderTimeout,
@@ -149,11 +150,22 @@ class Policy:
     `expected_tutorial_chars` is the length progress is estimated against."""
 
     def __init__(
-        self, transport: Transport, *, expected_tutorial_chars: int = EXPECTED_TUTORIAL_CHARS
+        self,
+        transport: Transport,
+        *,
+        expected_tutorial_chars: int = EXPECTED_TUTORIAL_CHARS,
+        transient_rounds: int | None = None,
+        first_token_seconds: float | None = None,
     ) -> None:
         self.transport = transport
         self.name = transport.name
         self.expected_tutorial_chars = expected_tutorial_chars
+        # A provider with another behind it (generation.providers.failover) gives up
+        # sooner: after the transport's own retries (rounds 1), and without a
+        # first token in `first_token_seconds`; None: GENERATION_TRANSIENT_ATTEMPTS,
+        # and only the stall bound.
+        self.transient_rounds = transient_rounds
+        self.first_token_seconds = first_token_seconds
 
     @property
     def model(self) -> str:
@@ -240,7 +252,7 @@ class Policy:
         """Our rounds on top of the transport's retries, for transient errors only.
         No round is sent that could pass the attempt's reserved tokens (`asking`
         and `schema` are what it sends: metering.check_allowance)."""
-        rounds = max(1, settings.GENERATION_TRANSIENT_ATTEMPTS)
+        rounds = max(1, self.transient_rounds or settings.GENERATION_TRANSIENT_ATTEMPTS)
         for failed_rounds in range(1, rounds + 1):
             metering.check_allowance(asking, schema)
             try:
@@ -277,16 +289,24 @@ class Policy:
         if request is not None:
             request.asked(messages)
         async with aclosing(self.transport.stream(messages, schema=schema)) as chunks:
-            async for chunk in chunks:
-                report_activity()
-                answer.add(chunk)
-                if request is not None:
-                    request.chunk(chunk)
-                if not chunk.text:
-                    continue
-                live.received(chunk.text)
-                if progress is not None:
-                    await progress.received(answer.received)
+            try:
+                async with asyncio.timeout(self.first_token_seconds) as first_token:
+                    async for chunk in chunks:
+                        report_activity()
+                        answer.add(chunk)
+                        if request is not None:
+                            request.chunk(chunk)
+                        if chunk.text or chunk.refusal:
+                            first_token.reschedule(None)
+                        if not chunk.text:
+                            continue
+                        live.received(chunk.text)
+                        if progress is not None:
+                            await progress.received(answer.received)
+            except TimeoutError as exc:
+                if not first_token.expired():
+                    raise
+                raise FirstTokenLate(f"no first token in {self.first_token_seconds} s") from exc
         answer.check_whole()
         answer.model_name = answer.model_name or self.transport.model
         return answer

@@ -11,9 +11,13 @@ class RecordingSink:
     def __init__(self, clock: Callable[[], Any] = lambda: None) -> None:
         self.clock = clock
         self.calls: list[tuple[str, Any, Any]] = []
+        self.writers: list[str] = []  # the providers named by written_by, in order
 
     def restart(self) -> None:
         self.calls.append(("restart", None, self.clock()))
+
+    def written_by(self, provider: Any) -> None:
+        self.writers.append(provider.name)
 
     def text(self, delta: str) -> None:
         self.calls.append(("text", delta, self.clock()))
