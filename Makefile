@@ -67,12 +67,12 @@ run: demo static
 test: demo static
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# For development: everything but tests/system/ (real daphne, Celery workers, the
-# browser), the fuzz and the distributed pass's tests. One -m: a second would replace
-# the one in pyproject's addopts, not add to it. No collectstatic: only the system
-# tests' servers read what it writes.
+# For development, under a minute: everything but tests/system/ (real daphne, Celery
+# workers, the browser), the fuzz, the distributed pass's tests and the in-process
+# stress tests. One -m: a second would replace the one in pyproject's addopts, not
+# add to it. No collectstatic: only the system tests' servers read what it writes.
 test-fast: install
-	$(BIN)/python -m pytest -m 'not system and not fuzz and not browser and not distributed' $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m 'not system and not fuzz and not browser and not distributed and not stress' $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

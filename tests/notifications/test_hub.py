@@ -146,6 +146,7 @@ async def test_publishes_out_of_commit_order_arrive_in_order_once(
     assert len(reads) == 1
 
 
+@pytest.mark.stress
 async def test_a_socket_attaching_while_events_flow_misses_none(alice, make_roadmap, settings):
     """Sockets connect while the feed delivers: each replays, attaches, and has
     every event above its cursor exactly once."""
@@ -274,6 +275,7 @@ async def test_redis_down_and_back_loses_nothing_and_repeats_nothing(
         assert live[index] + caught_up[index] + after[index] == every
 
 
+@pytest.mark.stress
 async def test_connect_disconnect_cycles_leave_nothing_behind(alice, make_roadmap):
     """1,000 connections opened and closed one after another: no task, feed, group
     membership or layer channel is left behind (counted before and after)."""

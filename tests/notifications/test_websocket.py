@@ -171,6 +171,7 @@ def toggle_statuses(contents: list[ConceptContent], rounds: int) -> None:
             assert services.reset_status(content=content, status=status)
 
 
+@pytest.mark.stress
 async def test_roadmap_events_committed_during_the_replay_arrive_once_in_order(alice, make_roadmap):
     roadmap = await sync_to_async(make_roadmap)(alice, concepts=20)
     contents = await sync_to_async(list)(ConceptContent.objects.filter(roadmap=roadmap))
