@@ -155,16 +155,19 @@ def black_hole_redis():
 
 
 async def test_failure_is_recorded_even_when_publishing_it_is_slow(
-    roadmap, no_runner, fake_openai, black_hole_redis, settings
+    roadmap, no_runner, fake_openai, black_hole_redis, settings, monkeypatch
 ):
     """The heartbeat must stop before the terminal write: otherwise, while the
     failure's publish waits on a hanging layer, a beat sees the pair already moved
     on, takes it for fencing and cancels the run mid-write."""
     from asgiref.sync import sync_to_async
 
+    from notifications import services as notification_services
     from tests.support.fake_openai import error
 
     settings.GENERATION_LEASE_SECONDS = 0.2  # a beat every 50 ms
+    # Each publish gives up on the hanging layer after five beats, not the usual 2 s.
+    monkeypatch.setattr(notification_services, "PUBLISH_TIMEOUT_SECONDS", 0.25)
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
