@@ -73,7 +73,7 @@ async def test_a_client_connecting_while_the_layer_is_down_is_served_from_the_st
 ):
     """The hub's layer subscription fails: no connection ends for it, none waits
     for it once the hub knows, and new events come by the store catch-up."""
-    settings.NOTIFICATIONS_CATCH_UP_SECONDS = 1.0
+    settings.NOTIFICATIONS_CATCH_UP_SECONDS = 0.25
     roadmap = await sync_to_async(make_roadmap)(alice)
     task_id = await finished_task(roadmap, alice)
     settings.CHANNEL_LAYERS = UNREACHABLE_REDIS  # the layer manager drops its cached layers
