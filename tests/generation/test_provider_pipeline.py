@@ -73,18 +73,18 @@ async def test_generation_concurrency_caps_provider_calls_in_flight(
 ):
     settings.GENERATION_CONCURRENCY = 4
     fake_openai.delay = 0.15
-    roadmap = await sync_to_async(make_roadmap)(alice, concepts=20)
+    roadmap = await sync_to_async(make_roadmap)(alice, concepts=10)
 
     response = await api.post(
         f"/api/v1/roadmaps/{roadmap.pk}/concepts/retry-batch",
         json={"statuses": ["pending"], "content_types": ["resources", "quiz"]},
         headers=auth(alice),
     )
-    assert response.json()["data"]["total"] == 40
+    assert response.json()["data"]["total"] == 20
     task = await wait_for(lambda: task_finished(response.json()["data"]["task_id"]), within=60)
 
-    assert task.completed == 40
-    assert len(fake_openai.requests) == 40
+    assert task.completed == 20
+    assert len(fake_openai.requests) == 20
     assert fake_openai.max_in_flight == 4
 
 
