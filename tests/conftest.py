@@ -9,7 +9,7 @@ import pytest
 
 from generation.providers import reset_provider
 
-pytest_plugins = ["tests.support.fake_openai"]
+pytest_plugins = ["tests.support.fake_openai", "tests.support.flush"]
 
 DEMO_FRAMEWORK = {
     "stages": [
