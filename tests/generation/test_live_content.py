@@ -75,6 +75,7 @@ def stored_markdown(roadmap) -> str:
     return read_tutorial(content)
 
 
+@pytest.mark.stress
 async def test_every_subscriber_ends_with_the_stored_tutorial_whenever_it_subscribed(
     api, alice, make_roadmap, fake_openai
 ):
@@ -152,6 +153,7 @@ def draft_url(roadmap, content_type: str = "tutorial") -> str:
     return f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/{content_type}/draft"
 
 
+@pytest.mark.stress
 async def test_the_draft_serves_the_text_so_far_while_generating_and_404_otherwise(
     api, alice, bob, make_roadmap, fake_openai
 ):
@@ -239,6 +241,7 @@ def live_store_in(settings):
     live.store.cache_clear()
 
 
+@pytest.mark.stress
 async def test_redis_stopping_mid_stream_stops_the_live_text_not_the_generation(
     api, alice, make_roadmap, fake_openai, live_store_in, tmp_path, caplog
 ):
@@ -263,6 +266,7 @@ async def test_redis_stopping_mid_stream_stops_the_live_text_not_the_generation(
     assert any("Live content of" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.stress
 @pytest.mark.parametrize(
     ("content_type", "key", "answer"),
     [("resources", "items", VALID_RESOURCES), ("quiz", "questions", VALID_QUIZ)],
