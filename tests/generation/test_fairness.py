@@ -66,6 +66,7 @@ async def test_a_single_retry_runs_next_while_another_users_backlog_waits(
     assert backlog.status == "running" and backlog.completed < 60
 
 
+@pytest.mark.stress
 async def test_work_waiting_for_a_slot_outlives_the_lease(api, alice, make_roadmap, settings):
     """Queued items are alive while this process holds their units of work, even
     when the wait for a slot is several leases long (I3 without false positives)."""

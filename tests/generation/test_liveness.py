@@ -104,6 +104,7 @@ def test_without_progress_the_lease_runs_out_however_long_the_process_lives(
     assert len(idle_while_held) >= 2, beats
 
 
+@pytest.mark.stress
 def test_progress_renews_the_lease_past_its_length(fake_openai, alice, make_roadmap, settings):
     """The converse: a slow stream that keeps sending outlives many leases."""
     settings.GENERATION_LEASE_SECONDS = 0.4
