@@ -114,6 +114,7 @@ async def test_every_subscriber_ends_with_the_stored_tutorial_whenever_it_subscr
     await roadmap_socket.disconnect()
 
 
+@pytest.mark.stress
 async def test_deltas_are_coalesced_to_one_per_pair_per_100_ms(
     api, alice, make_roadmap, fake_openai
 ):

@@ -117,6 +117,7 @@ def test_progress_renews_the_lease_past_its_length(fake_openai, alice, make_road
     assert content_of(roadmap).status == "completed"
 
 
+@pytest.mark.stress
 def test_the_running_attempts_of_a_process_cost_one_query_a_round(
     fake_openai, alice, make_roadmap, settings, monkeypatch
 ):

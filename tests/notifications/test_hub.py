@@ -222,6 +222,7 @@ async def test_an_event_delivered_between_a_sockets_replay_and_its_attach_reache
     assert received == delivered
 
 
+@pytest.mark.stress
 async def test_redis_down_and_back_loses_nothing_and_repeats_nothing(
     alice, make_roadmap, settings, redis_url
 ):

@@ -104,6 +104,7 @@ async def test_a_client_connecting_while_the_layer_is_down_is_served_from_the_st
     assert "group_add" in operations and len(operations) == len(set(operations)), failures
 
 
+@pytest.mark.stress
 async def test_live_delivery_resumes_when_the_layer_comes_back(
     alice, make_roadmap, settings, redis_url
 ):
