@@ -155,7 +155,7 @@ async def test_an_event_committed_right_after_the_replay_read_arrives_once(
     monkeypatch.setattr(hubs, "events_after", events_after_then_commit)
     communicator, _ = await connect(f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice)
     events = await read_events(communicator, 3, within=5)
-    assert await communicator.receive_nothing(timeout=1)
+    assert await communicator.receive_nothing(timeout=0.3)
     await communicator.disconnect()
 
     assert [e["status"] for e in events] == ["failed", "pending", "failed"]
