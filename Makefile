@@ -70,9 +70,12 @@ test: demo static
 # For development, under a minute: everything but tests/system/ (real daphne, Celery
 # workers, the browser), the fuzz, the distributed pass's tests and the in-process
 # stress tests. One -m: a second would replace the one in pyproject's addopts, not
-# add to it. No collectstatic: only the system tests' servers read what it writes.
+# add to it. tests/system/ is not even collected, and Schemathesis' plugin (only its
+# fuzz uses it) not loaded: importing them takes a couple of seconds. No
+# collectstatic: only the system tests' servers read what it writes.
 test-fast: install
-	$(BIN)/python -m pytest -m 'not system and not fuzz and not browser and not distributed and not stress' $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m 'not system and not fuzz and not browser and not distributed and not stress' \
+	  --ignore=tests/system -p no:schemathesis $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
