@@ -188,6 +188,7 @@ async def test_persistent_transient_error_fails_after_bounded_retries(
     assert len(fake_openai.requests) == requests_for_one_transient_failure(settings)
 
 
+@pytest.mark.stress
 async def test_timeout_fails_within_bounded_time(fake_openai, settings):
     settings.GENERATION_STALL_SECONDS = 0.2
     fake_openai.script(*[hang(10)] * 10)
