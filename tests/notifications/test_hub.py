@@ -104,7 +104,7 @@ async def test_a_dropped_layer_message_is_read_once_for_every_socket(
     await asyncio.to_thread(record_unpublished_event, roadmap)  # the dropped one
     assert await asyncio.to_thread(services.reset_status, content=content, status="failed")
     received = [await read_events(socket, 2, within=5) for socket in sockets]
-    assert all([await socket.receive_nothing(timeout=0.1) for socket in sockets])
+    assert all(await asyncio.gather(*(socket.receive_nothing(timeout=0.1) for socket in sockets)))
     for socket in sockets:
         await socket.disconnect()
 
