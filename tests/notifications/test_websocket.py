@@ -92,7 +92,7 @@ async def test_resume_a_roadmap_stream_after_a_global_id(alice, make_roadmap):
         f"/api/v1/ws/roadmaps/{roadmap.pk}", user=alice, query=f"after={middle}"
     )
     events = await read_events(communicator, len(everything) - 3)
-    assert await communicator.receive_nothing(timeout=0.5)
+    assert await communicator.receive_nothing(timeout=0.3)
     await communicator.disconnect()
     assert events == everything[3:]
 
