@@ -144,6 +144,7 @@ async def test_generate_starts_every_pending_pair(api, alice, make_roadmap):
     assert list(final.values()).count("failed") == 1
 
 
+@pytest.mark.stress
 async def test_cancel_restores_unstarted_and_fails_in_flight_pairs(
     api, alice, make_roadmap, settings
 ):

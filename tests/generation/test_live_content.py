@@ -131,6 +131,7 @@ async def test_deltas_are_coalesced_to_one_per_pair_per_100_ms(
     assert client.snapshots + client.deltas < chunks / 3
 
 
+@pytest.mark.stress
 async def test_a_reask_starts_the_text_over_with_a_snapshot_at_offset_0(
     api, alice, make_roadmap, fake_openai
 ):
@@ -201,6 +202,7 @@ async def test_offsets_count_code_points_for_chinese_and_emoji(
     assert client.deltas > 1
 
 
+@pytest.mark.stress
 async def test_cancel_mid_stream_closes_the_provider_connection_and_ends_the_live_text(
     api, alice, make_roadmap, fake_openai
 ):

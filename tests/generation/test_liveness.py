@@ -74,6 +74,7 @@ def beats(monkeypatch) -> list[tuple[bool, bool]]:
     return seen
 
 
+@pytest.mark.stress
 def test_without_progress_the_lease_runs_out_however_long_the_process_lives(
     fake_openai, alice, make_roadmap, settings, one_round, beats
 ):

@@ -96,6 +96,7 @@ async def test_a_reasked_attempt_has_a_record_per_request(api, alice, make_roadm
     assert content.completion_tokens == sum(r.completion_tokens for r in records)
 
 
+@pytest.mark.stress
 async def test_a_cancelled_stream_is_recorded_as_cancelled_with_an_estimate(
     api, alice, make_roadmap, fake_openai
 ):
