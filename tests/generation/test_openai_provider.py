@@ -19,7 +19,7 @@ from generation.errors import (
     ProviderUnavailable,
     UnusableOutput,
 )
-from generation.providers import GenerationRequest, get_provider
+from generation.providers import GenerationRequest, get_provider, reset_provider
 from generation.schemas import Question, Quiz, Resource, ResourceList
 from generation.services import start_generation
 from notifications.models import Event
@@ -230,6 +230,8 @@ async def test_stream_cut_every_time_fails_as_unavailable(fake_openai, settings)
 
 async def test_connection_refused_is_unavailable(fake_openai, settings):
     fake_openai.stop()  # nothing listens on the port any more
+    settings.OPENAI_MAX_RETRIES = 0  # no SDK pause between refusals: our rounds suffice
+    reset_provider()
 
     with pytest.raises(ProviderUnavailable):
         await get_provider().quiz(hooks_request())
