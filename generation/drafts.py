@@ -9,7 +9,7 @@ from django.conf import settings
 from generation.providers.base import Provider
 from generation.results import ItemRun
 from generation.schemas import Quiz, ResourceList, TutorialDraft
-from notifications import live
+from notifications import live, live_store
 from roadmaps.models import ContentType, Roadmap, roadmap_topic
 
 
@@ -21,7 +21,7 @@ class LiveDraft:
             key=str(run.attempt_id),
             stream=run.task_id,
             topic=roadmap_topic(roadmap.pk),
-            kind=live.TEXT if run.content_type == ContentType.TUTORIAL else live.ITEMS,
+            kind=live_store.TEXT if run.content_type == ContentType.TUTORIAL else live_store.ITEMS,
             fields={
                 "task_id": run.task_id,
                 "roadmap_id": str(roadmap.pk),
@@ -60,6 +60,6 @@ class LiveDraft:
         await self.writer.close()
 
 
-def draft_of(attempt_id: Any) -> live.Document | None:
+def draft_of(attempt_id: Any) -> live_store.Document | None:
     """What the attempt has written so far, if it is writing."""
-    return live.read(str(attempt_id)) if attempt_id else None
+    return live_store.read(str(attempt_id)) if attempt_id else None

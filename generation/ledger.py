@@ -7,6 +7,9 @@ so concurrent writers queue and never deadlock (PostgreSQL). Internal to
 generation.state, which calls it inside its transactions; it never writes a
 content's status (the state machine does, then tells the ledger the outcome)."""
 
+from datetime import datetime
+
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import F, Sum
@@ -14,7 +17,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from generation import budgets, events
-from generation.errors import GenerationError
+from generation.errors import GenerationError, TooManyActive
 from generation.models import (
     UNFINISHED_ITEM_STATES,
     GenerationItem,
@@ -145,3 +148,18 @@ def close_task(task: GenerationTask, status: str) -> None:
     task.status = status
     task.finished_at = timezone.now()
     task.save(update_fields=["status", "finished_at"])
+
+
+def admit(user, *, starting: int, reserving: int, now: datetime) -> None:
+    """Admission control, under the owner's row lock and before anything is
+    written: refuse a start of `starting` pairs that would take the user past the
+    cap on active work (GENERATION_MAX_ACTIVE_PER_USER), or whose `reserving`
+    tokens would take them past their daily budget (generation.budgets)."""
+    if not starting:
+        return
+    lock_owner(user)
+    limit = settings.GENERATION_MAX_ACTIVE_PER_USER
+    active = active_items_of(user)
+    if active + starting > limit:
+        raise TooManyActive(active=active, starting=starting, limit=limit)
+    budgets.admit(user, starting=reserving, now=now)

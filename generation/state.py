@@ -19,10 +19,9 @@ import logging
 import uuid
 from datetime import datetime
 
-from django.conf import settings
 from django.db.models import Q
 
-from generation import budgets, events, ledger
+from generation import events, ledger
 from generation.errors import (
     AlreadyGenerating,
     Cancelled,
@@ -30,7 +29,6 @@ from generation.errors import (
     MarkedFailed,
     Superseded,
     TaskNotRunning,
-    TooManyActive,
     WorkerLost,
 )
 from generation.models import (
@@ -77,21 +75,6 @@ def _claim_all(
         return attempt_id, set()
     lost = ConceptContent.objects.filter(pk__in=pks).exclude(attempt_id=attempt_id)
     return attempt_id, set(lost.values_list("pk", flat=True))
-
-
-def _admit(user, *, starting: int, reserving: int, now: datetime) -> None:
-    """Admission control, under the owner's row lock and before anything is
-    written: refuse a start of `starting` pairs that would take the user past the
-    cap on active work (GENERATION_MAX_ACTIVE_PER_USER), or whose `reserving`
-    tokens would take them past their daily budget (generation.budgets)."""
-    if not starting:
-        return
-    ledger.lock_owner(user)
-    limit = settings.GENERATION_MAX_ACTIVE_PER_USER
-    active = ledger.active_items_of(user)
-    if active + starting > limit:
-        raise TooManyActive(active=active, starting=starting, limit=limit)
-    budgets.admit(user, starting=reserving, now=now)
 
 
 def _already_generating(content: ConceptContent, kind: str) -> Skipped:
@@ -163,7 +146,7 @@ def start(
         else:
             skipped.append(_already_generating(content, kind))
     reserving = sum(reservations[content.pk] for content in startable)
-    _admit(user, starting=len(startable), reserving=reserving, now=now)
+    ledger.admit(user, starting=len(startable), reserving=reserving, now=now)
     attempt_id, lost = _claim_all(startable, task_id=task.id, now=now, lease_until=lease_until)
     claimed: list[GenerationItem] = []
     for content in startable:

@@ -27,9 +27,8 @@ from generation.serializers import (
     RetryAnswerSerializer,
     RetryInputSerializer,
     TaskSerializer,
-    UsageQuerySerializer,
-    UsageSerializer,
 )
+from generation.usage_serializers import UsageQuerySerializer, UsageSerializer
 from notifications.selectors import stream_events
 from roadmap_project.errors import (
     NOT_FOUND,

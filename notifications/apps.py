@@ -6,6 +6,6 @@ class NotificationsConfig(AppConfig):
     verbose_name = "Event streams"
 
     def ready(self) -> None:
-        from notifications import live
+        from notifications import live_store
 
-        live.store()  # its client library loaded at start, not under a first timeout
+        live_store.store()  # its client library loaded at start, not under a first timeout

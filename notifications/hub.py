@@ -25,7 +25,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from notifications import live
+from notifications import live, live_store
 from notifications.selectors import events_after, newest_cursors
 from notifications.services import feed_group
 
@@ -89,7 +89,7 @@ class Feed:
                 self.sockets.add(socket)
                 # After its replay, the socket's snapshot of every live document
                 # of the feed, under the lock: the changes that follow find it.
-                for document in await live.documents(self.kind, self.key):
+                for document in await live_store.documents(self.kind, self.key):
                     await self.send_live_snapshot(socket, document)
 
     async def leave(self, socket: Socket) -> None:
@@ -152,11 +152,11 @@ class Feed:
                 continue
             socket.live_held[doc] = (generation, offset + size)
             await self.send_to([socket], text, cursor=None, final=False)
-        if behind and (document := await live.read_async(doc)) is not None:
+        if behind and (document := await live_store.read_async(doc)) is not None:
             for socket in behind:
                 await self.send_live_snapshot(socket, document)
 
-    async def send_live_snapshot(self, socket: Socket, document: live.Document) -> None:
+    async def send_live_snapshot(self, socket: Socket, document: live_store.Document) -> None:
         body = document.event(live.SNAPSHOT, offset=0, content=document.content)
         socket.live_held[document.key] = (document.generation, document.size)
         await self.send_to([socket], json.dumps(body), cursor=None, final=False)

@@ -9,7 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from generation.tutorial_files import read_tutorial
-from notifications import live
+from notifications import live_store
 from roadmaps.models import ConceptContent
 from tests.conftest import auth
 from tests.support.fake_openai import (
@@ -237,11 +237,11 @@ def live_store_in(settings):
 
     def point(url: str) -> None:
         settings.NOTIFICATIONS_LIVE_REDIS_URL = url
-        live.store.cache_clear()
-        live.store()
+        live_store.store.cache_clear()
+        live_store.store()
 
     yield point
-    live.store.cache_clear()
+    live_store.store.cache_clear()
 
 
 @pytest.mark.stress

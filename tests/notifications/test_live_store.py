@@ -1,20 +1,20 @@
-"""The Redis live store (notifications.live.RedisStore) with many attempts writing
+"""The Redis live store (notifications.live_store.RedisStore) with many attempts writing
 at once, as hundreds of generations in flight in one process do."""
 
 import asyncio
 import uuid
 
-from notifications import live
+from notifications import live_store
 
 
 async def test_more_writes_at_once_than_store_connections_all_land(redis_url):
-    store = live.RedisStore(redis_url)
+    store = live_store.RedisStore(redis_url)
     topic = f"test-live-store-{uuid.uuid4().hex}"
     documents = [
-        live.Document(
-            key=f"{topic}-{n}", stream=f"{topic}-{n}", topic=topic, kind=live.TEXT, fields={}
+        live_store.Document(
+            key=f"{topic}-{n}", stream=f"{topic}-{n}", topic=topic, kind=live_store.TEXT, fields={}
         )
-        for n in range(3 * live.STORE_CONNECTIONS)
+        for n in range(3 * live_store.STORE_CONNECTIONS)
     ]
     try:
         await asyncio.gather(
