@@ -314,6 +314,11 @@ class ContentMissingSerializer(serializers.Serializer):
     status = serializers.ChoiceField(ContentStatus.choices, required=False)
 
 
+@extend_schema_field(DraftItems)
+class DraftItemsField(serializers.ListField):
+    """A draft's complete items: resources or questions, as validated."""
+
+
 class DraftSerializer(serializers.Serializer):
     """What the model has written so far (DESIGN §4 "Live draft"): `text` for a
     tutorial, `items` (resources or questions) otherwise; `offset` is their length."""
@@ -325,11 +330,7 @@ class DraftSerializer(serializers.Serializer):
     model = serializers.CharField()
     offset = serializers.IntegerField(min_value=0)
     text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
-    items = serializers.SerializerMethodField()
-
-    @extend_schema_field(DraftItems)
-    def get_items(self, draft: dict) -> list[dict]:
-        return draft.get("items", [])
+    items = DraftItemsField(required=False)
 
     def to_representation(self, draft: dict) -> dict:
         """`text` or `items`, whichever the content type has, never both."""
