@@ -13,6 +13,11 @@ from notifications import live, live_store
 from roadmaps.models import ContentType, Roadmap, roadmap_topic
 
 
+def kind_of(content_type: str) -> str:
+    """A tutorial is written as text (live_store.TEXT); resources and quiz as items."""
+    return live_store.TEXT if content_type == ContentType.TUTORIAL else live_store.ITEMS
+
+
 class LiveDraft:
     """Implements generation.providers.base.OutputSink for one attempt."""
 
@@ -21,7 +26,7 @@ class LiveDraft:
             key=str(run.attempt_id),
             stream=run.task_id,
             topic=roadmap_topic(roadmap.pk),
-            kind=live_store.TEXT if run.content_type == ContentType.TUTORIAL else live_store.ITEMS,
+            kind=kind_of(run.content_type),
             fields={
                 "task_id": run.task_id,
                 "roadmap_id": str(roadmap.pk),

@@ -11,7 +11,8 @@ from django.shortcuts import get_object_or_404
 from generation import drafts
 from generation.errors import NotGenerating
 from generation.models import GenerationTask
-from generation.providers import get_provider
+from generation.providers import circuit, config, get_provider
+from notifications import live_store
 from roadmaps.models import ConceptContent, ContentStatus, ContentType, Roadmap, roadmap_topic
 from roadmaps.selectors import visible_roadmaps
 
@@ -94,7 +95,7 @@ def draft_of(content: ConceptContent) -> dict[str, Any]:
     if content.status != ContentStatus.GENERATING or content.attempt_id is None:
         raise NotGenerating(content.status)
     document = drafts.draft_of(content.attempt_id)
-    kind = "text" if content.content_type == ContentType.TUTORIAL else "items"
+    kind = drafts.kind_of(content.content_type)  # the answer's key: "text" or "items"
     provider = get_provider()
     draft = {
         "status": content.status,
@@ -103,7 +104,7 @@ def draft_of(content: ConceptContent) -> dict[str, Any]:
         "provider": provider.name,
         "model": provider.model,
         "offset": 0,
-        kind: "" if kind == "text" else [],
+        kind: "" if kind == live_store.TEXT else [],
     }
     if document is not None:
         draft |= {
@@ -117,6 +118,4 @@ def draft_of(content: ConceptContent) -> dict[str, Any]:
 
 def provider_states() -> dict[str, dict[str, Any]]:
     """Each configured provider's circuit, for the operators' health view."""
-    from generation.providers import circuit, config
-
     return circuit.states(config.names())

@@ -4,7 +4,7 @@ transaction that writes the attempt's outcome, so a record exists if and only if
 the outcome it belongs to does. A worker killed mid-attempt loses its records
 with its outcome (the sweep fails the pair; docs/operations.md)."""
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -79,19 +79,12 @@ class AttemptUsage:
 
     def _record(self, usage: RequestUsage) -> UsageRecord:
         return UsageRecord(
+            **asdict(usage),
             user_id=self.user_id,
             roadmap_id=self.roadmap_id,
             task_id=self.run.task_id,
             attempt_id=self.run.attempt_id,
             content_type=self.run.content_type,
-            provider=usage.provider,
-            model=usage.model,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            estimated=usage.estimated,
-            first_token_seconds=usage.first_token_seconds,
-            duration_seconds=usage.duration_seconds,
-            outcome=usage.outcome,
             cost=cost_of(
                 usage.model,
                 prompt_tokens=usage.prompt_tokens,

@@ -25,7 +25,6 @@ from notifications.live_store import (
     TEXT,
     Document,
     store,
-    store_append,
 )
 from notifications.services import apublish, envelope
 
@@ -189,7 +188,7 @@ class Writer:
         )
         try:
             async with asyncio.timeout(STORE_TIMEOUT_SECONDS):
-                await store_append(grown, restart=restart, content=content, ttl=self.ttl)
+                await store().append(grown, restart=restart, content=content, ttl=self.ttl)
         except Exception:
             self._store_failed(grown)
             return

@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -72,7 +73,11 @@ class MemoryStore:
         self._documents: dict[str, tuple[Document, float]] = {}
         self._lock = threading.Lock()
 
-    async def write(self, document: Document, *, ttl: float) -> None:
+    async def append(
+        self, document: Document, *, restart: bool, content: str | list[Any], ttl: float
+    ) -> None:
+        """Keep `document`, which already holds `content` (the store's common call;
+        in memory the whole document is kept, so what changed needs no replay)."""
         with self._lock:
             self._documents[document.key] = (document, time.monotonic() + ttl)
 
@@ -244,16 +249,6 @@ def store() -> MemoryStore | RedisStore:
     return RedisStore(url) if url else MemoryStore()
 
 
-async def store_append(
-    document: Document, *, restart: bool, content: str | list[Any], ttl: float
-) -> None:
-    current = store()
-    if isinstance(current, RedisStore):
-        await current.append(document, restart=restart, content=content, ttl=ttl)
-    else:
-        await current.write(document, ttl=ttl)
-
-
 def read(key: str) -> Document | None:
     """The document as the store holds it now, from any thread (views)."""
     try:
@@ -265,18 +260,19 @@ def read(key: str) -> Document | None:
 
 async def documents(kind: str, key: str) -> list[Document]:
     """The live documents of a stream or a topic, for a new subscriber's snapshots."""
-    try:
-        async with asyncio.timeout(STORE_TIMEOUT_SECONDS):
-            return await store().documents(kind, key)
-    except Exception:
-        logger.warning("Could not read live documents of %s %s", kind, key, exc_info=True)
-        return []
+    found = await _within_timeout(store().documents(kind, key), f"{kind} {key}")
+    return found or []
 
 
 async def read_async(key: str) -> Document | None:
+    return await _within_timeout(store().read(key), key)
+
+
+async def _within_timeout[Found](reading: Awaitable[Found], what: str) -> Found | None:
+    """A store read that cannot answer in time reads as nothing (I6)."""
     try:
         async with asyncio.timeout(STORE_TIMEOUT_SECONDS):
-            return await store().read(key)
+            return await reading
     except Exception:
-        logger.warning("Could not read live document %s", key, exc_info=True)
+        logger.warning("Could not read live documents of %s", what, exc_info=True)
         return None

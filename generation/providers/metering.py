@@ -34,7 +34,6 @@ COMPLETED, UNUSABLE, TRUNCATED, FAILED, CANCELLED = (
     "failed",
     "cancelled",
 )
-OUTCOMES = (COMPLETED, UNUSABLE, TRUNCATED, FAILED, CANCELLED)
 
 # The estimate where a server reports no usage, close to what BPE tokenizers
 # give: one token per word of up to ten characters (longer words one per ten),

@@ -79,6 +79,16 @@ def start_batch(server_url: str, user, roadmap, count: int) -> str:
     return response.json()["data"]["task_id"]
 
 
+async def retry_tutorial(server_url: str, user, roadmap) -> str:
+    """POST the tutorial retry of the roadmap's first concept to one server; its task id."""
+    async with httpx.AsyncClient(base_url=server_url, timeout=10) as client:
+        response = await client.post(
+            f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/tutorial/retry", headers=auth(user)
+        )
+    assert response.status_code == 202, response.text
+    return response.json()["data"]["task_id"]
+
+
 @pytest.fixture
 def one_concept_roadmap(alice, make_roadmap):
     return make_roadmap(alice, concepts=1)
@@ -101,12 +111,7 @@ async def test_retry_posted_to_one_server_reaches_a_websocket_client_on_the_othe
     server_a, server_b = stack.servers
     roadmap = one_concept_roadmap
 
-    async with httpx.AsyncClient(base_url=server_b.url, timeout=10) as client:
-        response = await client.post(
-            f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/tutorial/retry", headers=auth(alice)
-        )
-    assert response.status_code == 202, response.text
-    task_id = response.json()["data"]["task_id"]
+    task_id = await retry_tutorial(server_b.url, alice, roadmap)
 
     received = []
     ws_url = server_a.url.replace("http://", "ws://") + f"/api/v1/ws/{task_id}?token={alice.token}"
@@ -374,12 +379,7 @@ async def test_live_text_from_a_worker_reaches_clients_of_both_servers_exactly_o
     )
     server_a, server_b = stack.servers
     roadmap = one_concept_roadmap
-    async with httpx.AsyncClient(base_url=server_b.url, timeout=10) as client:
-        response = await client.post(
-            f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/tutorial/retry", headers=auth(alice)
-        )
-    assert response.status_code == 202, response.text
-    task_id = response.json()["data"]["task_id"]
+    task_id = await retry_tutorial(server_b.url, alice, roadmap)
 
     def url(server, after: int = 0) -> str:
         base = server.url.replace("http://", "ws://")
