@@ -24,7 +24,7 @@ from generation.schemas import Question, Quiz, Resource, ResourceList
 from generation.services import start_generation
 from notifications.models import Event
 from notifications.services import feed_group
-from roadmaps.models import ConceptContent
+from roadmaps.models import ConceptContent, roadmap_topic
 from tests.support.fake_openai import (
     CHUNK_CHARS,
     FAKE_API_KEY,
@@ -460,12 +460,14 @@ async def test_streamed_tutorial_completes_with_live_progress(
     content = await sync_to_async(tutorial_content)(roadmap)
     fake_openai.script(ok(LONG_TUTORIAL, delay=0.2, chunk_delay=0.002))
 
-    result = await sync_to_async(start_generation)(
-        roadmap=roadmap, user=alice, kind="retry", contents=[content]
-    )
+    # The roadmap's group, joined before the start: it carries the task's events
+    # too, and none can be published before anyone listens.
     layer = get_channel_layer()
     channel = await layer.new_channel()
-    await layer.group_add(feed_group("stream", result.task.pk), channel)
+    await layer.group_add(feed_group("topic", roadmap_topic(roadmap.pk)), channel)
+    await sync_to_async(start_generation)(
+        roadmap=roadmap, user=alice, kind="retry", contents=[content]
+    )
     # Not in the thread-sensitive executor: the runner needs that one for the database.
     assert await sync_to_async(engine.wait_until_idle, thread_sensitive=False)(timeout=10)
 
