@@ -1,6 +1,6 @@
 """Admin operations on generation (DESIGN §7): ConceptContent actions, the
-GenerationTask view, the usage records with their totals, and users' own daily
-token budgets.
+GenerationTask view, the usage records with their totals, users' own daily
+token budgets, and the providers' circuits.
 
 The ConceptContent list is defined in roadmaps/admin.py and registered here, once,
 with the actions, so roadmaps never imports generation. Every action calls the
@@ -19,7 +19,14 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from generation import budgets, services
-from generation.models import GenerationItem, GenerationTask, UsageRecord, UserBudget
+from generation.models import (
+    GenerationItem,
+    GenerationTask,
+    ProviderCircuit,
+    UsageRecord,
+    UserBudget,
+)
+from generation.providers import circuit
 from generation.usage import currency
 from generation.usage_report import usage_totals
 from notifications.selectors import stream_events
@@ -255,3 +262,27 @@ class UserBudgetAdmin(admin.ModelAdmin):
             f"{budget.used} tokens used, {budget.reserved} reserved by work in progress; "
             f"{remaining} until {budget.resets_at:%Y-%m-%d %H:%M} UTC"
         )
+
+
+@admin.register(ProviderCircuit)
+class ProviderCircuitAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Each provider's circuit as every process sees it (a row appears at its first
+    failure); an operator who fixed a provider closes its circuit here rather than
+    wait out the cool-off."""
+
+    list_display = ["name", "state", "consecutive_failures", "opened_until"]
+    actions = ["close_circuits"]
+
+    @admin.display(description="State")
+    def state(self, row: ProviderCircuit) -> str:
+        if row.opened_until is None:
+            return "closed"
+        return "open" if row.opened_until > timezone.now() else "half-open: next request is a trial"
+
+    def has_close_permission(self, request) -> bool:
+        return request.user.has_perm("generation.change_providercircuit")
+
+    @admin.action(description="Close the selected circuits", permissions=["close"])
+    def close_circuits(self, request, queryset: QuerySet) -> None:
+        closed = circuit.close(list(queryset.values_list("name", flat=True)))
+        self.message_user(request, f"Closed {closed} circuit(s).", messages.SUCCESS)

@@ -9,7 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from generation.providers.base import GenerationRequest, ProgressCallback, Provider
 
-__all__ = ["GenerationRequest", "ProgressCallback", "Provider", "get_provider"]
+__all__ = ["GenerationRequest", "ProgressCallback", "Provider", "get_provider", "load_provider"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,13 @@ def get_provider() -> Provider:
 
         return Policy(OpenAITransport())
     raise ImproperlyConfigured(f"Unknown GENERATION_PROVIDER {name!r}: use openai or offline.")
+
+
+def load_provider() -> None:
+    """At a server's or worker's start, not at its first generation: importing the
+    OpenAI SDK holds the GIL for most of a second, and in a running server every
+    socket and request would wait for it."""
+    get_provider()
 
 
 def reset_provider() -> None:

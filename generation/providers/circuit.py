@@ -6,7 +6,7 @@ process gets it (a conditional UPDATE claims it by moving `opened_until` on).
 Every change is one conditional UPDATE, so concurrent processes never lose one.
 Called from worker threads (in_worker_thread), once per provider request."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import F, Q
@@ -23,21 +23,28 @@ def _ensure(name: str) -> None:
     ProviderCircuit.objects.bulk_create([ProviderCircuit(name=name)], ignore_conflicts=True)
 
 
-def allows(name: str) -> bool:
-    """Whether a request may go to `name` now: its circuit is closed, or it is
-    past its cool-off and this call claimed the one trial."""
+def first_allowed(names: list[str]) -> int:
+    """The position in `names` of the first provider a request may go to now: its
+    circuit is closed, or past its cool-off and this call claimed the one trial
+    (of that provider only); len(names) when every one is open. One read for all
+    of them, so skipping open circuits costs no round trip of its own."""
     now = timezone.now()
-    circuit = ProviderCircuit.objects.filter(name=name).first()
-    if circuit is None or circuit.opened_until is None:
-        return True
-    if circuit.opened_until > now:
-        return False
-    # Half-open: whoever moves opened_until on has the trial; the others wait.
-    return bool(
-        ProviderCircuit.objects.filter(name=name, opened_until=circuit.opened_until).update(
-            opened_until=now + _cool_off()
-        )
+    opened = dict(
+        ProviderCircuit.objects.filter(name__in=names).values_list("name", "opened_until")
     )
+    for position, name in enumerate(names):
+        until = opened.get(name)
+        if until is None or (until <= now and _claim_trial(name, until, now)):
+            return position
+    return len(names)
+
+
+def _claim_trial(name: str, until: datetime, now: datetime) -> bool:
+    """Half-open: whoever moves opened_until on has the trial; the others wait."""
+    claimed = ProviderCircuit.objects.filter(name=name, opened_until=until).update(
+        opened_until=now + _cool_off()
+    )
+    return bool(claimed)
 
 
 def failed(name: str) -> None:
@@ -56,9 +63,17 @@ def failed(name: str) -> None:
 
 def succeeded(name: str) -> None:
     """A served request closes the circuit (a no-op write when it was closed)."""
-    ProviderCircuit.objects.filter(name=name).filter(
-        Q(consecutive_failures__gt=0) | Q(opened_until__isnull=False)
-    ).update(consecutive_failures=0, opened_until=None)
+    close([name])
+
+
+def close(names: list[str]) -> int:
+    """An operator closes these circuits (the provider is fixed): the next request
+    goes to it at once instead of after the cool-off; how many were open or counting."""
+    return (
+        ProviderCircuit.objects.filter(name__in=names)
+        .filter(Q(consecutive_failures__gt=0) | Q(opened_until__isnull=False))
+        .update(consecutive_failures=0, opened_until=None)
+    )
 
 
 def states(names: list[str]) -> dict[str, dict]:

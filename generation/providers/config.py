@@ -108,7 +108,8 @@ def _entry_problems(position: int, entry: Any, names: set[str]) -> list[str]:
 
 
 def refuse_to_start_if_misconfigured() -> None:
-    """For servers that run no system checks (daphne): the same problems, fatal."""
+    """For processes that start without heeding the system checks (daphne, Celery
+    workers): the same problems, fatal."""
     from django.core.exceptions import ImproperlyConfigured
 
     found = problems()

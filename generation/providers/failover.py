@@ -85,10 +85,14 @@ class Failover:
     ) -> Answer:
         down: list[str] = []
         misconfigured: list[ProviderMisconfigured] = []
-        for policy in self.policies:
-            if not await in_worker_thread(circuit.allows)(policy.name):
-                down.append(f"{policy.name}: circuit open")
-                continue
+        remaining = self.policies
+        while remaining:
+            names = [policy.name for policy in remaining]
+            position = await in_worker_thread(circuit.first_allowed)(names)
+            down.extend(f"{name}: circuit open" for name in names[:position])
+            if position == len(remaining):
+                break
+            policy, remaining = remaining[position], remaining[position + 1 :]
             # The live draft names who writes what follows (the policy restarts it).
             output.written_by(policy)
             try:

@@ -10,10 +10,19 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.auth.models import Permission
 from django.test import Client
+from django.utils import timezone
 
 from generation import engine, services
-from generation.models import GenerationTask, ItemState, TaskKind, TaskStatus, UsageRecord
+from generation.models import (
+    GenerationTask,
+    ItemState,
+    ProviderCircuit,
+    TaskKind,
+    TaskStatus,
+    UsageRecord,
+)
 from notifications.models import Event
 from roadmaps.models import ConceptContent, ContentStatus, Roadmap, roadmap_topic
 from tests.support.usage import DAY, PRICES, at, record, save
@@ -23,14 +32,6 @@ from tests.support.usage import DAY, PRICES, at, record, save
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = "/admin/roadmaps/conceptcontent/"
-
-
-@pytest.fixture
-def staff_client(django_user_model) -> Client:
-    django_user_model.objects.create_superuser(username="root", password="root-password")
-    client = Client()
-    assert client.login(username="root", password="root-password")
-    return client
 
 
 @pytest.fixture
@@ -488,3 +489,59 @@ def test_usage_records_cannot_be_added_edited_or_deleted(staff_client, alice):
     assert 'name="_save"' not in shown.content.decode()
     assert (edited.status_code, deleted.status_code, added.status_code) == (403, 403, 403)
     assert UsageRecord.objects.get().prompt_tokens == 100
+
+
+# --- provider circuits ----------------------------------------------------------
+
+CIRCUITS = "/admin/generation/providercircuit/"
+HOUR = dt.timedelta(hours=1)
+
+
+def test_circuits_show_their_state_and_an_operator_closes_an_open_one(staff_client):
+    now = timezone.now()
+    ProviderCircuit.objects.bulk_create(
+        [
+            ProviderCircuit(name="primary", consecutive_failures=3, opened_until=now + HOUR),
+            ProviderCircuit(name="backup", consecutive_failures=1),
+            ProviderCircuit(name="spare", consecutive_failures=2, opened_until=now - HOUR),
+        ]
+    )
+
+    listed = staff_client.get(CIRCUITS).content.decode()
+    closed = staff_client.post(
+        CIRCUITS, {"action": "close_circuits", ACTION_CHECKBOX_NAME: ["primary"]}
+    )
+
+    rows = {
+        row: re.sub(r"\s+", " ", listed.split(f">{row}<", 1)[1].split("</tr>")[0])
+        for row in ("primary", "backup", "spare")
+    }
+    assert ">open<" in rows["primary"]
+    assert ">closed<" in rows["backup"]
+    assert "half-open" in rows["spare"]
+    assert closed.status_code == 302
+    assert list(
+        ProviderCircuit.objects.order_by("name").values_list(
+            "name", "consecutive_failures", "opened_until"
+        )
+    ) == [
+        ("backup", 1, None),
+        ("primary", 0, None),
+        ("spare", 2, now - HOUR),
+    ]
+
+
+def test_a_staff_user_who_may_only_view_circuits_cannot_close_them(make_user):
+    viewer = make_user("viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_providercircuit"))
+    client = Client()
+    assert client.login(username="viewer", password="viewer-password")
+    until = timezone.now() + HOUR
+    ProviderCircuit.objects.create(name="primary", consecutive_failures=3, opened_until=until)
+
+    listed = client.get(CIRCUITS)
+    client.post(CIRCUITS, {"action": "close_circuits", ACTION_CHECKBOX_NAME: ["primary"]})
+
+    assert listed.status_code == 200
+    assert "close_circuits" not in listed.content.decode()
+    assert ProviderCircuit.objects.get().opened_until == until

@@ -24,7 +24,7 @@ from tests.support.fake_openai import (
 from tests.support.retries import (
     batch_url,
     fail_contents,
-    retry_url,
+    retry_to_the_end,
     statuses,
     task_finished,
     wait_for,
@@ -68,19 +68,6 @@ def providers(fake_openai, secondary, settings, monkeypatch):
     reset_provider()
     yield fake_openai, secondary
     reset_provider()
-
-
-async def generate(api, user, roadmap, content_type: str = "tutorial"):
-    from roadmaps.models import ConceptContent
-
-    response = await api.post(retry_url(roadmap, content_type=content_type), headers=auth(user))
-    assert response.status_code == 202, response.text
-
-    async def ended():
-        content = await ConceptContent.objects.aget(roadmap=roadmap, content_type=content_type)
-        return content if content.status in ("completed", "failed") else None
-
-    return await wait_for(ended, within=30)
 
 
 @sync_to_async
@@ -141,7 +128,7 @@ async def test_a_silent_primary_fails_over_after_the_first_token_window(
     roadmap = await sync_to_async(make_roadmap)(alice)
 
     started = time.monotonic()
-    content = await generate(api, alice, roadmap)
+    content = await retry_to_the_end(api, alice, roadmap)
 
     assert content.status == "completed" and content.provider == "secondary"
     assert 0.5 <= time.monotonic() - started < 5
@@ -160,7 +147,7 @@ async def test_a_primary_answering_401_is_logged_once_and_skipped(
     roadmap = await sync_to_async(make_roadmap)(alice)
 
     with caplog.at_level(logging.ERROR, logger="generation.providers.failover"):
-        content = await generate(api, alice, roadmap, "resources")
+        content = await retry_to_the_end(api, alice, roadmap, "resources")
 
     assert content.status == "completed" and content.provider == "secondary"
     lines = [r.getMessage() for r in caplog.records if r.name == "generation.providers.failover"]
@@ -175,7 +162,7 @@ async def test_a_rejected_request_fails_without_failover(api, alice, make_roadma
     primary.script(error(400))
     roadmap = await sync_to_async(make_roadmap)(alice)
 
-    content = await generate(api, alice, roadmap, "quiz")
+    content = await retry_to_the_end(api, alice, roadmap, "quiz")
 
     assert content.status == "failed" and not secondary.requests
     assert len(primary.requests) == 1
@@ -218,11 +205,29 @@ async def test_one_caller_gets_the_trial_and_its_failure_keeps_the_circuit_open(
     for _ in range(3):
         await provider.resources(_request())
     await _sleep(0.4)
-    assert await sync_to_async(circuit.allows)("primary")  # this call has the trial
-    assert not await sync_to_async(circuit.allows)("primary")  # nobody else does
+    claim = sync_to_async(circuit.first_allowed)
+    assert await claim(["primary"]) == 0  # this call has the trial
+    assert await claim(["primary"]) == 1  # nobody else does
     await sync_to_async(circuit.failed)("primary")
     await _sleep(0.1)
     assert (await sync_to_async(circuit.states)(["primary"]))["primary"]["open"]
+
+
+def test_one_read_skips_the_open_circuits_and_claims_only_the_trial_it_returns(
+    providers, settings, django_assert_num_queries
+):
+    for _ in range(3):
+        circuit.failed("primary")
+    with django_assert_num_queries(1):
+        assert circuit.first_allowed(["primary", "secondary"]) == 1
+
+    settings.GENERATION_CIRCUIT_SECONDS = 0.2
+    for name in ("a", "b", "a", "b", "a", "b"):
+        circuit.failed(name)
+    time.sleep(0.3)
+    assert circuit.first_allowed(["a", "b"]) == 0  # a's trial
+    assert circuit.first_allowed(["b"]) == 0  # b's is still there to claim
+    assert circuit.first_allowed(["a", "b"]) == 2
 
 
 async def test_both_providers_down_fail_retryable_with_one_message(
@@ -233,7 +238,7 @@ async def test_both_providers_down_fail_retryable_with_one_message(
     secondary.default = error(503)
     roadmap = await sync_to_async(make_roadmap)(alice)
 
-    content = await generate(api, alice, roadmap)
+    content = await retry_to_the_end(api, alice, roadmap)
 
     assert content.status == "failed"
     assert content.public_error == str(AllProvidersDown.public_message)
@@ -394,7 +399,7 @@ async def test_every_provider_misconfigured_fails_for_an_operator_not_a_retry(
     secondary.default = error(404)
     roadmap = await sync_to_async(make_roadmap)(alice)
 
-    content = await generate(api, alice, roadmap, "resources")
+    content = await retry_to_the_end(api, alice, roadmap, "resources")
 
     assert content.status == "failed"
     assert content.public_error == str(ProviderRejected.public_message)
@@ -413,7 +418,7 @@ async def test_among_concurrent_connections_exactly_one_gets_the_trial(providers
 
     def claim() -> bool:
         try:
-            return circuit.allows("primary")
+            return circuit.first_allowed(["primary"]) == 0
         finally:
             connection.close()
 

@@ -35,6 +35,7 @@ from tests.support.fake_openai import (
     VALID_TUTORIAL,
     cut,
     error,
+    events,
     hang,
     malformed,
     ok,
@@ -248,8 +249,25 @@ async def test_connection_refused_is_unavailable(fake_openai, settings):
         ok({"items": []}),  # valid JSON, empty list
         malformed(),  # the HTTP body itself is not JSON
         refusal(),
+        # Event streams of JSON that is not a completion chunk.
+        events(["a", "list"]),
+        events({"choices": {"0": {"delta": {}}}}),
+        events({"choices": 7}),
+        events({"choices": [], "usage": "many"}),
+        events({"choices": [{"delta": {"content": 5}}]}),
     ],
-    ids=["invalid-json", "schema-violation", "empty-list", "malformed-body", "refusal"],
+    ids=[
+        "invalid-json",
+        "schema-violation",
+        "empty-list",
+        "malformed-body",
+        "refusal",
+        "chunk-a-list",
+        "choices-an-object",
+        "choices-a-number",
+        "usage-a-string",
+        "content-a-number",
+    ],
 )
 async def test_unusable_output_is_reasked_then_fails(fake_openai, settings, bad_answer):
     fake_openai.script(*[bad_answer] * settings.GENERATION_OUTPUT_ATTEMPTS)

@@ -122,7 +122,7 @@ def within_token_limit(text: str, finish_reason: str, body: dict[str, Any]) -> t
 
 @dataclass
 class Behaviour:
-    """One scripted answer. `kind` is ok | error | malformed | hang | reset.
+    """One scripted answer. `kind` is ok | error | malformed | events | hang | reset.
 
     ok: `content` (str, or a dict/list sent as JSON text) answered as JSON, or as an
     event stream when the request asked for one (`None` means the default valid
@@ -137,6 +137,8 @@ class Behaviour:
     error: `status` with `body` (JSON if dict) and `headers`.
     malformed: 200 with a body that is not JSON although it says it is (`body`, a
     str, replaces the default broken text).
+    events: an event stream of `body`, a list of JSON values sent as they are, then
+    [DONE] (chunks that are JSON but not completion chunks).
     hang: sends nothing for `delay` seconds (or until the server stops), then closes.
     reset: reads the request and resets the connection (TCP RST) without answering.
     Every behaviour first waits `delay` seconds (except hang, whose delay is the hang)."""
@@ -155,6 +157,7 @@ class Behaviour:
     finish_reason: str = "stop"
     before_finish: Callable[[], None] | None = None
     usage: bool = True  # a stream that asks for usage gets it (False: a server that never does)
+    usage_counts: dict | None = None  # the usage chunk's counts, in place of the true ones
 
 
 def ok(content: Any = None, **options: Any) -> Behaviour:
@@ -177,6 +180,10 @@ def error(status: int, body: Any = None, headers: dict[str, str] | None = None) 
 
 def malformed(body: str | None = None) -> Behaviour:
     return Behaviour(kind="malformed", body=body)
+
+
+def events(*data: Any) -> Behaviour:
+    return Behaviour(kind="events", body=list(data))
 
 
 def reset() -> Behaviour:
@@ -271,8 +278,9 @@ class FakeOpenAI:
         self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._server.block_on_close = False
+        # stop() waits for serve_forever to look at its flag: at most 10 ms.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
         self._thread.start()
         return self
@@ -347,6 +355,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._reset()
         elif behaviour.kind == "error":
             self._send_json(behaviour.status, behaviour.body, behaviour.headers)
+        elif behaviour.kind == "events":
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.end_headers()
+            for data in behaviour.body:
+                self._event(data)
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
         elif behaviour.kind == "malformed":
             broken = behaviour.body or '{"id": "chatcmpl-broken", "choices": ['
             self._send_raw(200, broken.encode(), "application/json")
@@ -421,13 +437,14 @@ class _Handler(BaseHTTPRequestHandler):
             behaviour.before_finish()
         self._event(self._chunk(completion_id, {}, finish_reason))
         if behaviour.usage and (body.get("stream_options") or {}).get("include_usage"):
-            self._event(
-                self._usage_chunk(
-                    completion_id,
-                    body,
-                    "".join(delta.get("content") or delta.get("refusal") or "" for delta in deltas),
-                )
+            usage = self._usage_chunk(
+                completion_id,
+                body,
+                "".join(delta.get("content") or delta.get("refusal") or "" for delta in deltas),
             )
+            if behaviour.usage_counts is not None:
+                usage["usage"] = behaviour.usage_counts
+            self._event(usage)
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
 
