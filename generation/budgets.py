@@ -3,7 +3,10 @@ what a start reserves, and the check every start makes.
 
 A user's budget is their UserBudget row if they have one (an empty limit there
 means unlimited), else GENERATION_USER_DAILY_TOKENS (unset: unlimited). Used
-today is the sum of the user's usage records since 00:00 UTC.
+today is the sum of the user's usage records since 00:00 UTC, with no end: a
+start reads the clock before it waits for its locks, and should midnight pass
+meanwhile, what settled since is stamped with the new day and no longer
+reserved, so it must still count.
 
 A start reserves, for each pair, the most the pair's attempt can spend
 (`reservation`), and is refused whole (BudgetExceeded) when used + reserved by
@@ -75,10 +78,11 @@ def held_by(user_id, *, now: datetime):
 
 
 def budget_for(user, *, now: datetime) -> Budget:
-    """The user's budget, used and reserved tokens, in one query."""
+    """The user's budget, used and reserved tokens, in one query (used: since the
+    start of `now`'s day)."""
     start, end = day_of(now)
     used = (
-        UsageRecord.objects.filter(user=OuterRef("pk"), created_at__gte=start, created_at__lt=end)
+        UsageRecord.objects.filter(user=OuterRef("pk"), created_at__gte=start)
         .values("user")
         .annotate(tokens=Sum(F("prompt_tokens") + F("completion_tokens")))
         .values("tokens")

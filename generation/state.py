@@ -224,17 +224,17 @@ def begin_item(
 # --- ending --------------------------------------------------------------------
 
 
-def complete_item(run: ItemRun, *, version: int, fields: dict) -> bool:
+def complete_item(run: ItemRun, *, version: int, fields: dict, roadmap_id=None) -> bool:
     """Store version `version` (its `fields`) and mark the pair completed, unless
     this attempt was superseded, in which case nothing changes (I4). Returns
-    whether it landed."""
-    task = ledger.locked_task(run.task_id)
+    whether it landed. `roadmap_id`, when the caller knows it, saves looking it up."""
+    task = ledger.locked_task(run.task_id, roadmap_id=roadmap_id)
     landed = (
         ConceptContent.objects.filter(pk=run.content_id, version=version - 1)
         .held_by(run.attempt_id)
         .release(status=ContentStatus.COMPLETED, public_error="", version=version, **fields)
     )
-    item = ledger.item(run.item_id)
+    item = ledger.item(run.item_id, task=task)
     if landed:
         content = ConceptContent.objects.select_related("concept").get(pk=run.content_id)
         ledger.close_item(task, item, ItemState.COMPLETED, content=content)

@@ -15,6 +15,7 @@ from generation import ledger
 from generation.models import GenerationTask
 from roadmaps.models import ConceptContent, Roadmap
 from tests.conftest import auth, framework_with
+from tests.support.locks import another_connection_waits_for_a_lock
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -95,11 +96,6 @@ async def test_creating_a_roadmap_with_generate_past_the_cap_creates_nothing(
 async def test_creating_a_roadmap_with_generate_is_throttled_like_any_start(
     api, alice, settings, no_runner
 ):
-    from roadmap_project.throttling import throttle_cache
-
-    await sync_to_async(throttle_cache().delete)(
-        f"throttle_generation_{alice.pk}"
-    )  # Redis outlives runs
     settings.RETRY_THROTTLE_RATE = "1/minute"
     body = {"title": "T", "framework": framework_with(1)}
 
@@ -112,17 +108,6 @@ async def test_creating_a_roadmap_with_generate_is_throttled_like_any_start(
 
     assert codes == [201, 201, 429]  # creating without generate starts nothing
     assert await sync_to_async(Roadmap.objects.filter(owner=alice).count)() == 2
-
-
-def other_start_waits_for_a_lock() -> bool:
-    """Whether another connection to this database waits for a row lock
-    (PostgreSQL); the caller's transaction is open, so it holds what it locked."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
-        )
-        return cursor.fetchone()[0] > 0
 
 
 @pytest.fixture
@@ -148,7 +133,7 @@ def starts_meet_after_reading(monkeypatch):
             return active
         deadline = time.monotonic() + 10
         with met:
-            while readers < 2 and not other_start_waits_for_a_lock():
+            while readers < 2 and not another_connection_waits_for_a_lock():
                 assert time.monotonic() < deadline, "the other start never read nor waited"
                 met.wait(0.02)
         return active

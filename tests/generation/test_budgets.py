@@ -18,16 +18,21 @@ from asgiref.sync import sync_to_async
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.management import call_command
 from django.db import connection
-from django.test import Client
+from django.db.models import Sum
 from django.utils import timezone
 
-from generation import budgets, runner, services
+from generation import budgets, engine, liveness, runner, services
 from generation.errors import BudgetExceeded, ReservationSpent
 from generation.models import GenerationItem, GenerationTask, UsageRecord, UserBudget
 from generation.usage import AttemptUsage
+from notifications.models import Event
 from roadmaps.models import ConceptContent, Roadmap
+from roadmaps.services import delete_roadmap
 from tests.conftest import auth, framework_with
+from tests.support import processes
 from tests.support.fake_openai import cut, ok
+from tests.support.locks import another_connection_waits_for_a_lock
+from tests.support.parallel_starts import parallel_starts
 from tests.support.retries import batch_url, retry_url, settled, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -199,6 +204,31 @@ def test_the_budget_resets_at_midnight_utc(alice, make_roadmap, settings, no_run
     assert budgets.budget_for(alice, now=next_day).remaining == budget - one
 
 
+def test_a_start_read_after_midnight_counts_what_settled_since(
+    alice, make_roadmap, settings, no_runner
+):
+    """A start takes its time before its transaction, and may wait there for the
+    roadmap's and the owner's locks: midnight can pass in between. An attempt that
+    settled meanwhile has released its reservation and stamped its usage with the
+    new day, so the start's reading must still count it, or it would see those
+    tokens neither reserved nor used."""
+    roadmap = make_roadmap(alice)
+    pair = content(roadmap)
+    one = reservation_of(roadmap)
+    settings.GENERATION_USER_DAILY_TOKENS = one + 2_000
+    next_day = datetime(2030, 3, 10, tzinfo=UTC)
+    clock_read = next_day - timedelta(microseconds=1)
+    spend(alice, 4_000, at=next_day + timedelta(milliseconds=5))  # settled while it waited
+
+    with pytest.raises(BudgetExceeded) as refused:
+        services.start_generation(
+            roadmap=roadmap, user=alice, kind="retry", contents=[pair], now=clock_read
+        )
+
+    assert (refused.value.used, refused.value.reserved) == (4_000, 0)
+    assert not GenerationTask.objects.exists()
+
+
 async def test_a_users_own_budget_wins_over_the_default(
     api, alice, bob, make_user, make_roadmap, settings, no_runner
 ):
@@ -263,6 +293,45 @@ async def test_a_finished_generation_settles_to_its_real_usage(
     done = await sync_to_async(budgets.budget_for)(alice, now=timezone.now())
     assert (done.used, done.reserved) == (reported["total_tokens"], 0)
     assert done.remaining == 1_000_000 - reported["total_tokens"]
+
+
+async def test_an_attempt_cancelled_and_deleted_as_it_finishes_still_counts_its_spend(
+    api, alice, make_roadmap, settings, fake_openai, monkeypatch
+):
+    """The task is cancelled and its roadmap deleted (task, items and their
+    reservations with it) just before the provider's last chunk, too late for the
+    cancel to stop the request: its outcome has nowhere to go, but its tokens were
+    spent and count against the budget, as they would had the fence stopped it."""
+    settings.GENERATION_USER_DAILY_TOKENS = 1_000_000
+    # Too late, always: a fence round between the delete and the last chunk would
+    # stop the stream before its usage chunk, and the spend would be estimated. A
+    # fresh fence: the running one's thread may be in an earlier test's short sleep.
+    monkeypatch.setattr(liveness, "FENCE_CHECK_SECONDS", 60.0)
+    monkeypatch.setattr(liveness, "fence", liveness.Fence())
+    roadmap = await sync_to_async(make_roadmap)(alice)
+
+    def cancel_and_delete() -> None:  # in the fake server's thread
+        services.cancel_task(task_id=GenerationTask.objects.get().pk, user=alice)
+        delete_roadmap(roadmap=Roadmap.objects.get(pk=roadmap.pk))
+
+    fake_openai.script(ok(before_finish=cancel_and_delete))
+
+    assert (await retry(api, alice, roadmap)).status_code == 202
+    await wait_for(lambda: one_request_done(fake_openai))
+    assert await sync_to_async(engine.wait_until_idle, thread_sensitive=False)(timeout=10)
+
+    assert not await Roadmap.objects.filter(pk=roadmap.pk).aexists()
+    [reported] = fake_openai.usage_reported
+    records = UsageRecord.objects.filter(user=alice, roadmap_id=roadmap.pk)
+    assert [(r.prompt_tokens, r.completion_tokens) async for r in records] == [
+        (reported["prompt_tokens"], reported["completion_tokens"])
+    ]
+    budget = await sync_to_async(budgets.budget_for)(alice, now=timezone.now())
+    assert (budget.used, budget.reserved) == (reported["total_tokens"], 0)
+
+
+async def one_request_done(fake_openai) -> bool:
+    return len(fake_openai.requests) == 1 and fake_openai.in_flight == 0
 
 
 def test_a_cancel_releases_queued_pairs_at_once_and_running_ones_when_they_settle(
@@ -359,16 +428,6 @@ async def test_a_re_ask_after_an_unusable_answer_fits_the_reservation(
 # --- two users, many starts at once ------------------------------------------------
 
 
-def other_start_waits_for_a_lock() -> bool:
-    """Whether another connection to this database waits for a row lock (PostgreSQL)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
-        )
-        return cursor.fetchone()[0] > 0
-
-
 @pytest.fixture
 def starts_meet_after_reading_the_budget(monkeypatch):
     """Forces the race: each start, having read its user's budget in its transaction,
@@ -390,7 +449,7 @@ def starts_meet_after_reading_the_budget(monkeypatch):
             return budget
         deadline = time.monotonic() + 10
         with met:
-            while readers[user.pk] < 2 and not other_start_waits_for_a_lock():
+            while readers[user.pk] < 2 and not another_connection_waits_for_a_lock():
                 assert time.monotonic() < deadline, "the other start never read nor waited"
                 met.wait(0.02)
         return budget
@@ -426,15 +485,77 @@ async def test_starts_at_once_never_take_a_user_past_the_budget(
         assert await GenerationTask.objects.filter(owner=user).acount() == 1
 
 
+def rows_of(roadmap_id) -> list[tuple]:
+    """The roadmap's pairs as a start leaves them."""
+    contents = ConceptContent.objects.filter(roadmap=roadmap_id)
+    return sorted(contents.values_list("pk", "status", "attempt_id", "task_id"))
+
+
+@pytest.mark.distributed
+@pytest.mark.postgres
+def test_starts_from_processes_at_once_never_take_a_user_past_the_budget(alice, bob, make_roadmap):
+    """Two users, three processes each (their own interpreter and connection),
+    each generating a roadmap of its own in each round, so only the owner's row
+    lock orders a user's starts; a barrier releases all six at once. Admission
+    (budgets.admit) passes a start only if used + reserved + starting <=
+    daily_tokens, read under that lock. Nothing settles here, so after every
+    round used + reserved <= daily_tokens. The budget, raised by two starts before
+    each round (with half a start to spare), takes exactly two of the three: the
+    third is refused having read both of their reservations, and changes nothing.
+    Several rounds, so that starts which happened not to overlap cannot hide a
+    race (without the lock, a user gets all three)."""
+    rounds, users = 4, {"alice": alice, "bob": bob}
+    roadmaps = {
+        name: [[make_roadmap(user, concepts=2) for _ in range(rounds)] for _ in range(3)]
+        for name, user in users.items()
+    }
+    one_start = reservation_of_roadmap(roadmaps["alice"][0][0])
+    earlier = {"alice": 7_000, "bob": 11_000}
+    for name, user in users.items():
+        spend(user, earlier[name])
+    before = {r.pk: rows_of(r) for m in roadmaps.values() for plan in m for r in plan}
+    events_before = Event.objects.count()
+    plans = [(name, [r.pk for r in plan]) for name in users for plan in roadmaps[name]]
+
+    with parallel_starts(processes.test_database_url(), plans) as release:
+        for turn in range(1, rounds + 1):
+            for name, user in users.items():
+                UserBudget.objects.update_or_create(
+                    user=user,
+                    defaults={
+                        "daily_tokens": earlier[name] + 2 * turn * one_start + one_start // 2
+                    },
+                )
+            outcomes = release()
+
+            assert [o.detail for o in outcomes if o.result == "error"] == []
+            for name, user in users.items():
+                mine = [o for o in outcomes if o.username == name]
+                started = {o.roadmap_id: o.task_id for o in mine if o.result == "started"}
+                refused = [o for o in mine if o.result == "refused"]
+                assert (len(started), len(refused)) == (2, 1), (turn, mine)
+                budget = budgets.budget_for(user, now=timezone.now())
+                assert (budget.used, budget.reserved) == (earlier[name], 2 * turn * one_start)
+                assert budget.used + budget.reserved <= budget.daily_tokens
+                # The refused start read both admitted starts' reservations.
+                assert (refused[0].used, refused[0].reserved, refused[0].starting) == (
+                    earlier[name], 2 * turn * one_start, one_start
+                )  # fmt: skip
+                [refused_roadmap] = {o.roadmap_id for o in mine} - set(started)
+                assert rows_of(refused_roadmap) == before[refused_roadmap]
+                assert not GenerationTask.objects.filter(roadmap=refused_roadmap).exists()
+                for roadmap_id, task_id in started.items():
+                    task = GenerationTask.objects.get(pk=task_id, roadmap=roadmap_id, owner=user)
+                    items = task.items.filter(reserved_for=user)
+                    assert items.aggregate(tokens=Sum("reserved_tokens"))["tokens"] == one_start
+                    [attempt] = set(items.values_list("attempt_id", flat=True))
+                    assert {row[1:] for row in rows_of(roadmap_id)} == {
+                        ("generating", attempt, task_id)
+                    }
+    assert Event.objects.count() == events_before
+
+
 # --- operators: admin action and command report the refusal ------------------------
-
-
-@pytest.fixture
-def staff_client(django_user_model) -> Client:
-    django_user_model.objects.create_superuser(username="root", password="root-password")
-    client = Client()
-    assert client.login(username="root", password="root-password")
-    return client
 
 
 def test_retry_now_skips_a_roadmap_over_budget_and_says_why(

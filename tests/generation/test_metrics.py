@@ -15,7 +15,7 @@ from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from generation import services
+from generation import liveness, services
 from generation.metrics import RoadmapCollector
 from generation.models import GenerationItem, GenerationTask, LeaseExpiry, UsageRecord
 from notifications import socket_count
@@ -162,6 +162,15 @@ async def test_counters_equal_a_known_scenario_and_survive_a_restart(
     over), then two completed generations and one failed (a 400), all through the
     real services: the counters say 2, 1 and 3, and a fresh collector says so too."""
     roadmap = await sync_to_async(make_roadmap)(alice, concepts=5)
+    # The first request starts this loop's stale sweep, with a round at once: it
+    # ends before any lease runs out, so the leases below are this test's to fail.
+    rounds = liveness.sweep_rounds
+
+    async def swept() -> bool:
+        return liveness.sweep_rounds > rounds
+
+    assert (await api.get("/api/v1/health")).status_code == 200
+    await wait_for(swept)
     use_task_backend("django.tasks.backends.dummy.DummyBackend")  # the message is lost
     await stuck_retry(api, alice, roadmap, "c001")
     await stuck_retry(api, alice, roadmap, "c002")
