@@ -19,6 +19,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from notifications import bounds
 from notifications.live_store import (
     ITEMS,
     STORE_TIMEOUT_SECONDS,
@@ -118,33 +119,39 @@ class Writer:
     async def settle(self, final: str | list[Any]) -> None:
         """Make what clients hold equal `final` (the content as stored): the rest
         of it as a delta when what was written is its beginning, else a restart
-        with all of it; then send everything, and wait for that (unless the store
-        is failing: the work does not wait on it)."""
+        with all of it; then send everything at once, and wait for that, within
+        the store's bound. A failing store gets this last chance too (all of it,
+        as a snapshot): a store that is down fails it at once, one that does not
+        answer within the bound, and the work goes on either way.
+
+        The flusher stops first: a change on its way to the store has left the
+        buffer but is not yet in the document, so what is held would miss it, and
+        the rest of `final` would say it twice."""
+        await self._stop_flusher()
         held = self.held
         if self.document.kind == TEXT and isinstance(final, str) and final.startswith(held):
-            self.add_text(final[len(held) :])
+            rest: list[Any] = [final[len(held) :]] if len(final) > len(held) else []
         elif self.document.kind == ITEMS and final[: len(held)] == held:
-            self.add_items(list(final[len(held) :]))
-        else:
-            self.restart()
-            if self.document.kind == TEXT:
-                self.add_text(final)
-            else:
-                self.add_items(list(final))
-        await self._stop_flusher()
-        if (self._pending or self._restart) and not self._failing:
+            rest = list(final[len(held) :])
+        else:  # all of it, over what was said (if anything was)
+            self._restart = self._restart or self._written or bool(self._pending)
+            self._pending.clear()
+            rest = ([final] if final else []) if self.document.kind == TEXT else list(final)
+        self._pending.extend(rest)
+        if self._pending or self._restart:
             await self._flush()
 
     async def close(self) -> None:
         """The work ended: drop the document, so no new socket gets a snapshot.
         Safe to call more than once."""
         await self._stop_flusher()
-        # A failing store is not asked again: the document expires there.
-        dropping = self._written and not self._failing and not self._closed
+        # A failing store is asked too: a change that outlived its writer's bound
+        # may still land, and the delete, sent after it, takes it away.
+        dropping = self._written and not self._closed
         self._closed = True
         if dropping:
             try:
-                async with asyncio.timeout(STORE_TIMEOUT_SECONDS):
+                async with bounds.within(STORE_TIMEOUT_SECONDS):
                     await store().delete(self.document)
             except Exception:
                 logger.warning("Could not drop live document %s", self.document.key, exc_info=True)
@@ -187,7 +194,7 @@ class Writer:
             else replace(document, items=[*document.items, *content])
         )
         try:
-            async with asyncio.timeout(STORE_TIMEOUT_SECONDS):
+            async with bounds.within(STORE_TIMEOUT_SECONDS):
                 await store().append(grown, restart=restart, content=content, ttl=self.ttl)
         except Exception:
             self._store_failed(grown)

@@ -4,13 +4,11 @@ two stores, this process's memory (embedded mode) or Redis (when the channel
 layer is Redis, so any server process can read what another's work wrote).
 Reads never fail: a store that cannot answer reads as empty (I6)."""
 
-import asyncio
 import json
 import logging
 import threading
 import time
-import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -18,15 +16,22 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from notifications import bounds
+from roadmap_project.outbox import Outbox
+from roadmap_project.per_loop import PerLoop
+
 logger = logging.getLogger(__name__)
 
 TEXT, ITEMS = "text", "items"
-# A store that does not answer in this long is taken for down: live text pauses
-# for the work at hand, the work goes on.
+# A store that does not answer in this long (notifications.bounds: the time a
+# behind event loop keeps its answer waiting does not count) is taken for down:
+# live text pauses for the work at hand, the work goes on.
 STORE_TIMEOUT_SECONDS = 2.0
-# Connections to the Redis store per event loop. Every running attempt writes
-# every 100 ms; past this many writes at once, a write waits for a connection
-# (within STORE_TIMEOUT_SECONDS) instead of failing.
+# redis-py's own timeouts on the async client count the loop's time too: they
+# are only the backstop, past the longest a bound can last.
+CLIENT_TIMEOUT_SECONDS = STORE_TIMEOUT_SECONDS + bounds.LAG_ALLOWANCE_SECONDS
+# Connections to the Redis store per event loop: one sends every change, the
+# others serve reads; past this many reads at once, a read waits for one.
 STORE_CONNECTIONS = 50
 
 
@@ -105,11 +110,64 @@ class MemoryStore:
         return found[0]
 
 
+class _LoopClient:
+    """One event loop's client and the outbox of its writers' changes
+    (roadmap_project.outbox): one MULTI (one round trip on one connection) for
+    everything queued while the last one was on its way. At 500 in flight, a
+    pipeline of its own per change cost more CPU than the change, and writers
+    waited in turn for the pool's connections. A change adds its commands to the
+    pipeline; it fails if any of them did."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.changes: Outbox[Callable[[Any], None]] = Outbox(self._send)
+
+    async def _send(self, changes: list[Callable[[Any], None]]) -> list[Exception | None]:
+        async with bounds.within(STORE_TIMEOUT_SECONDS):
+            async with self.client.pipeline(transaction=True) as pipe:
+                counts = []
+                for change in changes:
+                    queued = len(pipe)
+                    change(pipe)
+                    counts.append(len(pipe) - queued)
+                replies = await pipe.execute(raise_on_error=False)
+        outcomes, first = [], 0
+        for count in counts:  # each change's first error, if any
+            own = replies[first : first + count]
+            outcomes.append(next((r for r in own if isinstance(r, Exception)), None))
+            first += count
+        return outcomes
+
+    async def close(self) -> None:
+        """As its loop ends: its connections closed (the pool is the client's own)."""
+        await self.client.aclose(close_connection_pool=True)
+
+
+# A change that follows on from what the store holds: added to the body of a
+# document whose head is there, every key's expiry renewed, in one command (with
+# its reply, about a tenth of what a whole change costs to send and parse). A
+# document whose head is gone (expired, or Redis lost its data) fails the
+# change, and its writer starts it over, whole.
+FOLLOW_ON = """
+if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then
+    return redis.error_reply('the live document is gone')
+end
+if ARGV[2] == 'text' then
+    redis.call('APPEND', KEYS[2], ARGV[3])
+else
+    redis.call('RPUSH', KEYS[2], unpack(ARGV, 3))
+end
+for i = 2, #KEYS do
+    redis.call('EXPIRE', KEYS[i], ARGV[1])
+end
+"""
+
+
 class RedisStore:
     """Documents in Redis, for the distributed mode: a head (what the document
     is), a body (APPENDed text or RPUSHed items) and an index per stream and
-    topic, all expiring with the work's lease. Each change is one MULTI, so a
-    reader never sees a head without its body."""
+    topic, all expiring with the work's lease. Changes are sent in MULTIs
+    (_LoopClient), so a reader never sees a head without its body."""
 
     def __init__(self, url: str) -> None:
         # Imported here, once, not at the first write or subscribe, where the
@@ -119,27 +177,24 @@ class RedisStore:
 
         self._redis = redis
         self.url = url
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]
-        self._clients = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
+        # Each loop's client and the outbox that sends its changes, closed with it.
+        self._per_loop: PerLoop[_LoopClient] = PerLoop(self._new_client, _LoopClient.close)
         self._sync: Any = None
 
-    def _client(self):
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            client = self._clients.get(loop)
-            if client is None:
-                # A blocking pool: redis-py's default one raises at once when its
-                # 100 connections are in use, failing every write past the hundredth.
-                pool = self._redis.asyncio.BlockingConnectionPool.from_url(
-                    self.url,
-                    max_connections=STORE_CONNECTIONS,
-                    timeout=STORE_TIMEOUT_SECONDS,
-                    socket_timeout=STORE_TIMEOUT_SECONDS,
-                    socket_connect_timeout=STORE_TIMEOUT_SECONDS,
-                )
-                client = self._clients[loop] = self._redis.asyncio.Redis(connection_pool=pool)
-        return client
+    def _new_client(self) -> _LoopClient:
+        # A blocking pool: redis-py's default one raises at once when its 100
+        # connections are in use, failing every write past the hundredth.
+        pool = self._redis.asyncio.BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=STORE_CONNECTIONS,
+            timeout=CLIENT_TIMEOUT_SECONDS,
+            socket_timeout=CLIENT_TIMEOUT_SECONDS,
+            socket_connect_timeout=CLIENT_TIMEOUT_SECONDS,
+        )
+        return _LoopClient(self._redis.asyncio.Redis(connection_pool=pool))
+
+    async def _client(self) -> Any:
+        return (await self._per_loop.get()).client
 
     def _sync_client(self):
         """For views, which read from threads; redis-py's pool is thread-safe."""
@@ -164,8 +219,26 @@ class RedisStore:
     ) -> None:
         """The document's new head, and `content` added to its body (its body
         replaced, after a restart)."""
+        await (await self._per_loop.get()).changes.send(
+            lambda pipe: self._queue_append(
+                pipe, document, restart=restart, content=content, ttl=ttl
+            )
+        )
+
+    def _queue_append(
+        self, pipe: Any, document: Document, *, restart: bool, content: str | list[Any], ttl: float
+    ) -> None:
         head, text, items = self._keys(document.key)
         seconds = max(1, round(ttl))
+        indexes = [self._index("stream", document.stream), self._index("topic", document.topic)]
+        if not restart:
+            if document.kind == TEXT:
+                body, added = text, [content]
+            else:
+                body, added = items, [json.dumps(item) for item in content]
+            keys = [head, body, *indexes]
+            pipe.eval(FOLLOW_ON, len(keys), *keys, seconds, document.kind, *added)
+            return
         header = json.dumps(
             {
                 "stream": document.stream,
@@ -175,30 +248,30 @@ class RedisStore:
                 "generation": document.generation,
             }
         )
-        async with self._client().pipeline(transaction=True) as pipe:
-            pipe.set(head, header, ex=seconds)
-            if restart:
-                pipe.delete(text, items)
-            if content and document.kind == TEXT:
-                pipe.append(text, content)
-            elif content:
-                pipe.rpush(items, *(json.dumps(item) for item in content))
-            pipe.expire(text, seconds)
-            pipe.expire(items, seconds)
-            for kind, key in (("stream", document.stream), ("topic", document.topic)):
-                pipe.sadd(self._index(kind, key), document.key)
-                pipe.expire(self._index(kind, key), seconds)
-            await pipe.execute()
+        pipe.set(head, header, ex=seconds)
+        pipe.delete(text, items)
+        if content and document.kind == TEXT:
+            pipe.append(text, content)
+        elif content:
+            pipe.rpush(items, *(json.dumps(item) for item in content))
+        pipe.expire(text, seconds)
+        pipe.expire(items, seconds)
+        for index in indexes:
+            pipe.sadd(index, document.key)
+            pipe.expire(index, seconds)
 
     async def delete(self, document: Document) -> None:
-        async with self._client().pipeline(transaction=True) as pipe:
-            pipe.delete(*self._keys(document.key))
-            pipe.srem(self._index("stream", document.stream), document.key)
-            pipe.srem(self._index("topic", document.topic), document.key)
-            await pipe.execute()
+        await (await self._per_loop.get()).changes.send(
+            lambda pipe: self._queue_delete(pipe, document)
+        )
+
+    def _queue_delete(self, pipe: Any, document: Document) -> None:
+        pipe.delete(*self._keys(document.key))
+        pipe.srem(self._index("stream", document.stream), document.key)
+        pipe.srem(self._index("topic", document.topic), document.key)
 
     async def documents(self, kind: str, key: str) -> list[Document]:
-        client = self._client()
+        client = await self._client()
         members = [m.decode() for m in await client.smembers(self._index(kind, key))]
         if not members:
             return []
@@ -210,7 +283,7 @@ class RedisStore:
         return [document for document in found if document is not None]
 
     async def read(self, key: str) -> Document | None:
-        async with self._client().pipeline(transaction=True) as pipe:
+        async with (await self._client()).pipeline(transaction=True) as pipe:
             self._queue_read(pipe, key)
             return self._document(key, *await pipe.execute())
 
@@ -271,7 +344,7 @@ async def read_async(key: str) -> Document | None:
 async def _within_timeout[Found](reading: Awaitable[Found], what: str) -> Found | None:
     """A store read that cannot answer in time reads as nothing (I6)."""
     try:
-        async with asyncio.timeout(STORE_TIMEOUT_SECONDS):
+        async with bounds.within(STORE_TIMEOUT_SECONDS):
             return await reading
     except Exception:
         logger.warning("Could not read live documents of %s", what, exc_info=True)

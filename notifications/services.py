@@ -1,8 +1,10 @@
 """Writing events: stored in the caller's transaction, published after commit (I5)."""
 
 import asyncio
+import concurrent.futures
 import json
 import logging
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,6 +15,7 @@ from django.db.models import F, Max, OuterRef, Q, Subquery
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from notifications import bounds
 from notifications.models import Event, EventCounter
 from roadmap_project.patches.asgiref import serving_loop
 
@@ -91,11 +94,12 @@ def publish(events: list[Event]) -> None:
         for event in events:
             await apublish(envelopes(event))
 
-    if _event_loop_stopped():
-        logger.info("Not publishing %d event(s): the server is stopping", len(events))
-        return
+    loop = serving_loop()
     try:
-        async_to_sync(publish_each)()
+        if loop is None:
+            async_to_sync(publish_each)()  # no loop of its own: one for the call
+        elif not _ran_on(loop, publish_each):
+            logger.info("Not publishing %d event(s): the event loop is stopping", len(events))
     except Exception:
         logger.warning(
             "Could not publish %d event(s) of %s to the channel layer (first id %s); "
@@ -107,13 +111,34 @@ def publish(events: list[Event]) -> None:
         )
 
 
-def _event_loop_stopped() -> bool:
-    """Whether this is a worker thread of an event loop that has stopped (a server
-    shutting down while the thread finished a database call). async_to_sync would
-    hand the publish to that loop and wait for it forever, and the process could
-    not exit."""
-    loop = serving_loop()
-    return loop is not None and not loop.is_running()
+# How often a thread waiting for its loop to publish checks that the loop still runs.
+LOOP_CHECK_SECONDS = 0.1
+
+
+def _ran_on(loop: asyncio.AbstractEventLoop, function: Callable[[], Coroutine]) -> bool:
+    """Run `function()` on the loop this worker thread serves and wait for it while
+    that loop runs; False if the loop stopped, closed or cancelled it first (a
+    server or a test shutting down while the thread finished a database call).
+    Not async_to_sync: it waits forever for a call its loop will never run, and
+    for one cancelled before it started, which asyncio.Runner.close does to every
+    task; the process, or the test, could not end."""
+    if not loop.is_running():
+        return False
+    call = function()
+    try:
+        future = asyncio.run_coroutine_threadsafe(call, loop)
+    except RuntimeError:  # closed meanwhile
+        call.close()
+        return False
+    while not future.done():
+        concurrent.futures.wait([future], timeout=LOOP_CHECK_SECONDS)
+        if not future.done() and not loop.is_running():
+            future.cancel()
+            return False
+    if future.cancelled():
+        return False
+    future.result()  # the publish's own error, if any
+    return True
 
 
 def envelope(
@@ -166,7 +191,7 @@ async def apublish(messages: list[dict[str, Any]]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+    async with bounds.within(PUBLISH_TIMEOUT_SECONDS):
         for message in messages:
             await layer.group_send(feed_group(message["kind"], message["key"]), message)
 

@@ -21,6 +21,7 @@ django_asgi_app = LaneASGIHandler() if settings.REQUEST_THREADS else ASGIHandler
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from generation.engine import capture_server_loop  # noqa: E402
+from generation.providers import load_provider  # noqa: E402
 from generation.providers.config import refuse_to_start_if_misconfigured  # noqa: E402
 from notifications.auth import TokenAuthMiddlewareStack  # noqa: E402
 from roadmap_project.routing import websocket_urlpatterns  # noqa: E402
@@ -28,6 +29,7 @@ from roadmap_project.routing import websocket_urlpatterns  # noqa: E402
 # Bodies without a Content-Length never reach Django (roadmap_project/handlers.py).
 # Static files are served by WhiteNoise's middleware (settings.py, SERVE_FILES).
 refuse_to_start_if_misconfigured()
+load_provider()
 http_app = RequireContentLength(django_asgi_app)
 
 application = capture_server_loop(

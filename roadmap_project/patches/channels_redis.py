@@ -7,56 +7,39 @@ round trip, one after another. On a busy event loop a round trip lasts at least
 a loop iteration: with hundreds of generations in flight (a progress event a
 second and a live change every 100 ms each), publishes queued behind the lock
 for longer than the publish timeout, live text stopped and stored events were
-left to the store catch-up. Here a shard keeps an outbox: a publish queues its
-message and waits for it to be sent; one sender task at a time sends everything
-queued as one pipeline (one round trip) under the same lock, so a longer queue
-means bigger batches, not a longer wait. Messages go out in the order they were
-queued, as with the lock.
+left to the store catch-up. Here a shard keeps an outbox
+(roadmap_project.outbox): a publish queues its message and waits for it to be
+sent, and everything queued goes out as one pipeline (one round trip) under the
+same lock. Messages go out in the order they were queued, as with the lock.
 
 Relied on: `RedisPubSubChannelLayer._get_layer` (the per-loop layer it creates
 on first use), `RedisPubSubLoopLayer._shards`, and `RedisSingleShardConnection`'s
 `host`, `_lock`, `_ensure_redis` and `_redis`. No setting or hook batches
 publishes."""
 
-import asyncio
 from typing import Any
 
 from channels_redis import pubsub
+
+from roadmap_project.outbox import Outbox
 
 
 class BatchingShardConnection(pubsub.RedisSingleShardConnection):
     def __init__(self, host: Any, channel_layer: Any) -> None:
         super().__init__(host, channel_layer)
-        self._outbox: list[tuple[str, bytes, asyncio.Future]] = []
-        self._sender: asyncio.Task | None = None
+        self._outbox: Outbox[tuple[str, bytes]] = Outbox(self._publish_batch)
 
     async def publish(self, channel: str, message: bytes) -> None:
-        sent = asyncio.get_running_loop().create_future()
-        self._outbox.append((channel, message, sent))
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.create_task(self._send_outbox())
-        await sent
+        await self._outbox.send((channel, message))
 
-    async def _send_outbox(self) -> None:
-        while self._outbox:
-            batch, self._outbox = self._outbox, []
-            try:
-                async with self._lock:
-                    self._ensure_redis()
-                    async with self._redis.pipeline(transaction=False) as pipe:
-                        for channel, message, _ in batch:
-                            pipe.publish(channel, message)
-                        await pipe.execute()
-            except BaseException as error:
-                for *_, sent in batch:
-                    if not sent.done():
-                        sent.set_exception(error)
-                if isinstance(error, asyncio.CancelledError):
-                    raise
-            else:
-                for *_, sent in batch:
-                    if not sent.done():
-                        sent.set_result(None)
+    async def _publish_batch(self, batch: list[tuple[str, bytes]]) -> list[None]:
+        async with self._lock:
+            self._ensure_redis()
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for channel, message in batch:
+                    pipe.publish(channel, message)
+                await pipe.execute()
+        return [None] * len(batch)
 
 
 class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
