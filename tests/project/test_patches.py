@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import textwrap
 import threading
+import time
 import uuid
 
 import pytest
@@ -98,6 +99,30 @@ async def test_the_in_memory_group_send_reaches_every_member_without_suspending(
         sending.send(None)  # done at its first step: no loop iteration needed
 
     assert [(await layer.receive(member))["type"] for member in members] == ["t", "t", "t"]
+
+
+def test_channels_builds_a_queue_on_every_send():
+    send = statements(layers.InMemoryChannelLayer.send)
+
+    assert any("self.channels.setdefault(channel, asyncio.Queue(" in line for line in send)
+
+
+async def test_the_in_memory_send_builds_a_queue_only_for_a_channel_without_one(monkeypatch):
+    built = []
+
+    class CountedQueue(asyncio.Queue):
+        def __init__(self, *args, **kwargs) -> None:
+            built.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "Queue", CountedQueue)
+    layer = channels_patch.InMemoryChannelLayer()
+    channel = await layer.new_channel()
+    for n in range(3):
+        await layer.send(channel, {"type": "t", "n": n})
+
+    assert len(built) == 1
+    assert [(await layer.receive(channel))["n"] for _ in range(3)] == [0, 1, 2]
 
 
 def test_the_in_memory_layer_is_the_embedded_modes():
@@ -256,3 +281,52 @@ def test_celery_still_keeps_the_queues_a_worker_consumes_on_amqp_queues():
     assert consumed_queues(app) == ["probe-default"]  # nothing selected or declared yet
     app.amqp.queues.select(["probe-a", "probe-b"])  # what `-Q probe-a,probe-b` does
     assert consumed_queues(app) == ["probe-a", "probe-b"]
+
+
+def test_a_worker_can_hand_back_the_messages_kombu_keeps_unacknowledged_for_it(redis_url):
+    """Celery still drops the requests a worker reserved when its connection is lost
+    (and leaves their return to the broker), and kombu's Redis transport still keeps
+    a taken message in its `unacked` keys; return_orphaned_messages puts back the
+    messages of the given queues taken before a time, except those kept."""
+    from celery.worker.consumer.consumer import Consumer
+    from kombu import Connection
+
+    from roadmap_project.patches.kombu import return_orphaned_messages
+
+    assert "reserved_requests.clear()" in inspect.getsource(Consumer.on_close)
+    mine, other = f"probe-{uuid.uuid4().hex[:8]}", f"probe-{uuid.uuid4().hex[:8]}"
+    with Connection(redis_url) as taker, Connection(redis_url) as returner:
+        queues = {name: taker.SimpleQueue(name) for name in (mine, other)}
+        for name, count in ((mine, 3), (other, 1)):
+            for n in range(count):
+                queues[name].put({"n": n})
+        take = taker.default_channel.basic_get  # as a worker's consumer takes one
+        orphan, running, elsewhere = take(mine), take(mine), take(other)
+        channel = returner.default_channel
+        taken = channel.client.hkeys(channel.qos.unacked_key)
+        # Someone else's entry of another shape is left alone, not a failure.
+        stranger = f"probe-{uuid.uuid4().hex[:8]}"
+        channel.client.hset(channel.qos.unacked_key, stranger, "not kombu's")
+        channel.client.zadd(channel.qos.unacked_index_key, {stranger: time.time()})
+        assert {orphan.delivery_tag, running.delivery_tag} <= {t.decode() for t in taken}
+
+        returned = return_orphaned_messages(
+            channel,
+            routing_keys={mine},
+            delivered_before=time.time(),
+            keep={running.delivery_tag},
+        )
+
+        assert returned == 1
+        unacked = {t.decode() for t in channel.client.hkeys(channel.qos.unacked_key)}
+        assert orphan.delivery_tag not in unacked
+        assert {running.delivery_tag, elsewhere.delivery_tag} <= unacked
+        waiting = [take(mine), take(mine)]
+        assert sorted(message.decode()["n"] for message in waiting) == [0, 2]
+        for message in (running, elsewhere, *waiting):
+            message.ack()
+        channel.client.hdel(channel.qos.unacked_key, stranger)
+        channel.client.zrem(channel.qos.unacked_index_key, stranger)
+        for queue in queues.values():
+            queue.clear()
+            queue.close()

@@ -66,13 +66,15 @@ class ServiceProcess:
             self.process.wait(STOP_TIMEOUT_SECONDS)
 
 
-def _spawn(name: str, command: list[str], env: dict[str, str], log_dir: Path) -> ServiceProcess:
+def _spawn(
+    name: str, command: list[str], env: dict[str, str], log_dir: Path, root: Path = ROOT
+) -> ServiceProcess:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=root,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -82,22 +84,26 @@ def _spawn(name: str, command: list[str], env: dict[str, str], log_dir: Path) ->
     return ServiceProcess(name=name, process=process, log_path=log_path)
 
 
-def spawn_worker(name: str, env: dict[str, str], log_dir: Path) -> ServiceProcess:
+def spawn_worker(
+    name: str, env: dict[str, str], log_dir: Path, root: Path = ROOT
+) -> ServiceProcess:
     command = [
         sys.executable, "-m", "celery", "-A", "roadmap_project", "worker",
         "--hostname", f"{name}@%h", "--loglevel", "INFO",
         "--without-mingle", "--without-gossip",
     ]  # fmt: skip
-    return _spawn(name, command, env, log_dir)
+    return _spawn(name, command, env, log_dir, root)
 
 
-def spawn_daphne(name: str, env: dict[str, str], log_dir: Path) -> ServiceProcess:
+def spawn_daphne(
+    name: str, env: dict[str, str], log_dir: Path, root: Path = ROOT
+) -> ServiceProcess:
     port = free_port()
     command = [
         sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
         "roadmap_project.asgi:application",
     ]  # fmt: skip
-    server = _spawn(name, command, env, log_dir)
+    server = _spawn(name, command, env, log_dir, root)
     server.url = f"http://127.0.0.1:{port}"
     return server
 
@@ -173,10 +179,12 @@ def running_stack(
     media_root: Path,
     servers: int = 2,
     workers: int = 2,
+    root: Path = ROOT,
     **settings_env,
 ) -> Iterator[Stack]:
     """Start the processes, wait until each answers, and stop them all on exit
-    (and forget the stack's queue, including messages a killed worker held)."""
+    (and forget the stack's queue, including messages a killed worker held).
+    `root` is the project they run (a benchmark's baseline runs an earlier commit's)."""
     queue = f"test-generation-{uuid.uuid4().hex[:12]}"
     env = stack_env(
         database_url=database_url,
@@ -187,8 +195,12 @@ def running_stack(
     )
     stack = Stack(queue=queue, redis_url=redis_url)
     try:
-        stack.servers = [spawn_daphne(f"daphne-{i + 1}", env, log_dir) for i in range(servers)]
-        stack.workers = [spawn_worker(f"worker-{i + 1}", env, log_dir) for i in range(workers)]
+        stack.servers = [
+            spawn_daphne(f"daphne-{i + 1}", env, log_dir, root) for i in range(servers)
+        ]
+        stack.workers = [
+            spawn_worker(f"worker-{i + 1}", env, log_dir, root) for i in range(workers)
+        ]
         wait_until_ready(stack.servers + stack.workers)
         yield stack
     finally:

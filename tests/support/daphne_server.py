@@ -45,12 +45,18 @@ class DaphneServer:
 
 @contextmanager
 def daphne_server(
-    log_dir: Path, *, port: int | None = None, startup_timeout: float = 30.0, **env: str
+    log_dir: Path,
+    *,
+    port: int | None = None,
+    startup_timeout: float = 30.0,
+    root: Path = ROOT,
+    **env: str,
 ) -> Iterator[DaphneServer]:
     """Start daphne with `env` on top of the test process's environment, wait
     until /api/v1/health answers, and stop it (SIGTERM, then SIGKILL) at exit.
     On a free port unless `port` is given (a restart on the same port keeps a
-    client's address); each start has its own log."""
+    client's address); each start has its own log. `root` is the project it
+    serves (a benchmark's baseline serves an earlier commit's)."""
     port = port or free_port()
     log, restart = log_dir / f"daphne-{port}.log", 0
     while log.exists():
@@ -68,7 +74,7 @@ def daphne_server(
                 str(port),
                 "roadmap_project.asgi:application",
             ],
-            cwd=ROOT,
+            cwd=root,
             env=process_env(**env),
             stdout=sink,
             stderr=subprocess.STDOUT,

@@ -7,11 +7,15 @@ Real processes (daphne, Celery workers) against PostgreSQL and a Redis: marked
 them (tests/conftest.py), and the embedded pass deselects them."""
 
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import httpx
 import psycopg
 import pytest
+import redis
 import websockets
 import websockets.sync.client
 
@@ -19,10 +23,10 @@ from generation.models import GenerationItem
 from roadmaps.models import ConceptContent
 from tests.conftest import auth
 from tests.support import processes
-from tests.support.celery_workers import running_stack
+from tests.support.celery_workers import Stack, running_stack
 from tests.support.fake_openai import streaming_seconds
 from tests.support.lifecycle import assert_coherent_stream, wait_until, wait_until_finished
-from tests.support.redis_server import private_redis
+from tests.support.redis_server import PrivateRedis, private_redis
 
 pytestmark = [
     pytest.mark.distributed,
@@ -134,14 +138,10 @@ def stream_frames(url: str, timeout: float) -> tuple[list[dict], int | None]:
             return frames, closed.rcvd.code if closed.rcvd else None
 
 
-def test_redis_stopped_mid_batch_loses_nothing(alice, make_roadmap, tmp_path):
-    """Redis (broker, channel layer, cache) stops while a batch runs on a Celery
-    worker, then comes back with its append-only file. The generations running
-    at the stop complete and are stored; reads keep working; after the restart
-    the worker takes the queued rest; the database ends right, and a client that
-    lost its socket during the outage replays the missed events exactly once."""
-    concepts = 8
-    roadmap = make_roadmap(alice, concepts=concepts)
+@contextmanager
+def stack_on_private_redis(tmp_path, **settings) -> Iterator[tuple[PrivateRedis, Stack]]:
+    """One daphne and one Celery worker on the test database and a Redis of the
+    test's own, to stop and start under them."""
     with (
         private_redis(tmp_path) as redis_server,
         running_stack(
@@ -151,10 +151,23 @@ def test_redis_stopped_mid_batch_loses_nothing(alice, make_roadmap, tmp_path):
             media_root=tmp_path / "media",
             servers=1,
             workers=1,
-            GENERATION_CONCURRENCY=2,
-            OFFLINE_PROVIDER_DELAY_SECONDS=1.0,
+            **settings,
         ) as stack,
     ):
+        yield redis_server, stack
+
+
+def test_redis_stopped_mid_batch_loses_nothing(alice, make_roadmap, tmp_path):
+    """Redis (broker, channel layer, cache) stops while a batch runs on a Celery
+    worker, then comes back with its append-only file. The generations running
+    at the stop complete and are stored; reads keep working; after the restart
+    the worker takes the queued rest; the database ends right, and a client that
+    lost its socket during the outage replays the missed events exactly once."""
+    concepts = 8
+    roadmap = make_roadmap(alice, concepts=concepts)
+    with stack_on_private_redis(
+        tmp_path, GENERATION_CONCURRENCY=2, OFFLINE_PROVIDER_DELAY_SECONDS=1.0
+    ) as (redis_server, stack):
         server = stack.servers[0].url
         task_id = start_batch(server, alice, roadmap, ["pending"])
         ws_url = f"{server.replace('http', 'ws', 1)}/api/v1/ws/{task_id}?token={alice.token}"
@@ -209,3 +222,47 @@ def test_redis_stopped_mid_batch_loses_nothing(alice, make_roadmap, tmp_path):
             f"{task.completed}/{concepts} completed; {len(frames)} events replayed "
             f"after seq {last_seen}"
         )
+
+
+def orphan_one_waiting_message(redis_url: str, queue: str) -> str:
+    """Take a waiting message as a worker's kombu does (into the `unacked` hash)
+    and let no worker hold it: what a worker leaves behind when it loses the
+    broker with a message taken and not started. Returns its delivery tag."""
+    client = redis.Redis.from_url(redis_url)
+    raw = client.rpop(queue)
+    assert raw is not None, "no message waited; make the batch longer"
+    message = json.loads(raw)
+    tag, delivery = message["properties"]["delivery_tag"], message["properties"]["delivery_info"]
+    client.hset(
+        "unacked", tag, json.dumps([message, delivery["exchange"], delivery["routing_key"]])
+    )
+    client.zadd("unacked_index", {tag: time.time()})
+    return tag
+
+
+def test_messages_taken_before_redis_stopped_run_after_it_restarts(alice, make_roadmap, tmp_path):
+    """A message a worker had taken but not started when Redis stopped would wait in
+    Redis's `unacked` hash for the visibility timeout (1 h) and its item fail after
+    the lease: after reconnecting, the worker puts it back, and the batch completes
+    long before the lease."""
+    roadmap = make_roadmap(alice, concepts=3)
+    with stack_on_private_redis(
+        tmp_path,
+        GENERATION_CONCURRENCY=1,
+        OFFLINE_PROVIDER_DELAY_SECONDS=1.0,
+        GENERATION_LEASE_SECONDS=60,
+    ) as (redis_server, stack):
+        task_id = start_batch(stack.servers[0].url, alice, roadmap, ["pending"])
+        wait_until(
+            lambda: GenerationItem.objects.filter(task_id=task_id, state="running").exists(),
+            10,
+            "the batch did not start",
+        )
+        orphan = orphan_one_waiting_message(redis_server.url, stack.queue)
+        redis_server.stop()
+        redis_server.start()
+
+        task = wait_until_finished(task_id, 20)
+        assert (task.status, task.completed, task.failed) == ("completed", 3, 0)
+        assert not redis.Redis.from_url(redis_server.url).hexists("unacked", orphan)
+        assert "Returned" in stack.workers[0].log()
