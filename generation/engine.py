@@ -38,9 +38,9 @@ _work: set[asyncio.Task] = set()
 _maintenance: set[asyncio.Task] = set()
 _maintained: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()
 _periodic: list[Callable[[], Coroutine]] = []
-_slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = (
-    weakref.WeakKeyDictionary()
-)
+type _SemaphoreOfEachLoop = weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
+_slots: _SemaphoreOfEachLoop = weakref.WeakKeyDictionary()
+_write_slots: _SemaphoreOfEachLoop = weakref.WeakKeyDictionary()
 
 
 def in_worker_thread(function: Callable) -> Callable:
@@ -58,11 +58,26 @@ def provider_slot() -> asyncio.Semaphore:
     one event loop: the whole process in the embedded engine, which runs all work
     on one loop. A Celery worker runs each task on a loop of its own; there the
     cap is the worker's thread count, set to the same number."""
+    return _semaphore_of_loop(_slots, settings.GENERATION_CONCURRENCY)
+
+
+def write_slot() -> asyncio.Semaphore:
+    """One of the work's final writes (a result, a failure) at a time on each event
+    loop. The loop serves every socket of the process, and each thread busy in
+    the ORM takes a share of the one GIL from it: when a batch's streams ended
+    together, the default executor's six threads storing results at once held
+    back the text still streaming (the last seconds' chunk p99 at 500 streams,
+    263-357 ms; mostly 94-186 with one writer: bench/performance_notes.md). On
+    SQLite those writes queue for its one write lock anyway."""
+    return _semaphore_of_loop(_write_slots, 1)
+
+
+def _semaphore_of_loop(registry: _SemaphoreOfEachLoop, size: int) -> asyncio.Semaphore:
     loop = asyncio.get_running_loop()
-    slot = _slots.get(loop)
-    if slot is None:
-        slot = _slots[loop] = asyncio.Semaphore(settings.GENERATION_CONCURRENCY)
-    return slot
+    semaphore = registry.get(loop)
+    if semaphore is None:
+        semaphore = registry[loop] = asyncio.Semaphore(size)
+    return semaphore
 
 
 def capture_server_loop(app: Callable) -> Callable:

@@ -310,10 +310,16 @@ def sweep(app: "Celery | None" = None) -> int:
     return recovered
 
 
+# Rounds the async driver has finished in this process: a loop's first runs as it
+# starts serving, and a test that fails leases itself waits for it instead of racing it.
+sweep_rounds = 0
+
+
 async def sweep_forever() -> None:
     """The async driver (the in-process engine runs it on each of its loops): a
     round now, then whenever sweep_interval() has passed. Each round runs in a
     worker thread, which checks its connection first as Django does per request."""
+    global sweep_rounds
     last_round = -float("inf")
     while True:
         if time.monotonic() - last_round >= sweep_interval():
@@ -322,6 +328,7 @@ async def sweep_forever() -> None:
                 await in_worker_thread(sweep)()
             except Exception:
                 logger.warning("Stale recovery round failed", exc_info=True)
+            sweep_rounds += 1
         await asyncio.sleep(min(SWEEP_TICK_SECONDS, sweep_interval()))
 
 

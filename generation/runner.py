@@ -7,6 +7,8 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -16,7 +18,7 @@ from django.utils import timezone
 
 from generation import budgets, events, liveness, scheduling, state
 from generation.drafts import LiveDraft
-from generation.engine import in_worker_thread, provider_slot
+from generation.engine import in_worker_thread, provider_slot, write_slot
 from generation.errors import GenerationError, TookTooLong, public_error_for
 from generation.liveness import Progress
 from generation.models import GenerationItem
@@ -94,6 +96,17 @@ def complete_item(
 
     The tutorial file is written before the transaction, so no storage I/O runs
     under the roadmap lock; a result that does not land deletes its file."""
+    with _spend_outlives_roadmap(spent):
+        return _complete_item(run, draft=draft, model_name=model_name, spent=spent)
+
+
+def _complete_item(
+    run: ItemRun,
+    *,
+    draft: TutorialDraft | ResourceList | Quiz,
+    model_name: str,
+    spent: AttemptUsage | None,
+) -> bool:
     content = ConceptContent.objects.select_related("concept").get(pk=run.content_id)
     version = content.version + 1
     fields = {"model": model_name, "generated_at": timezone.now()}
@@ -116,7 +129,9 @@ def complete_item(
     landed = False
     try:
         with transaction.atomic():
-            landed = state.complete_item(run, version=version, fields=fields)
+            landed = state.complete_item(
+                run, version=version, fields=fields, roadmap_id=content.roadmap_id
+            )
             _settle(run, spent)  # spent even when the result is dropped
     finally:
         if not landed and "content_ref" in fields:
@@ -128,7 +143,7 @@ def complete_item(
 
 def fail_item(run: ItemRun, *, error: GenerationError, spent: AttemptUsage | None = None) -> bool:
     """Mark the pair failed with a public message, fenced like complete_item."""
-    with transaction.atomic():
+    with _spend_outlives_roadmap(spent), transaction.atomic():
         failed = state.fail_item(run, error=error)
         _settle(run, spent)
         return failed
@@ -138,6 +153,19 @@ def record_usage(spent: AttemptUsage) -> None:
     """The usage of an attempt that ends without an outcome of its own (fenced out)."""
     with transaction.atomic():
         _settle(spent.run, spent)
+
+
+@contextmanager
+def _spend_outlives_roadmap(spent: AttemptUsage | None) -> Iterator[None]:
+    """The attempt's roadmap was deleted under it (after a cancel, before the fence
+    stopped it): its outcome has nowhere to go and is dropped, but what it spent
+    was spent, and counts against its user's budget all the same."""
+    try:
+        yield
+    except ObjectDoesNotExist:
+        if spent is not None:
+            record_usage(spent)
+        raise
 
 
 def _settle(run: ItemRun, spent: AttemptUsage | None) -> None:
@@ -217,7 +245,7 @@ async def _run_attempt(run: ItemRun, context: ItemContext, output: LiveDraft) ->
         if not fenced.is_set():
             raise
         logger.info("Attempt %s of task %s was fenced out; stopped", run.attempt_id, run.task_id)
-        await in_worker_thread(record_usage)(spent)
+        await _final_write(record_usage, spent)
         return
     except Exception as exc:
         failure = exc
@@ -241,17 +269,23 @@ async def _run_attempt(run: ItemRun, context: ItemContext, output: LiveDraft) ->
             error.detail or failure,
             exc_info=not isinstance(failure, GenerationError),
         )
-        await in_worker_thread(fail_item)(run, error=error, spent=spent)
+        await _final_write(fail_item, run, error=error, spent=spent)
         return
     try:
-        await in_worker_thread(complete_item)(run, draft=draft, model_name=model_name, spent=spent)
+        await _final_write(complete_item, run, draft=draft, model_name=model_name, spent=spent)
     except ObjectDoesNotExist:
         raise  # its roadmap was deleted: nothing to store, nothing to fail
     except Exception as exc:
         # Storage or database trouble while saving: fail now rather than wait out
         # the lease and report a lost worker.
         logger.exception("Could not store the result of task %s", run.task_id)
-        await in_worker_thread(fail_item)(run, error=public_error_for(exc), spent=spent)
+        await _final_write(fail_item, run, error=public_error_for(exc), spent=spent)
+
+
+async def _final_write[**P, R](write: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """The attempt's last write, one at a time on this loop (engine.write_slot)."""
+    async with write_slot():
+        return await in_worker_thread(write)(*args, **kwargs)
 
 
 async def _within_deadline(generation):

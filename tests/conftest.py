@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from django.test import Client
 
 from generation.providers import reset_provider
 
@@ -165,7 +166,7 @@ def stop_private_engine():
 def generation_settings(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.GENERATION_PROVIDER = "offline"
-    settings.OFFLINE_PROVIDER_DELAY_SECONDS = 0.05
+    settings.OFFLINE_PROVIDER_DELAY_SECONDS = 0.01  # a test that needs a pace sets its own
     settings.RETRY_THROTTLE_RATE = "10000/minute"
     settings.AUTH_THROTTLE_RATE = "10000/minute"
     settings.AUTH_USERNAME_THROTTLE_RATE = "10000/minute"
@@ -227,11 +228,17 @@ def hash_with(password: str, hasher: str) -> str:
 def make_user(django_user_model):
     from rest_framework.authtoken.models import Token
 
+    from roadmap_project.throttling import throttle_cache
+
     def make(username: str, *, is_staff: bool = False):
         user = django_user_model.objects.create(
             username=username, password=password_hash(f"{username}-password"), is_staff=is_staff
         )
         user.token = Token.objects.create(user=user).key
+        # The throttle's history is keyed by pk and outlives the test (the
+        # process's cache, Redis across runs), and pks repeat: a rolled-back test
+        # hands its ids back, a new test database starts at 1.
+        throttle_cache().delete(f"throttle_generation_{user.pk}")
         return user
 
     return make
@@ -271,6 +278,14 @@ async def api():
     transport = httpx.ASGITransport(app=application)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
+
+
+@pytest.fixture
+def staff_client(django_user_model) -> Client:
+    django_user_model.objects.create_superuser(username="root", password="root-password")
+    client = Client()
+    assert client.login(username="root", password="root-password")
+    return client
 
 
 def auth(user) -> dict:

@@ -1,13 +1,14 @@
 """Batch retry, whole-roadmap generation and cancel (DESIGN §4)."""
 
 import logging
+import threading
 import time
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from generation import engine, services
+from generation import engine, runner, services
 from generation.models import GenerationTask, ItemState
 from roadmaps.models import Roadmap
 from roadmaps.services import delete_roadmap
@@ -144,12 +145,46 @@ async def test_generate_starts_every_pending_pair(api, alice, make_roadmap):
     assert list(final.values()).count("failed") == 1
 
 
+async def test_a_process_stores_one_result_at_a_time(
+    api, alice, make_roadmap, settings, monkeypatch
+):
+    """Results are stored one at a time on the engine's loop (engine.write_slot):
+    threads storing at once take the GIL from the loop that streams live text."""
+    settings.GENERATION_CONCURRENCY = 6
+    storing, most, counting = 0, 0, threading.Lock()
+    store = runner.complete_item
+
+    def counted(*args, **kwargs):
+        nonlocal storing, most
+        with counting:
+            storing += 1
+            most = max(most, storing)
+        try:
+            time.sleep(0.05)  # long enough for the stores of six slots to overlap
+            return store(*args, **kwargs)
+        finally:
+            with counting:
+                storing -= 1
+
+    monkeypatch.setattr(runner, "complete_item", counted)
+    roadmap = await sync_to_async(make_roadmap)(alice, concepts=4)
+
+    response = await api.post(f"/api/v1/roadmaps/{roadmap.pk}/generate", headers=auth(alice))
+
+    assert response.status_code == 202, response.text
+    task = await wait_for(lambda: task_finished(response.json()["data"]["task_id"]), within=30)
+    assert (task.status, task.completed) == ("completed", 12)
+    assert most == 1
+
+
 @pytest.mark.stress
 async def test_cancel_restores_unstarted_and_fails_in_flight_pairs(
     api, alice, make_roadmap, settings
 ):
     settings.GENERATION_CONCURRENCY = 2
-    settings.OFFLINE_PROVIDER_DELAY_SECONDS = 0.6
+    # Long enough that the item seen running is still running when the cancel lands
+    # (at 0.6 s it had finished in between once under CI's load).
+    settings.OFFLINE_PROVIDER_DELAY_SECONDS = 1.2
     roadmap = await sync_to_async(make_roadmap)(alice, concepts=20)
     await fail_contents(roadmap, 10, content_types=("tutorial",))
     response = await api.post(

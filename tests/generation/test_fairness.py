@@ -85,11 +85,14 @@ async def test_work_waiting_for_a_slot_outlives_the_lease(api, alice, make_roadm
 
 @sync_to_async
 def start_owners(after: int) -> list[str]:
-    """Whose `concept_start` events came after an event id, in stored order."""
+    """Whose `concept_start` events came after an event id, in stored order. The
+    streams are read once: the backlog is still running, and a second read could
+    see a start that the owners' lookup did not."""
     starts = Event.objects.filter(type="concept_start", id__gt=after).order_by("id")
-    owners = GenerationTask.objects.filter(pk__in=starts.values("stream"))
+    streams = list(starts.values_list("stream", flat=True))
+    owners = GenerationTask.objects.filter(pk__in=set(streams))
     owner_of = dict(owners.values_list("pk", "owner__username"))
-    return [owner_of[stream] for stream in starts.values_list("stream", flat=True)]
+    return [owner_of[stream] for stream in streams]
 
 
 async def test_slots_go_round_robin_across_users_not_across_tasks(

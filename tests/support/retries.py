@@ -8,6 +8,7 @@ from generation import services
 from generation.models import GenerationTask
 from notifications.models import Event
 from roadmaps.models import ConceptContent
+from tests.conftest import auth
 
 
 def retry_url(roadmap, concept_id="c001", content_type="tutorial") -> str:
@@ -53,7 +54,7 @@ async def wait_for(predicate, within: float = 10.0):
     """Poll an async predicate until it returns something truthy."""
     async with asyncio.timeout(within):
         while not (value := await predicate()):
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.01)
     return value
 
 
@@ -65,3 +66,15 @@ async def settled(roadmap, concept_id="c001", content_type="tutorial") -> Concep
 async def task_finished(task_id: str) -> GenerationTask | None:
     task = await GenerationTask.objects.aget(pk=task_id)
     return task if task.status != "running" else None
+
+
+async def retry_to_the_end(api, user, roadmap, content_type: str = "tutorial") -> ConceptContent:
+    """POST the first concept's retry and wait until its pair is completed or failed."""
+    response = await api.post(retry_url(roadmap, content_type=content_type), headers=auth(user))
+    assert response.status_code == 202, response.text
+
+    async def ended():
+        content = await ConceptContent.objects.aget(roadmap=roadmap, content_type=content_type)
+        return content if content.status in ("completed", "failed") else None
+
+    return await wait_for(ended, within=30)
