@@ -71,11 +71,17 @@ test: demo static
 # workers, the browser), the fuzz, the distributed pass's tests and the in-process
 # stress tests. One -m: a second would replace the one in pyproject's addopts, not
 # add to it. tests/system/ is not even collected, and Schemathesis' plugin (only its
-# fuzz uses it) not loaded: importing them takes a couple of seconds. No
-# collectstatic: only the system tests' servers read what it writes.
+# fuzz uses it) not loaded, nor Hypothesis' (it imports Hypothesis for its summary):
+# importing them takes a couple of seconds. No collectstatic: only the system tests'
+# servers read what it writes. Two workers (pytest-xdist), each with its own
+# database: most tests wait on threads, sockets or timers, and the other worker runs
+# meanwhile (PYTEST_ARGS=-n0 for one process). Bytecode is cached even where
+# PYTHONDONTWRITEBYTECODE is set: else each of the three processes compiles the
+# project and rewrites the tests' asserts anew, a second or more each.
 test-fast: install
-	$(BIN)/python -m pytest -m 'not system and not fuzz and not browser and not distributed and not stress' \
-	  --ignore=tests/system -p no:schemathesis $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest \
+	  -m 'not system and not fuzz and not browser and not distributed and not stress' \
+	  --ignore=tests/system -p no:schemathesis -p no:hypothesispytest -n 2 $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -12,6 +12,14 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 PACKAGES = ("generation", "roadmaps", "notifications", "roadmap_project", "bench", "tests")
 TOP_LEVEL = (*PACKAGES, "docs", "locale", ".ci")
 
+
+def is_a_library(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ValueError:  # imported already, as a module without a spec (kombu's lazy one)
+        return True
+
+
 # Modules written without their package (`state.recover_stale`): every module name
 # of the project's packages, mapped to where it lives.
 MODULES: dict[str, list[str]] = {}
@@ -21,7 +29,7 @@ for package in PACKAGES[:4]:
         if (
             "migrations" not in source.parts
             and source.stem != "__init__"
-            and importlib.util.find_spec(source.stem) is None
+            and not is_a_library(source.stem)
         ):
             dotted = ".".join(source.relative_to(ROOT).with_suffix("").parts)
             MODULES.setdefault(source.stem, []).append(dotted)

@@ -10,7 +10,6 @@ import generation.errors
 import generation.tutorial_files  # noqa: F401
 import roadmaps.services  # noqa: F401
 from roadmap_project.errors import ERRORS, DomainError
-from roadmap_project.throttling import throttle_cache
 from tests.conftest import auth
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,7 +47,6 @@ def test_every_domain_error_code_answers_its_documented_status():
 async def test_plain_rate_limiting_answers_429_with_code_throttled(
     api, alice, make_roadmap, settings, no_runner
 ):
-    await sync_to_async(throttle_cache().delete)(f"throttle_generation_{alice.pk}")
     settings.RETRY_THROTTLE_RATE = "1/minute"
     first, second = [await sync_to_async(make_roadmap)(alice) for _ in range(2)]
 

@@ -1,5 +1,6 @@
 """The two CI passes (.ci/run) and the tests of the distributed one (marked
-`distributed`: the outages, the Celery cells of the fault matrix). The embedded
+`distributed`: the outages, the Celery cells of the fault matrix, the
+circuit shared by processes). The embedded
 pass deselects them; wherever they are selected they need PostgreSQL and Redis,
 and under CI=true a missing service fails them instead of skipping them (the
 project's require_service). Run as CI runs them: pytest in a subprocess."""
@@ -14,6 +15,7 @@ from tests.support.processes import ROOT
 DISTRIBUTED = [
     "tests/system/test_outages.py",
     "tests/system/test_fault_matrix.py",
+    "tests/system/test_failover_processes.py",
     "-m",
     "distributed",
 ]
@@ -65,4 +67,4 @@ def test_the_embedded_pass_deselects_them_for_the_distributed_pass():
     )
 
     assert run.returncode == 5, run.stdout[-3000:]  # nothing selected, nothing failed
-    assert "distributed-pass tests: 3 deselected (they run in the distributed pass)" in run.stdout
+    assert "distributed-pass tests: 4 deselected (they run in the distributed pass)" in run.stdout
