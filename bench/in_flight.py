@@ -8,24 +8,34 @@ SDK over HTTP. Every generation can run at once, so the ideal makespan is one
 answer's time; anything above it is the server's own work (claims, state
 transitions, events, files, progress). Measured: makespan and its ratio to the
 ideal, peak RSS of the server, and its CPU seconds per generation. SQLite
-(embedded) and PostgreSQL + Redis (channel layer)."""
+(embedded) and PostgreSQL + Redis (channel layer).
+
+Before and after in the same run: the same batch, the same fake, served by
+BEFORE's project (bench.baseline) and by this one, alternating, ROUNDS runs each
+on a fresh database; the figures are their means, with the after's ratios to the
+before (BEFORE; BENCH_IN_FLIGHT_BEFORE names another commit). BENCH_PROFILE=DIR
+records each run's server with py-spy (`profiled`)."""
 
 import json
 import logging
 import os
 import platform
+import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dj_database_url
 import httpx
 import psycopg
 
+from bench.baseline import tree
 from bench.retry_load import BASE_ENV
 from bench.worker_scaling import bench_database_url, framework
 from roadmap_project.distributed import (
@@ -39,6 +49,10 @@ from tests.support.processes import ROOT
 
 RESULTS = ROOT / "bench" / "results" / "in_flight.json"
 GENERATIONS = int(os.environ.get("BENCH_IN_FLIGHT", "500"))
+ROUNDS = int(os.environ.get("BENCH_IN_FLIGHT_ROUNDS", "2"))
+# The before: the server as it was before its attempts were fenced against a
+# cancel every 0.5 s. The after must not cost more CPU per generation beyond noise.
+BEFORE = os.environ.get("BENCH_IN_FLIGHT_BEFORE", "f02fbcd")
 STREAM_SECONDS = 10.0
 TIMEOUT_SECONDS = 100.0
 USERNAME, PASSWORD = "bench", "bench-password-not-secret"
@@ -65,13 +79,20 @@ def peak_rss_mb(pid: int) -> float:
 def task_row(database_url: str, task_id: str) -> tuple[str, int, int]:
     """Status and counters of a task, read from the database by this process: the
     server's CPU is what is measured, so it is not asked."""
-    query = "SELECT status, completed, failed FROM generation_generationtask WHERE id = "
+    query = "SELECT status, completed, failed FROM generation_generationtask WHERE id = %s"
+    return run_sql(database_url, query, [task_id])[0]
+
+
+def run_sql(database_url: str, statement: str, params: list | None = None) -> list[tuple]:
+    """One statement on the server's database, from this process, committed; its
+    rows. Parameters are `%s`, on SQLite too."""
     if database_url.startswith("sqlite"):
         path = dj_database_url.parse(database_url)["NAME"]
         with sqlite3.connect(path) as connection:
-            return connection.execute(query + "?", [task_id]).fetchone()
+            return connection.execute(statement.replace("%s", "?"), params or []).fetchall()
     with psycopg.connect(database_url, autocommit=True) as connection:
-        return connection.execute(query + "%s", [task_id]).fetchone()
+        cursor = connection.execute(statement, params or [])
+        return cursor.fetchall() if cursor.description else []
 
 
 def fake_provider(
@@ -87,16 +108,16 @@ def fake_provider(
     return process, process.stdout.readline().strip()
 
 
-def prepare(env: dict, seed: str) -> str:
-    """Migrate the configuration's database and run the benchmark's seed script;
-    returns what the seed printed."""
+def prepare(env: dict, seed: str, root: Path = ROOT) -> str:
+    """Migrate the configuration's database and run the benchmark's seed script
+    with the project at `root`; returns what the seed printed."""
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
-        cwd=ROOT, env=env, check=True,
+        cwd=root, env=env, check=True,
     )  # fmt: skip
     return subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", seed],
-        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+        cwd=root, env=env, check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
 
 
@@ -138,13 +159,48 @@ def measure_each(
     results.write_text(json.dumps(report, indent=2) + "\n")
 
 
-def measure(env: dict, scratch: Path) -> dict:
-    prepare(env, SEED)
+def fresh(env: dict, scratch: Path, name: str) -> dict:
+    """The configuration's environment with an empty database and files of its
+    own: every run of a before/after starts alike, whichever project migrates it."""
+    var = scratch / name
+    var.mkdir()
+    env = {**env, "VAR_DIR": str(var)}
+    if env["DATABASE_URL"].startswith("sqlite"):
+        return env | {"DATABASE_URL": f"sqlite:///{var / 'db.sqlite3'}"}
+    ensure_database(env["DATABASE_URL"], fresh=True)
+    return env
+
+
+@contextmanager
+def profiled(pid: int, name: str) -> Iterator[None]:
+    """With BENCH_PROFILE=DIR, a `py-spy record --gil` of the server over the
+    block, as collapsed stacks in DIR/NAME.txt (the sampling slows the server:
+    for finding where the time goes, not for the figures)."""
+    directory = os.environ.get("BENCH_PROFILE")
+    if not directory:
+        yield
+        return
+    output = Path(directory) / f"{name}.txt"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    command = ["py-spy", "record", "--gil", "--format", "raw", "-r", "200", "-p", str(pid)]
+    spy = subprocess.Popen([*command, "-o", str(output)], stdout=subprocess.DEVNULL)
+    time.sleep(1)  # attached before the work starts
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+
+
+def measure(env: dict, scratch: Path, root: Path = ROOT, name: str = "run") -> dict:
+    """One batch on a fresh daphne serving the project at `root`."""
+    prepare(env, SEED, root)
     provider, base_url = fake_provider()
     try:
         with (
             daphne_server(
                 scratch,
+                root=root,
                 **env,
                 GENERATION_PROVIDER="openai",
                 OPENAI_API_KEY="sk-bench",
@@ -161,19 +217,21 @@ def measure(env: dict, scratch: Path) -> dict:
             )
             roadmap_id = created.raise_for_status().json()["roadmap_id"]
             pid = server.process.pid
-            cpu_before = process_seconds(pid)
-            started = time.perf_counter()
-            response = client.post(
-                f"/roadmaps/{roadmap_id}/concepts/retry-batch",
-                json={"content_types": ["tutorial"], "statuses": ["pending"]},
-            )
-            task_id = response.raise_for_status().json()["data"]["task_id"]
-            while (task := task_row(env["DATABASE_URL"], task_id))[0] == "running":
-                if time.perf_counter() - started > TIMEOUT_SECONDS:
-                    raise SystemExit(f"the batch did not finish in {TIMEOUT_SECONDS} s")
-                time.sleep(0.1)
-            makespan = time.perf_counter() - started
-            cpu = process_seconds(pid) - cpu_before
+            load_before = os.getloadavg()[0]
+            with profiled(pid, name):
+                cpu_before = process_seconds(pid)
+                started = time.perf_counter()
+                response = client.post(
+                    f"/roadmaps/{roadmap_id}/concepts/retry-batch",
+                    json={"content_types": ["tutorial"], "statuses": ["pending"]},
+                )
+                task_id = response.raise_for_status().json()["data"]["task_id"]
+                while (task := task_row(env["DATABASE_URL"], task_id))[0] == "running":
+                    if time.perf_counter() - started > TIMEOUT_SECONDS:
+                        raise SystemExit(f"the batch did not finish in {TIMEOUT_SECONDS} s")
+                    time.sleep(0.1)
+                makespan = time.perf_counter() - started
+                cpu = process_seconds(pid) - cpu_before
             rss = peak_rss_mb(pid)
     finally:
         provider.terminate()
@@ -185,25 +243,72 @@ def measure(env: dict, scratch: Path) -> dict:
         "failed": task[2],
         "peak_rss_mb": round(rss, 1),
         "cpu_ms_per_generation": round(cpu * 1000 / GENERATIONS, 1),
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
+
+
+def describe(result: dict) -> str:
+    return (
+        f"makespan {result['makespan_s']:6.2f} s "
+        f"({result['ratio_to_ideal']:.2f}x ideal), {result['completed']} completed, "
+        f"{result['failed']} failed, peak RSS {result['peak_rss_mb']} MB, "
+        f"{result['cpu_ms_per_generation']} ms CPU per generation, "
+        f"load {result['load_average_1min'][0]} -> {result['load_average_1min'][1]}"
+    )
+
+
+def mean(runs: list[dict], key: str) -> float:
+    return round(statistics.fmean(run[key] for run in runs), 2)
+
+
+def sides() -> dict[str, Path]:
+    """The after (this project) and, when this checkout has it, the before."""
+    try:
+        return {"before": tree(BEFORE), "after": ROOT}
+    except SystemExit as missing:
+        print(f"  no before: {missing}")
+        return {"after": ROOT}
 
 
 def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    projects = sides()
     report = {
         "machine": f"{platform.node()}, {os.cpu_count()} cores",
         "generations": GENERATIONS,
         "stream_seconds": STREAM_SECONDS,
+        "before_commit": BEFORE if "before" in projects else None,
+        "rounds": ROUNDS,
     }
-    print(f"{GENERATIONS} tutorials streamed over {STREAM_SECONDS} s each, all in flight at once")
-    measure_each(
-        report,
-        RESULTS,
-        measure,
-        lambda result: (
-            f"makespan {result['makespan_s']:6.2f} s "
-            f"({result['ratio_to_ideal']:.2f}x ideal), {result['completed']} completed, "
-            f"{result['failed']} failed, peak RSS {result['peak_rss_mb']} MB, "
-            f"{result['cpu_ms_per_generation']} ms CPU per generation"
-        ),
+    print(
+        f"{GENERATIONS} tutorials streamed over {STREAM_SECONDS} s each, all in flight at once; "
+        f"{' '.join(projects)} interleaved, {ROUNDS} rounds (before: {BEFORE})"
     )
+    with tempfile.TemporaryDirectory() as scratch:
+        for label, env in configurations(Path(scratch)).items():
+            runs: dict[str, list[dict]] = {side: [] for side in projects}
+            for round_number in range(1, ROUNDS + 1):
+                for side, root in projects.items():
+                    name = f"{label}-{side}-{round_number}"
+                    result = measure(fresh(env, Path(scratch), name), Path(scratch), root, name)
+                    runs[side].append(result)
+                    print(f"  {label:15} {side:6} {describe(result)}", flush=True)
+            report[label] = entry = {
+                side: {
+                    "cpu_ms_per_generation": mean(side_runs, "cpu_ms_per_generation"),
+                    "makespan_s": mean(side_runs, "makespan_s"),
+                    "peak_rss_mb": mean(side_runs, "peak_rss_mb"),
+                    "runs": side_runs,
+                }
+                for side, side_runs in runs.items()
+            }
+            if "before" in entry:
+                for key in ("cpu_ms_per_generation", "makespan_s"):
+                    ratio = entry["after"][key] / entry["before"][key]
+                    entry[f"{key.split('_')[0]}_ratio"] = round(ratio, 2)
+                print(
+                    f"  {label:15} after / before: CPU per generation {entry['cpu_ratio']}x, "
+                    f"makespan {entry['makespan_ratio']}x"
+                )
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")

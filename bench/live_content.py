@@ -17,9 +17,11 @@ Runs, each on a fresh daphne, in one configuration: GENERATIONS with no socket
 nobody subscribed), the same watched, then 1 and 100 watched (latency by
 concurrent streams). Measured: makespan (the start to the task's end, read from
 the database by this process), the server's CPU per generation and its busiest
-second, chunk-to-client latency, and the bytes of the content_snapshot and
-content_delta frames per generation against the stored content. SQLite
-(embedded) and PostgreSQL + Redis (channel layer and live store in Redis).
+second, chunk-to-client latency (overall, each second's p99, and the steady part
+between the burst in which the streams start and the one in which they end), and
+the bytes of the content_snapshot and content_delta frames per generation against
+the stored content. SQLite (embedded) and PostgreSQL + Redis (channel layer and
+live store in Redis).
 Goals at 500: CPU per generation at most 1.5 times and makespan within 10 % of the
 baseline; chunk p99 ≤ 150 ms (a delta may wait 100 ms by design)."""
 
@@ -88,7 +90,7 @@ def frame_bytes(payload):
     return size + (2 if size < 126 else 4 if size < 65536 else 10)  # server frames: unmasked
 
 async def main(url):
-    latencies, held, timed = [], {}, {}
+    latencies, received_at, held, timed = [], [], {}, {}
     result = {"frames": 0, "wire_bytes": 0, "snapshots": 0, "gaps": 0, "ended": {}}
     async with websockets.connect(url, open_timeout=60, max_size=None) as socket:
         result["compressed"] = bool(socket.protocol.extensions)
@@ -100,8 +102,8 @@ async def main(url):
             kind, pair = event["type"], event.get("concept_id")
             if kind == "task_complete":
                 break
-            if kind in ("concept_complete", "concept_failed"):
-                result["ended"][pair] = kind
+            if kind == "concept_complete":  # how much of its text came before it
+                result["ended"][pair] = len(held.get(pair, ""))
             if kind not in ("content_snapshot", "content_delta"):
                 continue
             result["frames"] += 1
@@ -122,9 +124,11 @@ async def main(url):
             # hence stamps, are never split between two frames).
             for stamp in STAMP.findall(text, timed.get(pair, 0)):
                 latencies.append((received - float(stamp)) * 1000)
+                received_at.append(round(received, 3))
             timed[pair] = len(text)
     result["held"] = {pair: len(text) for pair, text in held.items()}
-    print(json.dumps({"latencies": latencies, **result}), flush=True)
+    result["cpu_s"] = time.process_time()
+    print(json.dumps({"latencies": latencies, "received_at": received_at, **result}), flush=True)
 
 asyncio.run(main(sys.argv[1]))
 """
@@ -134,9 +138,33 @@ def quantile(values: list[float], q: float) -> float:
     return round(values[min(len(values) - 1, int(q * len(values)))], 1) if values else 0.0
 
 
-def one_run(server, env: dict, token: str, roadmap_id: str, count: int, watched: bool) -> dict:
+def by_second(latencies: list[float], received_at: list[float]) -> dict:
+    """Where the p99 comes from: the p99 of each second of the run (from the first
+    chunk received), and of the steady part, a second in from either end, apart
+    from the bursts in which all the streams start and all of them end."""
+    if not latencies:
+        return {"p99_ms_by_second": [], "steady_p99_ms": 0.0}
+    first, last = min(received_at), max(received_at)
+    seconds: dict[int, list[float]] = {}
+    steady = []
+    for latency, received in zip(latencies, received_at, strict=True):
+        seconds.setdefault(int(received - first), []).append(latency)
+        if first + 1 <= received <= last - 1:
+            steady.append(latency)
+    return {
+        "p99_ms_by_second": [
+            quantile(sorted(seconds.get(second, [])), 0.99) for second in range(max(seconds) + 1)
+        ],
+        "steady_p99_ms": quantile(sorted(steady), 0.99),
+    }
+
+
+def one_run(
+    server, env: dict, token: str, roadmap_id: str, count: int, watched: bool, provider_pid: int
+) -> dict:
     """Generate the roadmap's `count` tutorials in one batch, watched by one socket
-    or by none."""
+    or by none. Besides the server's CPU, the fake provider's (`provider_pid`) and
+    the client's: what the whole run asks of the machine."""
     client = None
     if watched:
         url = f"{server.ws_url}/api/v1/ws/roadmaps/{roadmap_id}?token={token}"
@@ -150,6 +178,7 @@ def one_run(server, env: dict, token: str, roadmap_id: str, count: int, watched:
             api.headers["Authorization"] = f"Token {token}"
             pid = server.process.pid
             cpu_before = process_seconds(pid)
+            provider_before = process_seconds(provider_pid)
             started = time.perf_counter()
             response = api.post(
                 f"/roadmaps/{roadmap_id}/concepts/retry-batch",
@@ -164,6 +193,7 @@ def one_run(server, env: dict, token: str, roadmap_id: str, count: int, watched:
                 samples.append((time.perf_counter(), process_seconds(pid)))
             makespan = time.perf_counter() - started
             cpu = process_seconds(pid) - cpu_before
+            provider_cpu = process_seconds(provider_pid) - provider_before
         # The busiest second: how close the server came to a whole core.
         busiest = max(
             (
@@ -179,6 +209,7 @@ def one_run(server, env: dict, token: str, roadmap_id: str, count: int, watched:
             "failed": task[2],
             "cpu_ms_per_generation": round(cpu * 1000 / count, 1),
             "server_cores_busiest_second": round(busiest, 2),
+            "provider_cpu_s": round(provider_cpu, 2),
             "load_average_1min": round(os.getloadavg()[0], 1),
         }
         if client is None:
@@ -189,12 +220,14 @@ def one_run(server, env: dict, token: str, roadmap_id: str, count: int, watched:
         if client is not None and client.poll() is None:
             client.kill()
             client.wait(10)
+    phases = by_second(report.get("latencies", []), report.get("received_at", []))
     latencies = sorted(report.get("latencies", []))
     held = report.get("held", {})
     return result | {
         "p50_ms": quantile(latencies, 0.5),
         "p99_ms": quantile(latencies, 0.99),
         "max_ms": round(latencies[-1], 1) if latencies else 0.0,
+        **phases,
         "chunks_timed": len(latencies),
         "frames_per_generation": round(report.get("frames", 0) / count, 1),
         "live_bytes_per_generation": round(report.get("wire_bytes", 0) / count),
@@ -203,7 +236,13 @@ def one_run(server, env: dict, token: str, roadmap_id: str, count: int, watched:
         "gaps": report.get("gaps", 0),
         # Pairs whose text, at the end, is the stored content (as long as it).
         "held_as_stored": sum(size == ANSWER_CHARS for size in held.values()),
+        # Pairs whose concept_complete came before the last of their text (the
+        # contract has it after).
+        "completed_before_text": sum(
+            size != ANSWER_CHARS for size in report.get("ended", {}).values()
+        ),
         "compressed": report.get("compressed", False),
+        "client_cpu_s": round(report.get("cpu_s", 0.0), 2),
     }
 
 
@@ -223,7 +262,9 @@ def measure(env: dict, scratch: Path) -> dict:
                 GENERATION_CONCURRENCY=str(count),
                 BATCH_MAX_PAIRS=str(count),
             ) as server:
-                results[name] = run = one_run(server, env, token, roadmap_id, count, watched)
+                results[name] = run = one_run(
+                    server, env, token, roadmap_id, count, watched, provider.pid
+                )
             print(f"    {name:14} {describe_run(run)}", flush=True)
     finally:
         provider.terminate()
@@ -241,15 +282,19 @@ def describe_run(run: dict) -> str:
         f"makespan {run['makespan_s']:6.2f} s, {run['completed']} completed, "
         f"{run['failed']} failed, {run['cpu_ms_per_generation']} ms CPU/generation "
         f"(busiest second {run['server_cores_busiest_second']} cores), "
-        f"load {run['load_average_1min']}"
+        f"fake provider {run['provider_cpu_s']} s CPU, load {run['load_average_1min']}"
     )
     if "p50_ms" in run:
         line += (
-            f"; chunk p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms, max {run['max_ms']} ms "
+            f"; chunk p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms (steady "
+            f"{run['steady_p99_ms']} ms; by second {run['p99_ms_by_second']}), "
+            f"max {run['max_ms']} ms "
             f"({run['chunks_timed']} chunks); {run['live_bytes_per_generation']} B of live "
             f"frames per generation ({run['live_bytes_ratio']}x stored, "
             f"{run['frames_per_generation']} frames); gaps {run['gaps']}; "
-            f"held as stored {run['held_as_stored']}/{run['generations']}"
+            f"held as stored {run['held_as_stored']}/{run['generations']}, "
+            f"completed before their text {run['completed_before_text']}; "
+            f"client {run['client_cpu_s']} s CPU"
         )
     return line
 

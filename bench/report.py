@@ -55,19 +55,44 @@ def load(name: str) -> dict | None:
 
 def queries_section() -> list[str]:
     results = load("queries_per_generation")
-    if not results:
+    if not results or "rounds" not in results:
         return []
     lines = [
-        "## Queries and transactions per generation (`bench/queries_per_generation.py`)",
+        "## Queries, transactions and CPU per generation (`bench/queries_per_generation.py`)",
         "",
-        "Every statement of every thread of one process, for a generation run for",
-        f"real by the in-process engine (`{results['vendor']}`). The seed's design",
-        "stated 2–3 writes per generation; a transaction here is a BEGIN or a write",
-        "in autocommit.",
+        "Every statement of every thread of one process, for generations run for real by",
+        "the in-process engine (offline provider, 0.05 s an answer), per generation (a",
+        "batch's start shared by its 50). Each cell: *before* (the same scenario on",
+        f"`{results['before_commit']}`, the commit before usage records and budgets,",
+        "`bench/baseline.py`) · *usage off* (this commit with metering, reservations and",
+        "settling switched off by the benchmark) · *after*. A transaction is one that",
+        "reached the database: a commit or rollback after a statement, or a write in",
+        f"autocommit. CPU: the process's, mean of {results['rounds']} runs, sides alternating.",
         "",
+        "| setup | generation | queries | transactions | savepoints | writes | CPU ms | "
+        "CPU × before | CPU × usage off |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    rows = {name.replace("_", " "): counts for name, counts in results.items() if name != "vendor"}
-    return [*lines, *table("generation", ["queries", "transactions", "writes"], rows), ""]
+    for setup, label in LABELS.items():
+        if setup not in results:
+            continue
+        entry = results[setup]
+        for name, after in entry["after"].items():
+            if name == "vendor":
+                continue
+            figures = [
+                entry[side][name] for side in ("before", "usage_off", "after") if side in entry
+            ]
+            cells = [
+                " · ".join(f"{f[key]:g}" for f in figures)
+                for key in ("queries", "transactions", "savepoints", "writes", "cpu_ms")
+            ]
+            cells += [
+                str(after.get(f"against_{side}", {}).get("cpu_ratio", ""))
+                for side in ("before", "usage_off")
+            ]
+            lines.append(f"| {label} | {name.replace('_', ' ')} | {' | '.join(cells)} |")
+    return [*lines, ""]
 
 
 def lost_updates_section() -> list[str]:
@@ -120,22 +145,65 @@ def scaling_section() -> list[str]:
     ]
 
 
+def before_after(entry: dict, key: str) -> str:
+    """`before → after` of one figure, or the after alone without a before."""
+    if "before" not in entry:
+        return f"{entry['after'][key]}"
+    return f"{entry['before'][key]} → {entry['after'][key]}"
+
+
 def in_flight_section() -> list[str]:
     results = load("in_flight")
-    if not results:
+    if not results or "rounds" not in results:
         return []
-    rows = {LABELS[k]: v for k, v in results.items() if k in LABELS}
-    return [
+    lines = [
         "## Generations in flight in one process (`bench/in_flight.py`)",
         "",
         f"{results['generations']} tutorials at once (GENERATION_CONCURRENCY = "
         f"{results['generations']}), each streamed over {results['stream_seconds']} s by the",
         "fake OpenAI server in another process, through the real SDK. Ideal makespan: one",
-        "answer's time; the rest is the server's own work per generation.",
+        "answer's time; the rest is the server's own work per generation. *Before*: the",
+        f"same batch served by `{results['before_commit']}` (`bench/baseline.py`), the",
+        f"sides alternating, {results['rounds']} runs each (means).",
+        "",
+        "| setup | makespan s | peak RSS MB | CPU ms/generation | CPU × | makespan × |",
+        "|---|---|---|---|---|---|",
+    ]
+    for setup, label in LABELS.items():
+        if setup in results:
+            entry = results[setup]
+            cells = [before_after(entry, k) for k in ("makespan_s", "peak_rss_mb")]
+            cells += [before_after(entry, "cpu_ms_per_generation")]
+            cells += [f"{entry.get('cpu_ratio', '')}", f"{entry.get('makespan_ratio', '')}"]
+            lines.append(f"| {label} | {' | '.join(cells)} |")
+    return [*lines, ""]
+
+
+def failover_section() -> list[str]:
+    results = load("failover")
+    if not results:
+        return []
+    rows = {LABELS[k]: {**v, "ratio": f"{v['ratio']}×"} for k, v in results.items() if k in LABELS}
+    return [
+        "## A batch with the primary provider down (`bench/failover.py`)",
+        "",
+        f"{results['generations']} tutorials, {results['slots']} slots, two fake OpenAI servers "
+        f"streaming each answer over {results['stream_seconds']} s:",
+        f"the primary healthy, then answering 503 from the start ({results['sdk_retries']} SDK "
+        "retries, then the",
+        "secondary), alternated; medians. Goal: down ≤ 1.2 × healthy. *cpu ratio*: the",
+        "server's CPU seconds for the batch, down against healthy. The primary's requests",
+        "while down are the calls of every slot that started before its circuit opened.",
         "",
         *table(
             "setup",
-            ["makespan_s", "ratio_to_ideal", "completed", "peak_rss_mb", "cpu_ms_per_generation"],
+            [
+                "healthy_makespan_s",
+                "primary_down_makespan_s",
+                "ratio",
+                "cpu_ratio",
+                "primary_requests_while_down",
+            ],
             rows,
         ),
         "",
@@ -156,11 +224,14 @@ def live_section() -> list[str]:
         "nobody subscribed). Latency: the fake's send time to the client's receipt;",
         "held as stored: pairs whose text ended as stored. Goals at 500: CPU per generation",
         "≤ 1.5× and makespan within 10 % of unwatched; p99 ≤ 150 ms. The load is the",
-        "machine's 1-minute load average at the end of each run (2 cores here).",
+        "machine's 1-minute load average at the end of each run (2 cores here). Steady p99:",
+        "the chunks received a second in from either end, apart from the bursts in which",
+        "all the streams start and all of them end (each second's p99 is in the results).",
         "",
         "| setup | run | streams | makespan s | CPU ms/generation | busiest second, cores | "
-        "p50 ms | p99 ms | max ms | live bytes/generation | × stored | held as stored | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "p50 ms | p99 ms | steady p99 ms | max ms | live bytes/generation | × stored | "
+        "held as stored | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ratios = []
     for setup, label in LABELS.items():
@@ -178,13 +249,14 @@ def live_section() -> list[str]:
                     [
                         f"{run['p50_ms']}",
                         f"{run['p99_ms']}",
+                        f"{run.get('steady_p99_ms', '')}",
                         f"{run['max_ms']}",
                         f"{run['live_bytes_per_generation']:,}",
                         f"{run['live_bytes_ratio']}",
                         f"{run['held_as_stored']}/{run['generations']}",
                     ]
                     if watched
-                    else [""] * 6
+                    else [""] * 7
                 ),
                 f"{run['load_average_1min']}",
             ]
@@ -400,7 +472,7 @@ def write() -> None:
         "",
     ]
     lines += queries_section() + lost_updates_section() + in_flight_section() + live_section()
-    lines += fairness_section()
+    lines += fairness_section() + failover_section()
     lines += limits_section() + metrics_section() + disconnect_section()
     lines += (
         latency_section() + fanout_section() + idle_section() + storm_section() + scaling_section()
