@@ -234,10 +234,9 @@ def complete_item(run: ItemRun, *, version: int, fields: dict, roadmap_id=None) 
         .held_by(run.attempt_id)
         .release(status=ContentStatus.COMPLETED, public_error="", version=version, **fields)
     )
-    item = ledger.item(run.item_id, task=task)
+    item = ledger.item(run.item_id, task=task)  # read after the release: its new version
     if landed:
-        content = ConceptContent.objects.select_related("concept").get(pk=run.content_id)
-        ledger.close_item(task, item, ItemState.COMPLETED, content=content)
+        ledger.close_item(task, item, ItemState.COMPLETED, content=item.content)
     elif item.state in UNFINISHED_ITEM_STATES and item.attempt_id == run.attempt_id:
         ledger.close_item(task, item, ItemState.CANCELLED, error=Superseded())
     return bool(landed)
