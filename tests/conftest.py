@@ -7,7 +7,6 @@ from pathlib import Path
 import httpx
 import pytest
 from django.db.backends.postgresql.operations import DatabaseOperations as PostgreSQLOperations
-from django.test import Client
 
 from generation.providers import reset_provider
 
@@ -305,14 +304,6 @@ async def api():
     transport = httpx.ASGITransport(app=application)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
-
-
-@pytest.fixture
-def staff_client(django_user_model) -> Client:
-    django_user_model.objects.create_superuser(username="root", password="root-password")
-    client = Client()
-    assert client.login(username="root", password="root-password")
-    return client
 
 
 def auth(user) -> dict:

@@ -74,14 +74,14 @@ def fail(content: ConceptContent) -> None:
 
 
 def test_reset_to_pending_asks_for_confirmation_and_changes_nothing_yet(
-    staff_client, alice, make_roadmap
+    admin_client, alice, make_roadmap
 ):
     roadmap = make_roadmap(alice)
     content = content_of(roadmap, "c001", "quiz")
     fail(content)
     before = last_event_id()
 
-    response = post_action(staff_client, "reset_to_pending", [content])
+    response = post_action(admin_client, "reset_to_pending", [content])
 
     assert response.status_code == 200
     page = response.content.decode()
@@ -93,7 +93,7 @@ def test_reset_to_pending_asks_for_confirmation_and_changes_nothing_yet(
 
 
 def test_reset_to_pending_after_confirmation_resets_and_emits_status_changed(
-    staff_client, alice, make_roadmap
+    admin_client, alice, make_roadmap
 ):
     roadmap = make_roadmap(alice, concepts=2)
     contents = [content_of(roadmap, "c001", "tutorial"), content_of(roadmap, "c002", "quiz")]
@@ -101,7 +101,7 @@ def test_reset_to_pending_after_confirmation_resets_and_emits_status_changed(
         fail(content)
     before = last_event_id()
 
-    response = post_action(staff_client, "reset_to_pending", contents, confirm=True)
+    response = post_action(admin_client, "reset_to_pending", contents, confirm=True)
 
     assert response.status_code == 302
     assert [content_of(roadmap, c.concept.concept_id, c.content_type).status for c in contents] == [
@@ -116,22 +116,22 @@ def test_reset_to_pending_after_confirmation_resets_and_emits_status_changed(
         ("c002", "quiz", "failed", "pending"),
     ]
     assert all(e["task_id"] is None and e["roadmap_id"] == str(roadmap.pk) for e in events)
-    messages = [str(m) for m in staff_client.get(response.url).context["messages"]]
+    messages = [str(m) for m in admin_client.get(response.url).context["messages"]]
     assert messages == ["2 content(s) set to pending."]
 
 
 def test_mark_failed_after_confirmation_fails_pending_content_with_an_event(
-    staff_client, alice, make_roadmap
+    admin_client, alice, make_roadmap
 ):
     roadmap = make_roadmap(alice)
     content = content_of(roadmap, "c001", "resources")
     before = last_event_id()
 
-    first = post_action(staff_client, "mark_failed", [content])
+    first = post_action(admin_client, "mark_failed", [content])
     assert first.status_code == 200
     assert content_of(roadmap, "c001", "resources").status == ContentStatus.PENDING
 
-    response = post_action(staff_client, "mark_failed", [content], confirm=True)
+    response = post_action(admin_client, "mark_failed", [content], confirm=True)
 
     assert response.status_code == 302
     failed = content_of(roadmap, "c001", "resources")
@@ -143,7 +143,7 @@ def test_mark_failed_after_confirmation_fails_pending_content_with_an_event(
 
 
 def test_mark_failed_fences_out_a_running_generation_and_closes_its_task(
-    staff_client, alice, make_roadmap, queue_without_worker
+    admin_client, alice, make_roadmap, queue_without_worker
 ):
     roadmap = make_roadmap(alice)
     content = content_of(roadmap, "c001", "tutorial")
@@ -151,7 +151,7 @@ def test_mark_failed_fences_out_a_running_generation_and_closes_its_task(
     assert content_of(roadmap, "c001", "tutorial").status == ContentStatus.GENERATING
     before = last_event_id()
 
-    response = post_action(staff_client, "mark_failed", [content], confirm=True)
+    response = post_action(admin_client, "mark_failed", [content], confirm=True)
 
     assert response.status_code == 302
     after = content_of(roadmap, "c001", "tutorial")
@@ -166,17 +166,17 @@ def test_mark_failed_fences_out_a_running_generation_and_closes_its_task(
 
 
 def test_reset_of_content_already_in_that_status_changes_nothing_and_says_so(
-    staff_client, alice, make_roadmap
+    admin_client, alice, make_roadmap
 ):
     roadmap = make_roadmap(alice)
     content = content_of(roadmap, "c001", "quiz")
     before = last_event_id()
 
-    response = post_action(staff_client, "reset_to_pending", [content], confirm=True)
+    response = post_action(admin_client, "reset_to_pending", [content], confirm=True)
 
     assert response.status_code == 302
     assert last_event_id() == before
-    messages = [str(m) for m in staff_client.get(response.url).context["messages"]]
+    messages = [str(m) for m in admin_client.get(response.url).context["messages"]]
     assert "already pending" in messages[0]
 
 
@@ -185,7 +185,7 @@ def test_reset_of_content_already_in_that_status_changes_nothing_and_says_so(
 
 @pytest.mark.django_db(transaction=True)  # the engine's thread reads the work
 def test_retry_now_starts_one_task_per_roadmap_names_them_and_completes(
-    staff_client, alice, bob, make_roadmap
+    admin_client, alice, bob, make_roadmap
 ):
     alices = make_roadmap(alice, concepts=2)
     bobs = make_roadmap(bob)
@@ -197,7 +197,7 @@ def test_retry_now_starts_one_task_per_roadmap_names_them_and_completes(
     for content in selected:
         fail(content)
 
-    response = post_action(staff_client, "retry_now", selected)
+    response = post_action(admin_client, "retry_now", selected)
 
     assert response.status_code == 302
     tasks = list(GenerationTask.objects.order_by("roadmap__owner__username"))
@@ -205,7 +205,7 @@ def test_retry_now_starts_one_task_per_roadmap_names_them_and_completes(
         (alices.pk, TaskKind.BATCH, 2),
         (bobs.pk, TaskKind.BATCH, 1),
     ]
-    [message] = [str(m) for m in staff_client.get(response.url).context["messages"]]
+    [message] = [str(m) for m in admin_client.get(response.url).context["messages"]]
     assert set(re.findall(r"batch-retry-[0-9a-f]{32}", message)) == {t.pk for t in tasks}
 
     assert engine.wait_until_idle(timeout=30)
@@ -224,16 +224,16 @@ def test_retry_now_starts_one_task_per_roadmap_names_them_and_completes(
 
 
 def test_retry_now_skips_content_already_generating_and_warns(
-    staff_client, alice, make_roadmap, queue_without_worker
+    admin_client, alice, make_roadmap, queue_without_worker
 ):
     roadmap = make_roadmap(alice)
     content = content_of(roadmap, "c001", "quiz")
     running = services.retry_content(content=content, user=alice).task
 
-    response = post_action(staff_client, "retry_now", [content])
+    response = post_action(admin_client, "retry_now", [content])
 
     assert response.status_code == 302
-    messages = [str(m) for m in staff_client.get(response.url).context["messages"]]
+    messages = [str(m) for m in admin_client.get(response.url).context["messages"]]
     assert messages == ["1 content(s) skipped: already generating."]
     assert list(GenerationTask.objects.values_list("pk", flat=True)) == [running.pk]
     assert content_of(roadmap, "c001", "quiz").task_id == running.pk
@@ -265,13 +265,13 @@ def test_actions_need_the_change_permission(alice, make_roadmap, django_user_mod
 # --- The ConceptContent list ----------------------------------------------------
 
 
-def test_changelist_filters_by_status_content_type_and_roadmap(staff_client, alice, make_roadmap):
+def test_changelist_filters_by_status_content_type_and_roadmap(admin_client, alice, make_roadmap):
     first = make_roadmap(alice, concepts=2, title="First")
     second = make_roadmap(alice, title="Second")
     fail(content_of(first, "c002", "quiz"))
 
     def listed(query: str) -> set[int]:
-        response = staff_client.get(CHANGELIST + query)
+        response = admin_client.get(CHANGELIST + query)
         assert response.status_code == 200
         return {c.pk for c in response.context["cl"].result_list}
 
@@ -285,7 +285,7 @@ def test_changelist_filters_by_status_content_type_and_roadmap(staff_client, ali
 
 
 def test_changelist_searches_concept_name_roadmap_title_and_task_id(
-    staff_client, alice, make_roadmap, queue_without_worker
+    admin_client, alice, make_roadmap, queue_without_worker
 ):
     framework = {
         "stages": [
@@ -309,7 +309,7 @@ def test_changelist_searches_concept_name_roadmap_title_and_task_id(
     task = services.retry_content(content=quiz, user=alice).task
 
     def listed(term: str) -> set[int]:
-        response = staff_client.get(CHANGELIST, {"q": term})
+        response = admin_client.get(CHANGELIST, {"q": term})
         assert response.status_code == 200
         return {c.pk for c in response.context["cl"].result_list}
 
@@ -320,24 +320,24 @@ def test_changelist_searches_concept_name_roadmap_title_and_task_id(
     assert listed(task.pk) == {quiz.pk}
 
 
-def test_changelist_shows_statuses_as_coloured_badges(staff_client, alice, make_roadmap):
+def test_changelist_shows_statuses_as_coloured_badges(admin_client, alice, make_roadmap):
     roadmap = make_roadmap(alice)
     fail(content_of(roadmap, "c001", "quiz"))
 
-    page = staff_client.get(CHANGELIST).content.decode()
+    page = admin_client.get(CHANGELIST).content.decode()
 
     assert re.search(r'class="status-badge status-failed" style="background:#[0-9a-f]{6}', page)
     assert 'class="status-badge status-pending"' in page
 
 
-def test_content_cannot_be_edited_or_deleted_from_its_page(staff_client, alice, make_roadmap):
+def test_content_cannot_be_edited_or_deleted_from_its_page(admin_client, alice, make_roadmap):
     roadmap = make_roadmap(alice)
     content = content_of(roadmap, "c001", "quiz")
     page = f"{CHANGELIST}{content.pk}/change/"
 
-    shown = staff_client.get(page)
-    saved = staff_client.post(page, {"status": "completed"})
-    deleted = staff_client.post(f"{CHANGELIST}{content.pk}/delete/", {"post": "yes"})
+    shown = admin_client.get(page)
+    saved = admin_client.post(page, {"status": "completed"})
+    deleted = admin_client.post(f"{CHANGELIST}{content.pk}/delete/", {"post": "yes"})
 
     assert shown.status_code == 200
     assert 'name="_save"' not in shown.content.decode()
@@ -349,22 +349,22 @@ def test_content_cannot_be_edited_or_deleted_from_its_page(staff_client, alice, 
 # --- Roadmap and GenerationTask pages -------------------------------------------
 
 
-def test_roadmap_admin_lists_owner_and_status_counts(staff_client, alice, make_roadmap):
+def test_roadmap_admin_lists_owner_and_status_counts(admin_client, alice, make_roadmap):
     roadmap = make_roadmap(alice, concepts=2, title="Learn React")
     fail(content_of(roadmap, "c001", "quiz"))
 
-    page = staff_client.get("/admin/roadmaps/roadmap/").content.decode()
+    page = admin_client.get("/admin/roadmaps/roadmap/").content.decode()
 
     assert "Learn React" in page and "alice" in page
     assert "pending 5" in page
     assert "failed 1" in page
 
 
-def test_roadmap_page_shows_structure_and_counts_read_only(staff_client, alice, make_roadmap):
+def test_roadmap_page_shows_structure_and_counts_read_only(admin_client, alice, make_roadmap):
     roadmap = make_roadmap(alice, concepts=2, title="Learn React")
     fail(content_of(roadmap, "c002", "tutorial"))
 
-    page = staff_client.get(f"/admin/roadmaps/roadmap/{roadmap.pk}/change/").content.decode()
+    page = admin_client.get(f"/admin/roadmaps/roadmap/{roadmap.pk}/change/").content.decode()
 
     assert "Concept 1" in page and "c002" in page and "Stage" in page
     assert "tutorial: failed" in page
@@ -372,16 +372,16 @@ def test_roadmap_page_shows_structure_and_counts_read_only(staff_client, alice, 
 
 
 @pytest.mark.django_db(transaction=True)  # the engine's thread reads the work
-def test_generation_task_page_shows_items_and_events_read_only(staff_client, alice, make_roadmap):
+def test_generation_task_page_shows_items_and_events_read_only(admin_client, alice, make_roadmap):
     roadmap = make_roadmap(alice)
     content = content_of(roadmap, "c001", "tutorial")
     task = services.retry_content(content=content, user=alice).task
     assert engine.wait_until_idle(timeout=30)
     page_url = f"/admin/generation/generationtask/{task.pk}/change/"
 
-    page = staff_client.get(page_url)
-    listing = staff_client.get("/admin/generation/generationtask/", {"q": task.pk})
-    edit = staff_client.post(page_url, {"status": "failed"})
+    page = admin_client.get(page_url)
+    listing = admin_client.get("/admin/generation/generationtask/", {"q": task.pk})
+    edit = admin_client.post(page_url, {"status": "failed"})
 
     html = page.content.decode()
     assert page.status_code == 200
@@ -394,11 +394,11 @@ def test_generation_task_page_shows_items_and_events_read_only(staff_client, ali
     assert task.status == TaskStatus.COMPLETED
 
 
-def test_roadmaps_are_not_deleted_from_the_admin(staff_client, alice, make_roadmap):
+def test_roadmaps_are_not_deleted_from_the_admin(admin_client, alice, make_roadmap):
     """Deletion goes through the API, which refuses while work is in flight."""
     roadmap = make_roadmap(alice)
 
-    response = staff_client.post(f"/admin/roadmaps/roadmap/{roadmap.pk}/delete/", {"post": "yes"})
+    response = admin_client.post(f"/admin/roadmaps/roadmap/{roadmap.pk}/delete/", {"post": "yes"})
 
     assert response.status_code == 403
     assert Roadmap.objects.filter(pk=roadmap.pk).exists()
@@ -416,13 +416,13 @@ def usage_page(client: Client, query: dict | None = None):
 
 
 def test_usage_totals_cover_the_whole_filtered_selection_not_one_page(
-    staff_client, alice, bob, settings
+    admin_client, alice, bob, settings
 ):
     settings.GENERATION_PRICES = PRICES
     save(*(record(alice, created_at=at(DAY, i % 24)) for i in range(150)))
     save(*(record(bob, created_at=at(DAY), model="other", cost=None) for _ in range(5)))
 
-    response = usage_page(staff_client, {"user__id__exact": alice.pk})
+    response = usage_page(admin_client, {"user__id__exact": alice.pk})
 
     assert len(response.context["cl"].result_list) == 100  # one page …
     totals = response.context["usage_totals"]  # … the totals of all 150
@@ -435,18 +435,18 @@ def test_usage_totals_cover_the_whole_filtered_selection_not_one_page(
 
 
 def test_usage_totals_of_a_selection_with_an_unpriced_model_say_the_cost_is_unknown(
-    staff_client, alice
+    admin_client, alice
 ):
     save(record(alice, created_at=at(DAY)), record(alice, created_at=at(DAY), cost=None))
 
-    response = usage_page(staff_client)
+    response = usage_page(admin_client)
 
     assert response.context["usage_totals"].cost is None
     assert "unknown: a model in the selection has no price" in response.content.decode()
 
 
 def test_usage_list_filters_by_user_provider_model_content_type_outcome_and_date(
-    staff_client, alice, bob
+    admin_client, alice, bob
 ):
     records = {
         "alice": record(alice, created_at=at(DAY - dt.timedelta(days=1))),
@@ -460,7 +460,7 @@ def test_usage_list_filters_by_user_provider_model_content_type_outcome_and_date
     save(*records.values())
 
     def listed(**query) -> set[str]:
-        response = usage_page(staff_client, query)
+        response = usage_page(admin_client, query)
         names = {r.pk: name for name, r in records.items()}
         found = {names[r.pk] for r in response.context["cl"].result_list}
         assert response.context["usage_totals"].requests == len(found)
@@ -476,14 +476,14 @@ def test_usage_list_filters_by_user_provider_model_content_type_outcome_and_date
     assert len(listed()) == len(records)
 
 
-def test_usage_records_cannot_be_added_edited_or_deleted(staff_client, alice):
+def test_usage_records_cannot_be_added_edited_or_deleted(admin_client, alice):
     [saved] = save(record(alice, created_at=at(DAY)))
     page = f"{USAGE}{saved.pk}/change/"
 
-    shown = staff_client.get(page)
-    edited = staff_client.post(page, {"prompt_tokens": "0"})
-    deleted = staff_client.post(f"{USAGE}{saved.pk}/delete/", {"post": "yes"})
-    added = staff_client.get(f"{USAGE}add/")
+    shown = admin_client.get(page)
+    edited = admin_client.post(page, {"prompt_tokens": "0"})
+    deleted = admin_client.post(f"{USAGE}{saved.pk}/delete/", {"post": "yes"})
+    added = admin_client.get(f"{USAGE}add/")
 
     assert shown.status_code == 200
     assert 'name="_save"' not in shown.content.decode()
@@ -497,7 +497,7 @@ CIRCUITS = "/admin/generation/providercircuit/"
 HOUR = dt.timedelta(hours=1)
 
 
-def test_circuits_show_their_state_and_an_operator_closes_an_open_one(staff_client):
+def test_circuits_show_their_state_and_an_operator_closes_an_open_one(admin_client):
     now = timezone.now()
     ProviderCircuit.objects.bulk_create(
         [
@@ -507,8 +507,8 @@ def test_circuits_show_their_state_and_an_operator_closes_an_open_one(staff_clie
         ]
     )
 
-    listed = staff_client.get(CIRCUITS).content.decode()
-    closed = staff_client.post(
+    listed = admin_client.get(CIRCUITS).content.decode()
+    closed = admin_client.post(
         CIRCUITS, {"action": "close_circuits", ACTION_CHECKBOX_NAME: ["primary"]}
     )
 

@@ -559,29 +559,28 @@ def test_starts_from_processes_at_once_never_take_a_user_past_the_budget(alice, 
 
 
 def test_retry_now_skips_a_roadmap_over_budget_and_says_why(
-    staff_client, alice, bob, make_roadmap, django_user_model, no_runner
+    admin_client, admin_user, alice, bob, make_roadmap, no_runner
 ):
     """The operator starts the tasks and owns them, so their budget pays: here it
     holds one of the two roadmaps' reservations (equal: the same pair)."""
     roadmaps = make_roadmap(alice), make_roadmap(bob)
     selected = [content(roadmap) for roadmap in roadmaps]
     one = reservation_of(roadmaps[0])
-    root = django_user_model.objects.get(username="root")
-    UserBudget.objects.create(user=root, daily_tokens=one + one // 2)
+    UserBudget.objects.create(user=admin_user, daily_tokens=one + one // 2)
 
-    response = staff_client.post(
+    response = admin_client.post(
         "/admin/roadmaps/conceptcontent/",
         {"action": "retry_now", ACTION_CHECKBOX_NAME: [c.pk for c in selected]},
     )
 
     assert response.status_code == 302
-    messages = [str(m) for m in staff_client.get(response.url).context["messages"]]
+    messages = [str(m) for m in admin_client.get(response.url).context["messages"]]
     [task] = GenerationTask.objects.all()
     assert messages == [
         f"Started 1 generation(s) in task(s): {task.pk}.",
         "1 content(s) skipped: over the daily token budget.",
     ]
-    assert budgets.budget_for(root, now=timezone.now()).reserved == one
+    assert budgets.budget_for(admin_user, now=timezone.now()).reserved == one
     [skipped] = [roadmap for roadmap in roadmaps if roadmap.pk != task.roadmap_id]
     assert content(skipped).status == "pending"
 
@@ -606,16 +605,16 @@ def test_retry_content_command_skips_a_roadmap_over_budget_and_says_why(
     assert content(alices, "c001", "quiz").status == "pending"
 
 
-def test_budgets_are_set_per_user_in_the_admin(staff_client, alice):
-    page = staff_client.get("/admin/generation/userbudget/add/")
+def test_budgets_are_set_per_user_in_the_admin(admin_client, alice):
+    page = admin_client.get("/admin/generation/userbudget/add/")
     assert page.status_code == 200
 
-    saved = staff_client.post(
+    saved = admin_client.post(
         "/admin/generation/userbudget/add/", {"user": alice.pk, "daily_tokens": "250000"}
     )
 
     assert saved.status_code == 302, saved.content[:2000]
     assert UserBudget.objects.get(user=alice).daily_tokens == 250_000
-    shown = staff_client.get(f"/admin/generation/userbudget/{alice.pk}/change/")
+    shown = admin_client.get(f"/admin/generation/userbudget/{alice.pk}/change/")
     assert b"0 tokens used, 0 reserved by work in progress; 250000 left" in shown.content
     assert budgets.budget_for(alice, now=timezone.now()).daily_tokens == 250_000
