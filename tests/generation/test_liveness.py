@@ -76,7 +76,7 @@ def beats(monkeypatch) -> list[tuple[bool, bool]]:
 
 @pytest.mark.stress
 def test_without_progress_the_lease_runs_out_however_long_the_process_lives(
-    fake_openai, alice, make_roadmap, settings, one_round, beats
+    fake_openai, alice, make_roadmap, settings, one_round, beats, monkeypatch
 ):
     """The heartbeat keeps beating, but a call that sends nothing is not renewed:
     the sweep fails it one lease later, long before its 30 s stall window. Warmed
@@ -88,6 +88,8 @@ def test_without_progress_the_lease_runs_out_however_long_the_process_lives(
     beats.clear()
     settings.GENERATION_STALL_SECONDS = 30
     settings.GENERATION_LEASE_SECONDS = 0.8  # a beat every 0.2 s
+    # A fresh fence: the warm-up's thread may be in a sleep of the longer interval.
+    monkeypatch.setattr(liveness, "fence", liveness.Fence())
     reset_provider()  # the stall window is the client's read timeout
     fake_openai.script(ok(LONG_TUTORIAL, hang_after_chunks=2))
     roadmap = make_roadmap(alice)
