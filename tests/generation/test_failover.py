@@ -5,9 +5,11 @@ move on; with both down the pair fails, retryable, with one public message."""
 
 import logging
 import time
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 
 from generation.errors import AllProvidersDown
 from generation.models import GenerationItem, ProviderCircuit, UsageRecord
@@ -172,7 +174,7 @@ async def test_the_circuit_opens_and_a_trial_closes_it_when_the_primary_is_back(
     providers, settings
 ):
     primary, secondary = providers
-    settings.GENERATION_CIRCUIT_SECONDS = 0.5
+    settings.GENERATION_CIRCUIT_SECONDS = 60
     primary.default = error(503)
     provider = get_provider()
     request = _request()
@@ -187,7 +189,7 @@ async def test_the_circuit_opens_and_a_trial_closes_it_when_the_primary_is_back(
     assert len(primary.requests) == 3 * tries
 
     primary.default = Behaviour()
-    await _sleep(0.6)
+    await sync_to_async(end_cool_off)("primary")
     _, _ = await provider.resources(request)  # the trial, served by the primary
     assert len(primary.requests) == 3 * tries + 1
     state = (await sync_to_async(circuit.states)(["primary"]))["primary"]
@@ -199,17 +201,16 @@ async def test_one_caller_gets_the_trial_and_its_failure_keeps_the_circuit_open(
     providers, settings
 ):
     primary, _ = providers
-    settings.GENERATION_CIRCUIT_SECONDS = 0.3
+    settings.GENERATION_CIRCUIT_SECONDS = 60
     primary.default = error(503)
     provider = get_provider()
     for _ in range(3):
         await provider.resources(_request())
-    await _sleep(0.4)
+    await sync_to_async(end_cool_off)("primary")
     claim = sync_to_async(circuit.first_allowed)
     assert await claim(["primary"]) == 0  # this call has the trial
     assert await claim(["primary"]) == 1  # nobody else does
     await sync_to_async(circuit.failed)("primary")
-    await _sleep(0.1)
     assert (await sync_to_async(circuit.states)(["primary"]))["primary"]["open"]
 
 
@@ -221,10 +222,10 @@ def test_one_read_skips_the_open_circuits_and_claims_only_the_trial_it_returns(
     with django_assert_num_queries(1):
         assert circuit.first_allowed(["primary", "secondary"]) == 1
 
-    settings.GENERATION_CIRCUIT_SECONDS = 0.2
+    settings.GENERATION_CIRCUIT_SECONDS = 60
     for name in ("a", "b", "a", "b", "a", "b"):
         circuit.failed(name)
-    time.sleep(0.3)
+    end_cool_off("a", "b")
     assert circuit.first_allowed(["a", "b"]) == 0  # a's trial
     assert circuit.first_allowed(["b"]) == 0  # b's is still there to claim
     assert circuit.first_allowed(["a", "b"]) == 2
@@ -258,10 +259,15 @@ def _request():
     )
 
 
-async def _sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
+def end_cool_off(*names: str) -> None:
+    """The open circuits' cool-off ends now, as if it had been waited out: a long
+    cool-off that the test back-dates, not a short one that a slow claim outlives
+    (its trial claim moves the cool-off on, and a claim after that would find it
+    over again)."""
+    ended = timezone.now() - timedelta(seconds=1)
+    assert ProviderCircuit.objects.filter(name__in=names, opened_until__isnull=False).update(
+        opened_until=ended
+    ) == len(names), "a circuit to end the cool-off of is not open"
 
 
 @pytest.mark.parametrize(
@@ -411,10 +417,10 @@ async def test_among_concurrent_connections_exactly_one_gets_the_trial(providers
 
     from django.db import connection
 
-    settings.GENERATION_CIRCUIT_SECONDS = 0.2
+    settings.GENERATION_CIRCUIT_SECONDS = 60
     for _ in range(3):
         await sync_to_async(circuit.failed)("primary")
-    await _sleep(0.3)
+    await sync_to_async(end_cool_off)("primary")
 
     def claim() -> bool:
         try:
