@@ -191,7 +191,9 @@ async def test_offsets_count_code_points_for_chinese_and_emoji(
     api, alice, make_roadmap, fake_openai
 ):
     text = "# 钩子 🎣 入门\n\n" + "状态与副作用 🚀 让函数组件更强大。" * 60 + "\n"
-    fake_openai.script(ok(text, chunk_delay=0.01))
+    # About 28 chunks over 1.4 s: several coalesced changes reach a socket that
+    # subscribes after the start's response (over 0.3 s, one could be all).
+    fake_openai.script(ok(text, chunk_delay=0.05))
     roadmap = await sync_to_async(make_roadmap)(alice)
     task_id = await start(api, alice, roadmap)
     client = LiveClient()

@@ -397,7 +397,9 @@ async def test_live_text_from_a_worker_reaches_clients_of_both_servers_exactly_o
     from_the_start, reconnecting = LiveClient(), LiveClient()
     async with websockets.connect(url(server_a), open_timeout=10) as first:
         following = asyncio.create_task(follow(first, from_the_start))
-        await asyncio.sleep(1.0)
+        async with asyncio.timeout(30):  # the worker has started writing
+            while not from_the_start.held.get(("c001", "tutorial")):
+                await asyncio.sleep(0.05)
         after = 0
         for server in (server_b, server_a):
             async with websockets.connect(url(server, after), open_timeout=10) as socket:
