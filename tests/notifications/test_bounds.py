@@ -47,7 +47,9 @@ async def test_no_answer_on_an_idle_loop_fails_in_the_bound():
     with pytest.raises(TimeoutError):
         async with bounds.within(0.2):
             await asyncio.Event().wait()
-    assert 0.2 <= time.monotonic() - began < 0.5
+    # Not the 10 s allowance: a pause of the process (a collection, a descheduled
+    # turn) at the due moment may extend the bound by a few turns, no more.
+    assert 0.2 <= time.monotonic() - began < 0.2 + 1.0
 
 
 async def test_no_answer_on_a_behind_loop_fails_by_the_allowance(monkeypatch):

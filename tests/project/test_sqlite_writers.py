@@ -14,18 +14,18 @@ from roadmap_project.patches.django import _writer
 
 @pytest.fixture
 def connect(tmp_path, django_db_blocker):
-    handler = ConnectionHandler(
-        {
-            "default": {
-                "ENGINE": "roadmap_project.db.sqlite3",
-                "NAME": str(tmp_path / "queue.sqlite3"),
-                "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 0.5},
-            }
-        }
-    )
     opened = []
 
-    def open_connection():
+    def open_connection(timeout: float = 0.5):
+        handler = ConnectionHandler(
+            {
+                "default": {
+                    "ENGINE": "roadmap_project.db.sqlite3",
+                    "NAME": str(tmp_path / "queue.sqlite3"),
+                    "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": timeout},
+                }
+            }
+        )
         connection = handler.create_connection("default")
         connection.ensure_connection()
         opened.append(connection)
@@ -50,7 +50,9 @@ def test_every_end_of_a_transaction_releases_the_writer_lock(connect, end):
 
 
 def test_a_second_writer_waits_for_the_first_to_commit(connect):
-    first, second = connect(), connect()
+    # A wait far longer than the 0.2 s the first holds on: a loaded machine may
+    # take a while to wake the second once the first commits.
+    first, second = connect(timeout=10), connect(timeout=10)
     first._start_transaction_under_autocommit()
     first.cursor().execute("CREATE TABLE t (n INTEGER)")
     order = []
