@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,13 @@ from pathlib import Path
 import httpx
 import redis
 
+from tests.support.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
 # Celery's line for each task a worker finished: "Task <name>[<id>] succeeded in 0.5s".
 SUCCEEDED = re.compile(r"Task generation\.tasks\.generate_content\[[0-9a-f-]+\] succeeded")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

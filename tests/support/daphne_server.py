@@ -5,7 +5,6 @@ pytest-django test database, SQLite file or PostgreSQL), so rows committed by a
 `transaction=True` test are visible to the server and the other way round. No
 separate migrate or user creation is needed."""
 
-import socket
 import subprocess
 import sys
 import time
@@ -16,13 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.ports import free_port
 from tests.support.processes import ROOT, process_env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)

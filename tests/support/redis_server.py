@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tests.conftest import require_service
 from tests.support.lifecycle import wait_until
+from tests.support.ports import free_port
 
 
 @dataclass
@@ -54,10 +55,7 @@ class PrivateRedis:
 @contextmanager
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     require_service("redis-server", shutil.which("redis-server") is not None, "not on PATH")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    redis = PrivateRedis(port=port, directory=tmp_path / "redis")
+    redis = PrivateRedis(port=free_port(), directory=tmp_path / "redis")
     redis.directory.mkdir()
     redis.start()
     try:

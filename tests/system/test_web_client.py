@@ -33,9 +33,10 @@ from generation.models import UserBudget
 from notifications.models import Event, EventCounter
 from roadmaps.models import ConceptContent
 from tests.conftest import require_service
-from tests.support.daphne_server import DaphneServer, daphne_server, free_port
+from tests.support.daphne_server import DaphneServer, daphne_server
 from tests.support.fake_openai import ok
 from tests.support.lifecycle import wait_until
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
