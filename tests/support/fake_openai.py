@@ -237,7 +237,8 @@ def default_content(body: dict[str, Any]) -> str:
 
 
 class FakeOpenAI:
-    """The server, its script and its records. Thread-safe; one per test."""
+    """The server, its script and its records. Thread-safe; one per test, or one
+    per module that `forget`s between its tests."""
 
     def __init__(self, default: Behaviour | None = None) -> None:
         self.requests: list[RecordedRequest] = []
@@ -258,6 +259,18 @@ class FakeOpenAI:
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/v1"
+
+    def forget(self) -> None:
+        """Back to a new fake's script and records, on the same address: for a fake
+        that several tests share (one Celery stack of a module points at it)."""
+        with self._lock:
+            self.requests.clear()
+            self.usage_reported.clear()
+            self.closed_by_client.clear()
+            self._script.clear()
+            self.default = Behaviour()
+            self.delay = 0.0
+            self.max_in_flight = self.in_flight
 
     def script(self, *behaviours: Behaviour) -> None:
         """Queue answers for the next requests, in order; then the default applies."""

@@ -18,7 +18,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
@@ -42,10 +42,11 @@ from notifications.models import Event
 from roadmaps.models import ConceptContent
 from tests.conftest import auth
 from tests.support import processes
-from tests.support.celery_workers import running_stack
+from tests.support.celery_workers import Stack, running_stack
 from tests.support.fake_openai import (
     VALID_TUTORIAL,
     Behaviour,
+    FakeOpenAI,
     cut,
     error,
     hang,
@@ -130,11 +131,12 @@ FAULTS = {
 
 @dataclass
 class Deployment:
-    """An engine behind the REST API: a client for the API and a way to wait
-    until the engine has finished a task."""
+    """An engine behind the REST API: a client for the API, a way to wait until
+    the engine has finished a task, and the fake provider the engine asks."""
 
     client: httpx.AsyncClient
     wait_finished: Callable[[str], Awaitable[None]]
+    provider: FakeOpenAI
 
 
 @pytest.fixture
@@ -158,19 +160,20 @@ def finished(task_id: str) -> bool:
         ),
     ]
 )
-async def deployment(request, transactional_db, api, matrix_provider, tmp_path):
-    """Requests the database first, so every process stops before it is flushed."""
+async def deployment(request, transactional_db, api, matrix_provider):
     async with AsyncExitStack() as cleanup:
         # ORM calls of an async test run in asgiref's sync thread: close its
         # connection, or PostgreSQL refuses to drop the test database.
         cleanup.push_async_callback(sync_to_async(connections.close_all))
         if request.param == "inprocess":
-            yield in_process(api)
+            yield in_process(api, matrix_provider)
         else:
-            yield await cleanup.enter_async_context(celery_worker(matrix_provider, tmp_path))
+            yield await cleanup.enter_async_context(
+                celery_worker(*request.getfixturevalue("celery_stack"))
+            )
 
 
-def in_process(api: httpx.AsyncClient) -> Deployment:
+def in_process(api: httpx.AsyncClient, provider: FakeOpenAI) -> Deployment:
     """The embedded engine: the ASGI app in this test's loop runs the work there."""
 
     async def wait_in_process(task_id: str) -> None:
@@ -180,38 +183,48 @@ def in_process(api: httpx.AsyncClient) -> Deployment:
         )
         assert idle, f"task {task_id} still running after {CELL_TIMEOUT_SECONDS} s"
 
-    return Deployment(client=api, wait_finished=wait_in_process)
+    return Deployment(client=api, wait_finished=wait_in_process, provider=provider)
+
+
+@pytest.fixture(scope="module")
+def celery_stack(django_db_setup, tmp_path_factory) -> Iterator[tuple[FakeOpenAI, Stack]]:
+    """One fake provider, daphne server and Celery worker for every Celery cell
+    (the openai provider pointed at the fake, the matrix's bounds; the server
+    enqueues to the worker), started once: a stack's start and stop took 4.6 s a
+    cell, twice its work. The cells share nothing else: the database is emptied
+    between them, by DELETE, which the idle processes' connections do not block
+    (tests/conftest.py), and the fake forgets its script and records."""
+    fake = FakeOpenAI().start()
+    scratch = tmp_path_factory.mktemp("fault-matrix-celery")
+    try:
+        with running_stack(
+            database_url=processes.test_database_url(),
+            redis_url=celery_redis_url(),
+            log_dir=scratch / "logs",
+            media_root=scratch / "media",
+            servers=1,
+            workers=1,
+            GENERATION_PROVIDER="openai",
+            OPENAI_BASE_URL=fake.base_url,
+            **MATRIX_SETTINGS,
+        ) as stack:
+            yield fake, stack
+    finally:
+        fake.stop()
 
 
 @asynccontextmanager
-async def celery_worker(matrix_provider, tmp_path) -> AsyncIterator[Deployment]:
-    """One daphne server and one Celery worker, with the openai provider pointed at
-    the fake and the matrix's bounds; the server enqueues to the worker."""
-    redis_url = celery_redis_url()
-    processes_running = running_stack(
-        database_url=processes.test_database_url(),
-        redis_url=redis_url,
-        log_dir=tmp_path / "logs",
-        media_root=tmp_path / "media",
-        servers=1,
-        workers=1,
-        GENERATION_PROVIDER="openai",
-        OPENAI_BASE_URL=matrix_provider.base_url,
-        **MATRIX_SETTINGS,
-    )
-    stack = await sync_to_async(processes_running.__enter__)()
-    try:
-        async with httpx.AsyncClient(base_url=stack.servers[0].url, timeout=10) as client:
+async def celery_worker(provider: FakeOpenAI, stack: Stack) -> AsyncIterator[Deployment]:
+    provider.forget()
+    async with httpx.AsyncClient(base_url=stack.servers[0].url, timeout=10) as client:
 
-            async def wait_in_worker(task_id: str) -> None:
-                deadline = time.monotonic() + CELL_TIMEOUT_SECONDS
-                while not await sync_to_async(finished)(task_id):
-                    assert time.monotonic() < deadline, f"task {task_id} still running"
-                    await asyncio.sleep(0.1)
+        async def wait_in_worker(task_id: str) -> None:
+            deadline = time.monotonic() + CELL_TIMEOUT_SECONDS
+            while not await sync_to_async(finished)(task_id):
+                assert time.monotonic() < deadline, f"task {task_id} still running"
+                await asyncio.sleep(0.1)
 
-            yield Deployment(client=client, wait_finished=wait_in_worker)
-    finally:
-        await sync_to_async(processes_running.__exit__)(None, None, None)
+        yield Deployment(client=client, wait_finished=wait_in_worker, provider=provider)
 
 
 def celery_redis_url() -> str:
@@ -256,9 +269,10 @@ def task_row(task_id: str) -> GenerationTask:
 
 @pytest.mark.parametrize("fault", list(FAULTS.values()), ids=list(FAULTS))
 async def test_provider_fault_ends_in_the_right_terminal_state_without_leaks(
-    deployment, matrix_provider, alice, make_roadmap, fault
+    deployment, alice, make_roadmap, fault
 ):
-    matrix_provider.script(*fault.answers)
+    provider = deployment.provider
+    provider.script(*fault.answers)
     roadmap = await sync_to_async(make_roadmap)(alice)
     content_type = fault.content_type
     base = f"/api/v1/roadmaps/{roadmap.pk}/concepts/c001/{content_type}"
@@ -301,7 +315,7 @@ async def test_provider_fault_ends_in_the_right_terminal_state_without_leaks(
     assert detail.status_code == 200
 
     # Nothing public carries what the provider or the process knows (I7).
-    port = f":{httpx.URL(matrix_provider.base_url).port}"
+    port = f":{httpx.URL(provider.base_url).port}"
     surfaces = {
         "public_error": content.public_error,
         "the stored events": json.dumps([event.body for event in events], ensure_ascii=False),
@@ -327,4 +341,4 @@ async def test_provider_fault_ends_in_the_right_terminal_state_without_leaks(
         assert read.status_code == 404
         assert read.json()["status"] == "failed"
         if not fault.fails_with.retryable:
-            assert len(matrix_provider.requests) == 1  # permanent: never repeated
+            assert len(provider.requests) == 1  # permanent: never repeated
