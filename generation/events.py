@@ -83,23 +83,17 @@ def concept_start(task: GenerationTask, item: GenerationItem) -> None:
     _concept_event("concept_start", task, item, STARTED)
 
 
-def concept_complete(
-    task: GenerationTask, item: GenerationItem, content: ConceptContent, *, final: bool
-) -> None:
+def concept_complete(task: GenerationTask, item: GenerationItem, *, final: bool) -> None:
+    """The item's pair, read after its release, is the new version it names."""
     _concept_event(
-        "concept_complete",
-        task,
-        item,
-        FINISHED,
-        final=final,
-        data=completed_data(content, concept_id=item.content.concept.concept_id),
+        "concept_complete", task, item, FINISHED, final=final, data=completed_data(item.content)
     )
 
 
-def completed_data(content: ConceptContent, *, concept_id: str) -> dict[str, Any]:
+def completed_data(content: ConceptContent) -> dict[str, Any]:
     """The `data` of concept_complete: what the new version is, per content type.
-    `concept_id` comes from the item already read, so the content's concept is
-    not read again under the lock."""
+    The content comes with its concept (ledger.item), so nothing is read again
+    under the lock."""
     from roadmaps.selectors import tutorial_url
 
     key = f"{content.content_type}_id"
@@ -108,7 +102,9 @@ def completed_data(content: ConceptContent, *, concept_id: str) -> dict[str, Any
         data |= {
             "title": content.title,
             "content_url": tutorial_url(
-                roadmap_id=content.roadmap_id, concept_id=concept_id, version=content.version
+                roadmap_id=content.roadmap_id,
+                concept_id=content.concept.concept_id,
+                version=content.version,
             ),
             "summary": content.summary,
         }

@@ -26,7 +26,7 @@ from generation.models import (
     TaskKind,
     TaskStatus,
 )
-from roadmaps.models import ConceptContent, Roadmap
+from roadmaps.models import Roadmap
 
 ITEM_COUNTERS = {
     ItemState.COMPLETED: "completed",
@@ -106,7 +106,6 @@ def close_item(
     outcome: str,
     *,
     error: GenerationError | None = None,
-    content: ConceptContent | None = None,
     ends_task: bool = True,
 ) -> None:
     """End one item whose pair the caller already moved (or left to its new
@@ -119,7 +118,7 @@ def close_item(
     # A single retry's stream ends with its concept event, a batch's with task_complete.
     final = ends_task and task.kind == TaskKind.RETRY
     if outcome == ItemState.COMPLETED:
-        events.concept_complete(task, item, content, final=final)
+        events.concept_complete(task, item, final=final)
     else:
         events.concept_failed(task, item, error, final=final)
     if ends_task:

@@ -236,7 +236,7 @@ def complete_item(run: ItemRun, *, version: int, fields: dict, roadmap_id=None) 
     )
     item = ledger.item(run.item_id, task=task)  # read after the release: its new version
     if landed:
-        ledger.close_item(task, item, ItemState.COMPLETED, content=item.content)
+        ledger.close_item(task, item, ItemState.COMPLETED)
     elif item.state in UNFINISHED_ITEM_STATES and item.attempt_id == run.attempt_id:
         ledger.close_item(task, item, ItemState.CANCELLED, error=Superseded())
     return bool(landed)

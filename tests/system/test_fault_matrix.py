@@ -160,13 +160,13 @@ def finished(task_id: str) -> bool:
         ),
     ]
 )
-async def deployment(request, transactional_db, api, matrix_provider):
+async def deployment(request, transactional_db, api):
     async with AsyncExitStack() as cleanup:
         # ORM calls of an async test run in asgiref's sync thread: close its
         # connection, or PostgreSQL refuses to drop the test database.
         cleanup.push_async_callback(sync_to_async(connections.close_all))
         if request.param == "inprocess":
-            yield in_process(api, matrix_provider)
+            yield in_process(api, request.getfixturevalue("matrix_provider"))
         else:
             yield await cleanup.enter_async_context(
                 celery_worker(*request.getfixturevalue("celery_stack"))
