@@ -10,6 +10,7 @@ django.setup(set_prefix=False)
 from django.conf import settings  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
+from roadmap_project.collector import settle_after_start_up  # noqa: E402
 from roadmap_project.handlers import LaneASGIHandler, RequireContentLength  # noqa: E402
 from roadmap_project.patches import daphne as daphne_patch  # noqa: E402
 
@@ -40,3 +41,6 @@ application = capture_server_loop(
         }
     )
 )
+
+# Last: what start-up made is frozen out of every later collection.
+settle_after_start_up()

@@ -14,6 +14,8 @@ from celery import Celery, bootsteps
 from celery.signals import worker_init, worker_ready, worker_shutdown
 from django.conf import settings
 
+from roadmap_project.collector import settle_after_start_up
+
 # Before the first read of a setting (settings are lazy).
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "roadmap_project.settings")
 
@@ -111,6 +113,12 @@ def start_generation_sweeper(**kwargs) -> None:
     sweeper = Sweeper(app)
     _sweepers.append(sweeper)
     sweeper.start()
+
+
+@worker_ready.connect
+def settle_the_heap(**kwargs) -> None:
+    """The worker streams answers too: the same collector settings as daphne's."""
+    settle_after_start_up()
 
 
 @worker_shutdown.connect
