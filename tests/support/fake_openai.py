@@ -241,19 +241,23 @@ class FakeOpenAI:
     per module that `forget`s between its tests."""
 
     def __init__(self, default: Behaviour | None = None) -> None:
-        self.requests: list[RecordedRequest] = []
-        self.usage_reported: list[dict[str, int]] = []  # the usage chunks sent, in order
-        self.default = default or Behaviour()  # the answer when the script is empty
-        self.delay = 0.0  # added before every answer (concurrency tests)
         self.in_flight = 0
-        self.max_in_flight = 0
-        # time.monotonic() of each connection the client closed mid-answer.
-        self.closed_by_client: list[float] = []
-        self._script: deque[Behaviour] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._start_over(default)
+
+    def _start_over(self, default: Behaviour | None = None) -> None:
+        """A new fake's script and records (answers in flight stay counted)."""
+        self.requests: list[RecordedRequest] = []
+        self.usage_reported: list[dict[str, int]] = []  # the usage chunks sent, in order
+        self.default = default or Behaviour()  # the answer when the script is empty
+        self.delay = 0.0  # added before every answer (concurrency tests)
+        self.max_in_flight = self.in_flight
+        # time.monotonic() of each connection the client closed mid-answer.
+        self.closed_by_client: list[float] = []
+        self._script: deque[Behaviour] = deque()
 
     @property
     def base_url(self) -> str:
@@ -264,13 +268,7 @@ class FakeOpenAI:
         """Back to a new fake's script and records, on the same address: for a fake
         that several tests share (one Celery stack of a module points at it)."""
         with self._lock:
-            self.requests.clear()
-            self.usage_reported.clear()
-            self.closed_by_client.clear()
-            self._script.clear()
-            self.default = Behaviour()
-            self.delay = 0.0
-            self.max_in_flight = self.in_flight
+            self._start_over()
 
     def script(self, *behaviours: Behaviour) -> None:
         """Queue answers for the next requests, in order; then the default applies."""
